@@ -1,0 +1,1 @@
+//! Builds Mongoose OS compatible `fw.zip` bundles on the host.

@@ -1,0 +1,206 @@
+//! Flash access shared by every part of the core: errors that name the operation and offset,
+//! bounded region hashing, and a RAM-backed flash for tests, demos and RAM-only devices.
+
+use embedded_storage::nor_flash::{
+    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+};
+use sha1::{Digest as _, Sha1};
+use sha2::Sha256;
+
+/// Which flash operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashOp {
+    Read,
+    Program,
+    Erase,
+}
+
+/// A flash operation that failed, with where it was aimed. A simulated power cut arrives as one
+/// of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlashError {
+    pub op: FlashOp,
+    pub offset: u32,
+    pub kind: NorFlashErrorKind,
+}
+
+impl core::fmt::Display for FlashError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let op = match self.op {
+            FlashOp::Read => "read",
+            FlashOp::Program => "program",
+            FlashOp::Erase => "erase",
+        };
+        write!(f, "flash {op} at 0x{:x} failed ({:?})", self.offset, self.kind)
+    }
+}
+
+pub(crate) fn read<F: ReadNorFlash>(flash: &mut F, offset: u32, buf: &mut [u8]) -> Result<(), FlashError> {
+    flash
+        .read(offset, buf)
+        .map_err(|e| FlashError { op: FlashOp::Read, offset, kind: e.kind() })
+}
+
+pub(crate) fn program<F: NorFlash>(flash: &mut F, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+    flash
+        .write(offset, data)
+        .map_err(|e| FlashError { op: FlashOp::Program, offset, kind: e.kind() })
+}
+
+pub(crate) fn erase<F: NorFlash>(flash: &mut F, from: u32, to: u32) -> Result<(), FlashError> {
+    flash
+        .erase(from, to)
+        .map_err(|e| FlashError { op: FlashOp::Erase, offset: from, kind: e.kind() })
+}
+
+/// SHA-1 and SHA-256 of a byte string, the two checksums a Mongoose OS manifest carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub sha1: [u8; 20],
+    pub sha256: [u8; 32],
+}
+
+/// Both digests computed in one pass, fed in pieces.
+#[derive(Clone)]
+pub(crate) struct Hasher {
+    sha1: Sha1,
+    sha256: Sha256,
+}
+
+impl Hasher {
+    pub(crate) fn new() -> Hasher {
+        Hasher { sha1: Sha1::new(), sha256: Sha256::new() }
+    }
+
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.sha1.update(data);
+        self.sha256.update(data);
+    }
+
+    pub(crate) fn finish(self) -> Digests {
+        Digests { sha1: self.sha1.finalize().into(), sha256: self.sha256.finalize().into() }
+    }
+}
+
+/// SHA-256 of `len_bytes` of flash from `offset`, read through `buf` (any non-zero size).
+pub fn sha256_region<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+) -> Result<[u8; 32], FlashError> {
+    let mut hasher = Sha256::new();
+    for_each_piece(flash, offset, len_bytes, buf, |piece| hasher.update(piece))?;
+    Ok(hasher.finalize().into())
+}
+
+/// SHA-1 and SHA-256 of `len_bytes` of flash from `offset`, read through `buf`.
+pub fn digest_region<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+) -> Result<Digests, FlashError> {
+    let mut hasher = Hasher::new();
+    for_each_piece(flash, offset, len_bytes, buf, |piece| hasher.update(piece))?;
+    Ok(hasher.finish())
+}
+
+/// Reads `len_bytes` from `offset` in pieces of at most `buf.len()` bytes, handing each to `f`.
+/// The loop is bounded by `len_bytes / buf.len() + 1` iterations.
+pub(crate) fn for_each_piece<F: ReadNorFlash>(
+    flash: &mut F,
+    offset: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), FlashError> {
+    assert!(!buf.is_empty(), "a region is read through a non-empty buffer");
+    let mut done: u32 = 0;
+    while done < len_bytes {
+        let n = core::cmp::min(buf.len() as u32, len_bytes - done);
+        let piece = &mut buf[..n as usize];
+        read(flash, offset + done, piece)?;
+        f(piece);
+        done += n;
+    }
+    Ok(())
+}
+
+/// Erase-size-aligned `[from, to)` covering `[offset, offset + len)`.
+pub(crate) fn erase_span(offset: u32, len_bytes: u32, erase_size_bytes: u32) -> (u32, u32) {
+    let from = offset - offset % erase_size_bytes;
+    let end = offset + len_bytes;
+    let to = end.div_ceil(erase_size_bytes) * erase_size_bytes;
+    (from, to)
+}
+
+/// A flash device in a caller-provided RAM buffer. It checks alignment and bounds, and programs
+/// by AND-ing (a program only clears bits, as on NOR), but it does not catch a second program of a
+/// cell: the simulator's strict model does that.
+pub struct RamFlash<'a, const WRITE: usize, const ERASE: usize> {
+    mem: &'a mut [u8],
+}
+
+impl<'a, const WRITE: usize, const ERASE: usize> RamFlash<'a, WRITE, ERASE> {
+    /// Wraps `mem` and erases it. Its length must be a multiple of `ERASE`.
+    pub fn new(mem: &'a mut [u8]) -> Self {
+        const { assert!(WRITE > 0 && ERASE % WRITE == 0) };
+        assert!(mem.len() % ERASE == 0, "RAM flash size is a whole number of erase units");
+        mem.fill(0xff);
+        RamFlash { mem }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.mem
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> ErrorType for RamFlash<'_, WRITE, ERASE> {
+    type Error = NorFlashErrorKind;
+}
+
+impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for RamFlash<'_, WRITE, ERASE> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        let start = offset as usize;
+        let end = start.checked_add(bytes.len()).ok_or(NorFlashErrorKind::OutOfBounds)?;
+        let src = self.mem.get(start..end).ok_or(NorFlashErrorKind::OutOfBounds)?;
+        bytes.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> NorFlash for RamFlash<'_, WRITE, ERASE> {
+    const WRITE_SIZE: usize = WRITE;
+    const ERASE_SIZE: usize = ERASE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        let (from, to) = (from as usize, to as usize);
+        if from % ERASE != 0 || to % ERASE != 0 || from > to {
+            return Err(NorFlashErrorKind::NotAligned);
+        }
+        self.mem.get_mut(from..to).ok_or(NorFlashErrorKind::OutOfBounds)?.fill(0xff);
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        let start = offset as usize;
+        if start % WRITE != 0 || bytes.len() % WRITE != 0 {
+            return Err(NorFlashErrorKind::NotAligned);
+        }
+        let dst = self
+            .mem
+            .get_mut(start..start + bytes.len())
+            .ok_or(NorFlashErrorKind::OutOfBounds)?;
+        for (cell, byte) in dst.iter_mut().zip(bytes) {
+            *cell &= *byte;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! A bounded, allocation-free JSON tokenizer for the manifest.

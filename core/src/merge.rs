@@ -1,0 +1,1 @@
+//! The first-boot filesystem merge (§4 of the reference).
