@@ -1,9 +1,7 @@
 //! Flash access shared by every part of the core: errors that name the operation and offset,
 //! bounded region hashing, and a RAM-backed flash for tests, demos and RAM-only devices.
 
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 use sha1::{Digest as _, Sha1};
 use sha2::Sha256;
 
@@ -36,21 +34,15 @@ impl core::fmt::Display for FlashError {
 }
 
 pub(crate) fn read<F: ReadNorFlash>(flash: &mut F, offset: u32, buf: &mut [u8]) -> Result<(), FlashError> {
-    flash
-        .read(offset, buf)
-        .map_err(|e| FlashError { op: FlashOp::Read, offset, kind: e.kind() })
+    flash.read(offset, buf).map_err(|e| FlashError { op: FlashOp::Read, offset, kind: e.kind() })
 }
 
 pub(crate) fn program<F: NorFlash>(flash: &mut F, offset: u32, data: &[u8]) -> Result<(), FlashError> {
-    flash
-        .write(offset, data)
-        .map_err(|e| FlashError { op: FlashOp::Program, offset, kind: e.kind() })
+    flash.write(offset, data).map_err(|e| FlashError { op: FlashOp::Program, offset, kind: e.kind() })
 }
 
 pub(crate) fn erase<F: NorFlash>(flash: &mut F, from: u32, to: u32) -> Result<(), FlashError> {
-    flash
-        .erase(from, to)
-        .map_err(|e| FlashError { op: FlashOp::Erase, offset: from, kind: e.kind() })
+    flash.erase(from, to).map_err(|e| FlashError { op: FlashOp::Erase, offset: from, kind: e.kind() })
 }
 
 /// SHA-1 and SHA-256 of a byte string, the two checksums a Mongoose OS manifest carries.
@@ -194,10 +186,7 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for RamFlash<'_, WRITE, ER
         if start % WRITE != 0 || bytes.len() % WRITE != 0 {
             return Err(NorFlashErrorKind::NotAligned);
         }
-        let dst = self
-            .mem
-            .get_mut(start..start + bytes.len())
-            .ok_or(NorFlashErrorKind::OutOfBounds)?;
+        let dst = self.mem.get_mut(start..start + bytes.len()).ok_or(NorFlashErrorKind::OutOfBounds)?;
         for (cell, byte) in dst.iter_mut().zip(bytes) {
             *cell &= *byte;
         }

@@ -306,11 +306,32 @@ mod tests {
             overlap,
             Err(LayoutError::Overlap { first: RegionName::App(Slot::S0), second: RegionName::App(Slot::S1) })
         );
-        let bad_geometry = Layout::new(4096, 3, [Region::new(0, 4096); 2], [Region::new(0, 4096); 2], [Region::new(0, 4096); 2]);
-        assert_eq!(bad_geometry, Err(LayoutError::BadGeometry { erase_size_bytes: 4096, write_size_bytes: 3 }));
-        let big_unit = Layout::new(1024, 512, [Region::new(0, 1024); 2], [Region::new(0, 1024); 2], [Region::new(0, 1024); 2]);
+        let bad_geometry = Layout::new(
+            4096,
+            3,
+            [Region::new(0, 4096); 2],
+            [Region::new(0, 4096); 2],
+            [Region::new(0, 4096); 2],
+        );
+        assert_eq!(
+            bad_geometry,
+            Err(LayoutError::BadGeometry { erase_size_bytes: 4096, write_size_bytes: 3 })
+        );
+        let big_unit = Layout::new(
+            1024,
+            512,
+            [Region::new(0, 1024); 2],
+            [Region::new(0, 1024); 2],
+            [Region::new(0, 1024); 2],
+        );
         assert_eq!(big_unit, Err(LayoutError::RecordNotWriteAligned { write_size_bytes: 512 }));
-        let small = Layout::new(256, 4, [Region::new(0, 256), Region::new(256, 512)], [Region::new(1024, 256), Region::new(1280, 256)], [Region::new(1536, 256), Region::new(1792, 256)]);
+        let small = Layout::new(
+            256,
+            4,
+            [Region::new(0, 256), Region::new(256, 512)],
+            [Region::new(1024, 256), Region::new(1280, 256)],
+            [Region::new(1536, 256), Region::new(1792, 256)],
+        );
         assert_eq!(small, Err(LayoutError::BootStateAreaTooSmall { area: 0 }));
     }
 }

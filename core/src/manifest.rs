@@ -34,15 +34,27 @@ pub struct Manifest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ManifestError {
     /// "Failed to parse manifest", at a byte offset.
-    Parse { offset: u32 },
+    Parse {
+        offset: u32,
+    },
     /// "Required manifest field missing"
-    Missing { field: &'static str },
+    Missing {
+        field: &'static str,
+    },
     /// A field is longer than its storage.
-    TooLong { field: &'static str, max_bytes: u32 },
+    TooLong {
+        field: &'static str,
+        max_bytes: u32,
+    },
     /// A field has the wrong JSON type or an impossible value.
-    BadValue { field: &'static str },
+    BadValue {
+        field: &'static str,
+    },
     /// `cs_sha1`/`cs_sha256` is not 40/64 hex digits.
-    BadChecksum { part: PartName, field: &'static str },
+    BadChecksum {
+        part: PartName,
+        field: &'static str,
+    },
     TooManyParts,
 }
 

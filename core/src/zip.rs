@@ -10,19 +10,28 @@ pub const ENTRIES_MAX: u32 = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZipError {
     /// Not `PK\3\4` nor `PK\1\2` where a header was due. "Malformed archive (invalid file header)"
-    InvalidHeader { offset: u32 },
+    InvalidHeader {
+        offset: u32,
+    },
     /// Compression method other than 0. "Cannot handle compressed .zip"
-    Compressed { method: u16 },
+    Compressed {
+        method: u16,
+    },
     /// General-purpose bit 3: sizes come after the data. "Archived file size is unknown"
     SizeUnknown,
     /// Compressed and uncompressed sizes differ, encrypted entry or zip64 marker. "Malformed archive"
     Malformed,
     /// "Too long file name"
-    NameTooLong { len: u16 },
+    NameTooLong {
+        len: u16,
+    },
     /// Entry name is not UTF-8.
     NameNotUtf8,
     /// "Invalid CRC"
-    InvalidCrc { expected: u32, found: u32 },
+    InvalidCrc {
+        expected: u32,
+        found: u32,
+    },
     TooManyEntries,
 }
 

@@ -1,0 +1,1 @@
+//! Strict NOR flash model.
