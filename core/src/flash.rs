@@ -137,8 +137,8 @@ pub struct RamFlash<'a, const WRITE: usize, const ERASE: usize> {
 impl<'a, const WRITE: usize, const ERASE: usize> RamFlash<'a, WRITE, ERASE> {
     /// Wraps `mem` and erases it. Its length must be a multiple of `ERASE`.
     pub fn new(mem: &'a mut [u8]) -> Self {
-        const { assert!(WRITE > 0 && ERASE % WRITE == 0) };
-        assert!(mem.len() % ERASE == 0, "RAM flash size is a whole number of erase units");
+        const { assert!(WRITE > 0 && ERASE.is_multiple_of(WRITE)) };
+        assert!(mem.len().is_multiple_of(ERASE), "RAM flash size is a whole number of erase units");
         mem.fill(0xff);
         RamFlash { mem }
     }
@@ -174,7 +174,7 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for RamFlash<'_, WRITE, ER
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
         let (from, to) = (from as usize, to as usize);
-        if from % ERASE != 0 || to % ERASE != 0 || from > to {
+        if !from.is_multiple_of(ERASE) || !to.is_multiple_of(ERASE) || from > to {
             return Err(NorFlashErrorKind::NotAligned);
         }
         self.mem.get_mut(from..to).ok_or(NorFlashErrorKind::OutOfBounds)?.fill(0xff);
@@ -183,7 +183,7 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for RamFlash<'_, WRITE, ER
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
         let start = offset as usize;
-        if start % WRITE != 0 || bytes.len() % WRITE != 0 {
+        if !start.is_multiple_of(WRITE) || !bytes.len().is_multiple_of(WRITE) {
             return Err(NorFlashErrorKind::NotAligned);
         }
         let dst = self.mem.get_mut(start..start + bytes.len()).ok_or(NorFlashErrorKind::OutOfBounds)?;

@@ -173,10 +173,13 @@ impl Layout {
         app: [Region; 2],
         fs: [Region; 2],
     ) -> Result<Layout, LayoutError> {
-        if write_size_bytes == 0 || erase_size_bytes == 0 || erase_size_bytes % write_size_bytes != 0 {
+        if write_size_bytes == 0
+            || erase_size_bytes == 0
+            || !erase_size_bytes.is_multiple_of(write_size_bytes)
+        {
             return Err(LayoutError::BadGeometry { erase_size_bytes, write_size_bytes });
         }
-        if RECORD_SIZE_BYTES as u32 % write_size_bytes != 0 {
+        if !(RECORD_SIZE_BYTES as u32).is_multiple_of(write_size_bytes) {
             return Err(LayoutError::RecordNotWriteAligned { write_size_bytes });
         }
         let layout = Layout { erase_size_bytes, write_size_bytes, erased_byte: 0xff, boot_state, app, fs };
@@ -188,7 +191,9 @@ impl Layout {
             if region.size_bytes == 0 {
                 return Err(LayoutError::Empty { region: names[i] });
             }
-            if region.offset % erase_size_bytes != 0 || region.size_bytes % erase_size_bytes != 0 {
+            if !region.offset.is_multiple_of(erase_size_bytes)
+                || !region.size_bytes.is_multiple_of(erase_size_bytes)
+            {
                 return Err(LayoutError::NotEraseAligned { region: names[i] });
             }
             let mut j = i + 1;

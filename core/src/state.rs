@@ -99,6 +99,18 @@ impl<const N: usize> Label<N> {
     }
 }
 
+impl<const N: usize> Default for Label<N> {
+    fn default() -> Self {
+        Label::EMPTY
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for Label<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl<const N: usize> core::fmt::Debug for Label<N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Debug::fmt(self.as_str(), f)

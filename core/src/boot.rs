@@ -1,0 +1,253 @@
+//! The boot loader's decision: which slot boots, and what the boot state says afterwards.
+//!
+//! | stored state                          | chosen slot | state written before booting                 |
+//! |---------------------------------------|-------------|----------------------------------------------|
+//! | committed                             | active      | none                                         |
+//! | uncommitted, first-boot flag B set    | active      | flag B cleared (this is the one trial boot)  |
+//! | uncommitted, flag B clear             | revert      | active = revert, committed, flags cleared    |
+//!
+//! The chosen slot's image must verify (length within the slot, SHA-256 as recorded). If it does
+//! not, the other slot is tried, and when it verifies it becomes the committed active slot. If
+//! neither verifies the outcome is [`BootOutcome::NoBootableImage`]: an unverified image is never
+//! booted. The state is written only after the chosen image verified, so a power cut during the
+//! write repeats the same decision on the next boot.
+
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::flash::{FlashError, sha256_region};
+use crate::layout::{Layout, Slot};
+use crate::log::{self, AppendError, Located};
+use crate::state::BootState;
+
+/// Why a slot was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootReason {
+    /// The active image is committed.
+    Committed,
+    /// The first boot of a new, uncommitted image: its one trial.
+    Trial,
+    /// An uncommitted image booted again without a commit (crash, watchdog, reboot, power loss):
+    /// back to the revert slot.
+    Reverted { from: Slot },
+    /// The chosen slot's image did not verify; the other one did.
+    FellBack { from: Slot },
+    /// The state could not be written, so the new image is not given its trial; the committed
+    /// revert slot boots with the state unchanged.
+    TrialSkipped { error: AppendError },
+}
+
+/// What the boot loader does.
+// No allocator to box the record into: the outcome lives on the stack, once per boot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootOutcome {
+    Boot {
+        slot: Slot,
+        reason: BootReason,
+        state: Located,
+    },
+    /// No boot-state record: the device was never provisioned.
+    NotProvisioned,
+    /// Neither slot holds an image that verifies.
+    NoBootableImage,
+}
+
+/// Reads the boot state, decides, writes the state the decision needs, and says which slot to
+/// boot. `buf` is any non-empty scratch buffer for hashing.
+pub fn boot<F: NorFlash>(flash: &mut F, layout: &Layout, buf: &mut [u8]) -> Result<BootOutcome, FlashError> {
+    let Some(current) = log::read(flash, layout)? else {
+        return Ok(BootOutcome::NotProvisioned);
+    };
+    let stored = current.record.state;
+    let (planned, reason) = plan(&stored);
+    let (next, reason) = if verify(flash, layout, &planned, planned.active, buf)? {
+        (planned, reason)
+    } else {
+        let other = planned.active.other();
+        if !verify(flash, layout, &planned, other, buf)? {
+            return Ok(BootOutcome::NoBootableImage);
+        }
+        (fall_back(&planned, other), BootReason::FellBack { from: planned.active })
+    };
+    if next == stored {
+        return Ok(BootOutcome::Boot { slot: next.active, reason, state: current });
+    }
+    match log::append(flash, layout, Some(&current), &next) {
+        Ok(state) => Ok(BootOutcome::Boot { slot: next.active, reason, state }),
+        Err(error) => write_failed(flash, layout, buf, current, &next, reason, error),
+    }
+}
+
+/// The decision of the table above, before any image is verified.
+pub fn plan(state: &BootState) -> (BootState, BootReason) {
+    if state.committed {
+        return (*state, BootReason::Committed);
+    }
+    if state.first_boot_b {
+        return (BootState { first_boot_b: false, ..*state }, BootReason::Trial);
+    }
+    let revert = state.revert.expect("an uncommitted state has a revert slot (BootState::check)");
+    (fall_back(state, revert), BootReason::Reverted { from: state.active })
+}
+
+/// `slot` becomes the committed active slot, with nothing on trial.
+fn fall_back(state: &BootState, slot: Slot) -> BootState {
+    BootState {
+        active: slot,
+        revert: None,
+        committed: true,
+        first_boot_a: false,
+        first_boot_b: false,
+        merge_fs: false,
+        ..*state
+    }
+}
+
+/// A failed state write must not turn into a boot loop: a trial needs flag B cleared on flash,
+/// so without that write the committed revert slot boots instead, if it verifies. A revert or a
+/// fallback boots its already verified committed slot; the next boot tries the write again.
+fn write_failed<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    buf: &mut [u8],
+    current: Located,
+    next: &BootState,
+    reason: BootReason,
+    error: AppendError,
+) -> Result<BootOutcome, FlashError> {
+    if reason != BootReason::Trial {
+        return Ok(BootOutcome::Boot { slot: next.active, reason, state: current });
+    }
+    let stored = current.record.state;
+    let revert = stored.revert.expect("a trial has a revert slot");
+    if verify(flash, layout, &stored, revert, buf)? {
+        let reason = BootReason::TrialSkipped { error };
+        return Ok(BootOutcome::Boot { slot: revert, reason, state: current });
+    }
+    Ok(BootOutcome::NoBootableImage)
+}
+
+/// True when `slot` holds the image the state records: a non-zero length that fits the slot and
+/// the recorded SHA-256.
+pub fn verify<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    state: &BootState,
+    slot: Slot,
+    buf: &mut [u8],
+) -> Result<bool, FlashError> {
+    let info = state.slot(slot);
+    let region = layout.app(slot);
+    if !info.has_image() || info.app_len_bytes > region.size_bytes {
+        return Ok(false);
+    }
+    Ok(sha256_region(flash, region.offset, info.app_len_bytes, buf)? == info.app_sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::control;
+    use crate::test_support::{FLASH_BYTES, Flash, LAYOUT, image, put_image};
+    use embedded_storage::nor_flash::NorFlash;
+    use std::vec;
+
+    /// Slot 0 holds committed v1, slot 1 holds v2 just finalized (on trial).
+    fn updated(mem: &mut [u8]) -> Flash<'_> {
+        let mut flash = Flash::new(mem);
+        let v1 = put_image(&mut flash, Slot::S0, &image(1, 3000), "1.0");
+        let v2 = put_image(&mut flash, Slot::S1, &image(2, 5000), "2.0");
+        let first = log::append(&mut flash, &LAYOUT, None, &BootState::provisioned(Slot::S0, v1)).unwrap();
+        let mut trial = first.record.state;
+        trial.slots[1] = v2;
+        trial.active = Slot::S1;
+        trial.revert = Some(Slot::S0);
+        trial.committed = false;
+        trial.first_boot_a = true;
+        trial.first_boot_b = true;
+        trial.merge_fs = true;
+        trial.commit_timeout_s = 60;
+        log::append(&mut flash, &LAYOUT, Some(&first), &trial).unwrap();
+        flash
+    }
+
+    fn boot_slot(flash: &mut Flash<'_>) -> (Slot, BootReason) {
+        match boot(flash, &LAYOUT, &mut [0; 256]).unwrap() {
+            BootOutcome::Boot { slot, reason, .. } => (slot, reason),
+            other => panic!("expected a boot, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_blank_device_is_not_provisioned() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = Flash::new(&mut mem);
+        assert_eq!(boot(&mut flash, &LAYOUT, &mut [0; 64]), Ok(BootOutcome::NotProvisioned));
+    }
+
+    #[test]
+    fn the_first_boot_is_a_trial_and_the_second_uncommitted_boot_reverts() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = updated(&mut mem);
+        assert_eq!(boot_slot(&mut flash), (Slot::S1, BootReason::Trial));
+        let state = log::read(&mut flash, &LAYOUT).unwrap().unwrap().record.state;
+        assert!(!state.first_boot_b && state.first_boot_a && !state.committed);
+        // No commit: the next boot goes back.
+        assert_eq!(boot_slot(&mut flash), (Slot::S0, BootReason::Reverted { from: Slot::S1 }));
+        let state = log::read(&mut flash, &LAYOUT).unwrap().unwrap().record.state;
+        assert!(state.committed && state.revert.is_none() && !state.merge_fs);
+        assert_eq!(boot_slot(&mut flash), (Slot::S0, BootReason::Committed));
+    }
+
+    #[test]
+    fn a_committed_trial_stays() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = updated(&mut mem);
+        boot_slot(&mut flash);
+        control::commit(&mut flash, &LAYOUT).unwrap();
+        for _ in 0..3 {
+            assert_eq!(boot_slot(&mut flash), (Slot::S1, BootReason::Committed));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_new_image_falls_back_and_never_boots() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = updated(&mut mem);
+        // One bit of the new image flips: write a 0 over a byte of ones would not, so erase a unit.
+        let at = LAYOUT.app(Slot::S1).offset;
+        flash.erase(at, at + 1024).unwrap();
+        assert_eq!(boot_slot(&mut flash), (Slot::S0, BootReason::FellBack { from: Slot::S1 }));
+        let state = log::read(&mut flash, &LAYOUT).unwrap().unwrap().record.state;
+        assert_eq!((state.active, state.committed), (Slot::S0, true));
+    }
+
+    #[test]
+    fn no_verified_image_is_a_distinct_outcome() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = updated(&mut mem);
+        for slot in Slot::ALL {
+            let at = LAYOUT.app(slot).offset;
+            flash.erase(at, at + 1024).unwrap();
+        }
+        let before = log::read(&mut flash, &LAYOUT).unwrap();
+        assert_eq!(boot(&mut flash, &LAYOUT, &mut [0; 64]), Ok(BootOutcome::NoBootableImage));
+        assert_eq!(log::read(&mut flash, &LAYOUT).unwrap(), before, "nothing written");
+    }
+
+    #[test]
+    fn plan_follows_the_table() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = updated(&mut mem);
+        let trial = log::read(&mut flash, &LAYOUT).unwrap().unwrap().record.state;
+        let (next, reason) = plan(&trial);
+        assert_eq!((next.active, reason, next.first_boot_b), (Slot::S1, BootReason::Trial, false));
+        let (again, reason) = plan(&next);
+        assert_eq!(
+            (again.active, reason, again.committed),
+            (Slot::S0, BootReason::Reverted { from: Slot::S1 }, true)
+        );
+        assert_eq!(plan(&again), (again, BootReason::Committed));
+    }
+}

@@ -1,0 +1,433 @@
+//! The application's side of the boot state (§3.1 and §5 of the reference): the commit timer,
+//! commit, revert, reading and setting the state, and snapshots.
+//!
+//! Every call reads the newest record first and appends a new one; none keeps state in RAM, so
+//! the boot loader and the application never disagree about what is stored.
+
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::flash::{self, FlashError, erase_span, sha256_region};
+use crate::layout::{Layout, Region, Slot};
+use crate::log::{self, AppendError, Located};
+use crate::state::BootState;
+
+/// What the commit timer says, a pure function of the state and two instants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerVerdict {
+    /// The image is committed: there is nothing to time, and nothing is ever reverted.
+    Committed,
+    /// `commit_timeout` is 0: commit now, on the first healthy boot.
+    CommitNow,
+    /// The deadline has not passed.
+    Running { remaining_ms: u64 },
+    /// The deadline passed without a commit: revert and reboot.
+    Expired,
+}
+
+/// The commit timer. `boot_ms` is when the image booted and `now_ms` is now, on the same clock.
+pub fn commit_timer(state: &BootState, boot_ms: u64, now_ms: u64) -> TimerVerdict {
+    if state.committed {
+        return TimerVerdict::Committed;
+    }
+    if state.commit_timeout_s == 0 {
+        return TimerVerdict::CommitNow;
+    }
+    let deadline_ms = boot_ms.saturating_add(state.commit_timeout_s as u64 * 1000);
+    match deadline_ms.checked_sub(now_ms) {
+        Some(remaining_ms) if remaining_ms > 0 => TimerVerdict::Running { remaining_ms },
+        _ => TimerVerdict::Expired,
+    }
+}
+
+/// What [`tick`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickAction {
+    Nothing,
+    /// Committed automatically (`commit_timeout` 0).
+    Committed,
+    /// The deadline passed: the state now points back at the revert slot. Reboot.
+    RevertedRebootNow,
+}
+
+/// Runs the commit timer and carries out its verdict.
+pub fn tick<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    boot_ms: u64,
+    now_ms: u64,
+) -> Result<TickAction, ControlError> {
+    let current = read(flash, layout)?;
+    match commit_timer(&current.record.state, boot_ms, now_ms) {
+        TimerVerdict::Committed | TimerVerdict::Running { .. } => Ok(TickAction::Nothing),
+        TimerVerdict::CommitNow => commit(flash, layout).map(|_| TickAction::Committed),
+        TimerVerdict::Expired => revert(flash, layout).map(|_| TickAction::RevertedRebootNow),
+    }
+}
+
+/// Why a control call failed. The numbers are the RPC error codes of §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlError {
+    /// No boot-state record: the device was never provisioned.
+    NotProvisioned,
+    /// Commit or revert of an image that is already committed.
+    AlreadyCommitted,
+    /// A snapshot of an uncommitted image.
+    SnapshotUncommitted,
+    /// `set_boot_state` with no field given.
+    NoFields,
+    /// The state asked for is inconsistent, or names a slot with no image.
+    Invalid(crate::state::StateError),
+    /// A copy read back differently from its source.
+    SnapshotVerify {
+        slot: Slot,
+    },
+    Flash(FlashError),
+    Write(AppendError),
+}
+
+impl ControlError {
+    /// The RPC error code of §5 for this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            ControlError::NoFields => -2,
+            ControlError::Invalid(_) | ControlError::Write(_) => -3,
+            _ => -1,
+        }
+    }
+}
+
+impl From<FlashError> for ControlError {
+    fn from(e: FlashError) -> Self {
+        ControlError::Flash(e)
+    }
+}
+
+impl From<AppendError> for ControlError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Flash(e) => ControlError::Flash(e),
+            AppendError::Inconsistent(e) => ControlError::Invalid(e),
+            other => ControlError::Write(other),
+        }
+    }
+}
+
+impl core::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ControlError::NotProvisioned => {
+                f.write_str("OTA is not supported: no boot state (device not provisioned)")
+            }
+            ControlError::AlreadyCommitted => f.write_str("already committed; boot state unchanged"),
+            ControlError::SnapshotUncommitted => {
+                f.write_str("Cannot create snapshots in uncommitted state; boot state unchanged")
+            }
+            ControlError::NoFields => f.write_str("no boot-state fields given; boot state unchanged"),
+            ControlError::Invalid(e) => write!(f, "invalid boot state: {e}; boot state unchanged"),
+            ControlError::SnapshotVerify { slot } => {
+                write!(f, "Failed to create snapshot: {slot} read back wrong; boot state unchanged")
+            }
+            ControlError::Flash(e) => write!(f, "{e}; boot state unchanged"),
+            ControlError::Write(e) => write!(f, "{e}; boot state unchanged"),
+        }
+    }
+}
+
+/// The newest boot-state record.
+pub fn read<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, ControlError> {
+    log::read(flash, layout)?.ok_or(ControlError::NotProvisioned)
+}
+
+/// Commits the running image: it stays active, nothing is left to revert to.
+pub fn commit<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, ControlError> {
+    let current = read(flash, layout)?;
+    let state = current.record.state;
+    if state.committed {
+        return Err(ControlError::AlreadyCommitted);
+    }
+    let next = BootState {
+        committed: true,
+        revert: None,
+        first_boot_a: false,
+        first_boot_b: false,
+        merge_fs: false,
+        ..state
+    };
+    Ok(log::append(flash, layout, Some(&current), &next)?)
+}
+
+/// Points the state back at the revert slot, committed. The caller reboots.
+pub fn revert<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, ControlError> {
+    let current = read(flash, layout)?;
+    let state = current.record.state;
+    if state.committed {
+        return Err(ControlError::AlreadyCommitted);
+    }
+    let slot = state.revert.expect("an uncommitted state has a revert slot (BootState::check)");
+    let next = BootState {
+        active: slot,
+        revert: None,
+        committed: true,
+        first_boot_a: false,
+        first_boot_b: false,
+        merge_fs: false,
+        ..state
+    };
+    Ok(log::append(flash, layout, Some(&current), &next)?)
+}
+
+/// The fields `OTA.SetBootState` may set; `None` leaves a field as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootStatePatch {
+    pub active_slot: Option<Slot>,
+    /// `Some(None)` clears the revert slot.
+    pub revert_slot: Option<Option<Slot>>,
+    pub is_committed: Option<bool>,
+    pub commit_timeout_s: Option<u32>,
+}
+
+/// Overrides only the given fields of the stored state. Committing this way clears the
+/// first-boot and merge flags, as [`commit`] does.
+pub fn set_boot_state<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    patch: &BootStatePatch,
+) -> Result<Located, ControlError> {
+    if *patch == BootStatePatch::default() {
+        return Err(ControlError::NoFields);
+    }
+    let current = read(flash, layout)?;
+    let mut next = current.record.state;
+    if let Some(slot) = patch.active_slot {
+        next.active = slot;
+    }
+    if let Some(revert) = patch.revert_slot {
+        next.revert = revert;
+    }
+    if let Some(timeout) = patch.commit_timeout_s {
+        next.commit_timeout_s = timeout;
+    }
+    if let Some(committed) = patch.is_committed {
+        next.committed = committed;
+    }
+    if next.committed {
+        next.first_boot_a = false;
+        next.first_boot_b = false;
+        next.merge_fs = false;
+    }
+    next.check().map_err(ControlError::Invalid)?;
+    Ok(log::append(flash, layout, Some(&current), &next)?)
+}
+
+/// Options of [`create_snapshot`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Make the running image uncommitted with the snapshot as its revert slot, so that a reboot
+    /// or an expired commit timer goes back to the snapshot.
+    pub set_as_revert: bool,
+    pub commit_timeout_s: Option<u32>,
+}
+
+/// Copies the active app and filesystem slots to the other slots, verifies the copy, and records
+/// it. Allowed only when committed. Erase units that already hold the right bytes are left alone.
+/// Returns the slot that holds the snapshot.
+pub fn create_snapshot<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    options: &SnapshotOptions,
+    buf: &mut [u8],
+) -> Result<Slot, ControlError> {
+    let current = read(flash, layout)?;
+    let state = current.record.state;
+    if !state.committed {
+        return Err(ControlError::SnapshotUncommitted);
+    }
+    let source = state.active;
+    let target = source.other();
+    let info = *state.active_info();
+    copy_region(flash, layout, layout.app(source), layout.app(target), info.app_len_bytes, buf)?;
+    let fs_len = layout.fs(source).size_bytes;
+    copy_region(flash, layout, layout.fs(source), layout.fs(target), fs_len, buf)?;
+    if sha256_region(flash, layout.app(target).offset, info.app_len_bytes, buf)? != info.app_sha256 {
+        return Err(ControlError::SnapshotVerify { slot: target });
+    }
+    let mut next = state;
+    next.slots[target.index()] = info;
+    if let Some(timeout) = options.commit_timeout_s {
+        next.commit_timeout_s = timeout;
+    }
+    if options.set_as_revert {
+        next.committed = false;
+        next.revert = Some(target);
+    }
+    log::append(flash, layout, Some(&current), &next)?;
+    Ok(target)
+}
+
+/// Copies `len_bytes` from `source` to `target`, one erase unit at a time, through `buf`; units
+/// whose bytes already match are skipped. Each unit is compared after it is written.
+fn copy_region<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    source: Region,
+    target: Region,
+    len_bytes: u32,
+    buf: &mut [u8],
+) -> Result<(), ControlError> {
+    let unit = layout.erase_size_bytes;
+    let (_, span_end) = erase_span(0, len_bytes, unit);
+    let half = (buf.len() / 2) as u32 / layout.write_size_bytes * layout.write_size_bytes;
+    assert!(half > 0, "the snapshot buffer holds two write units");
+    let mut at = 0;
+    while at < span_end {
+        let this = core::cmp::min(unit, len_bytes.saturating_sub(at));
+        if !same_bytes(flash, source.offset + at, target.offset + at, this, buf, half)? {
+            flash::erase(flash, target.offset + at, target.offset + at + unit)?;
+            copy_unit(flash, layout, source.offset + at, target.offset + at, this, buf, half)?;
+            if !same_bytes(flash, source.offset + at, target.offset + at, this, buf, half)? {
+                return Err(ControlError::SnapshotVerify { slot: slot_of(layout, target) });
+            }
+        }
+        at += unit;
+    }
+    Ok(())
+}
+
+fn slot_of(layout: &Layout, region: Region) -> Slot {
+    if region == layout.app(Slot::S0) || region == layout.fs(Slot::S0) { Slot::S0 } else { Slot::S1 }
+}
+
+fn same_bytes<F: NorFlash>(
+    flash: &mut F,
+    a: u32,
+    b: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+    half: u32,
+) -> Result<bool, FlashError> {
+    let (left, right) = buf.split_at_mut(half as usize);
+    let mut done = 0;
+    while done < len_bytes {
+        let n = core::cmp::min(half, len_bytes - done) as usize;
+        flash::read(flash, a + done, &mut left[..n])?;
+        flash::read(flash, b + done, &mut right[..n])?;
+        if left[..n] != right[..n] {
+            return Ok(false);
+        }
+        done += n as u32;
+    }
+    Ok(true)
+}
+
+fn copy_unit<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    from: u32,
+    to: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+    half: u32,
+) -> Result<(), FlashError> {
+    let piece = &mut buf[..half as usize];
+    let mut done = 0;
+    while done < len_bytes {
+        let n = core::cmp::min(half, len_bytes - done);
+        let padded = n.div_ceil(layout.write_size_bytes) * layout.write_size_bytes;
+        piece[n as usize..padded as usize].fill(layout.erased_byte);
+        flash::read(flash, from + done, &mut piece[..n as usize])?;
+        flash::program(flash, to + done, &piece[..padded as usize])?;
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::state::tests::trial_state;
+    use crate::test_support::{FLASH_BYTES, Flash, LAYOUT, image, put_image};
+    use std::vec;
+
+    fn provisioned(mem: &mut [u8]) -> Flash<'_> {
+        let mut flash = Flash::new(mem);
+        let v1 = put_image(&mut flash, Slot::S0, &image(1, 3000), "1.0");
+        log::append(&mut flash, &LAYOUT, None, &BootState::provisioned(Slot::S0, v1)).unwrap();
+        flash
+    }
+
+    #[test]
+    fn the_timer_follows_the_deadline() {
+        let state = trial_state();
+        assert_eq!(commit_timer(&state, 1000, 1000), TimerVerdict::Running { remaining_ms: 300_000 });
+        assert_eq!(commit_timer(&state, 1000, 300_999), TimerVerdict::Running { remaining_ms: 1 });
+        assert_eq!(commit_timer(&state, 1000, 301_000), TimerVerdict::Expired);
+        let auto = BootState { commit_timeout_s: 0, ..state };
+        assert_eq!(commit_timer(&auto, 0, 0), TimerVerdict::CommitNow);
+    }
+
+    proptest::proptest! {
+        // Invariant: whatever the timeout and the instants, a committed image is never reverted.
+        #[test]
+        fn the_timer_never_reverts_a_committed_image(
+            timeout in proptest::prelude::any::<u32>(),
+            boot_ms in proptest::prelude::any::<u64>(),
+            now_ms in proptest::prelude::any::<u64>(),
+        ) {
+            let mut state = trial_state();
+            state.committed = true;
+            state.first_boot_a = false;
+            state.first_boot_b = false;
+            state.revert = None;
+            state.commit_timeout_s = timeout;
+            proptest::prop_assert_eq!(commit_timer(&state, boot_ms, now_ms), TimerVerdict::Committed);
+        }
+    }
+
+    #[test]
+    fn commit_and_revert_refuse_a_committed_image() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = provisioned(&mut mem);
+        assert_eq!(commit(&mut flash, &LAYOUT), Err(ControlError::AlreadyCommitted));
+        assert_eq!(revert(&mut flash, &LAYOUT), Err(ControlError::AlreadyCommitted));
+        assert_eq!(ControlError::AlreadyCommitted.code(), -1);
+    }
+
+    #[test]
+    fn set_boot_state_overrides_only_the_given_fields() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = provisioned(&mut mem);
+        assert_eq!(
+            set_boot_state(&mut flash, &LAYOUT, &BootStatePatch::default()),
+            Err(ControlError::NoFields)
+        );
+        let patch = BootStatePatch { commit_timeout_s: Some(77), ..Default::default() };
+        let after = set_boot_state(&mut flash, &LAYOUT, &patch).unwrap().record.state;
+        assert_eq!((after.commit_timeout_s, after.active, after.committed), (77, Slot::S0, true));
+        // Slot 1 holds nothing: it cannot become active.
+        let patch = BootStatePatch { active_slot: Some(Slot::S1), ..Default::default() };
+        let err = set_boot_state(&mut flash, &LAYOUT, &patch).unwrap_err();
+        assert_eq!(err, ControlError::Invalid(crate::state::StateError::ActiveSlotEmpty));
+        assert_eq!(err.code(), -3);
+    }
+
+    #[test]
+    fn a_snapshot_copies_verifies_and_can_become_the_revert_slot() {
+        let mut mem = vec![0; FLASH_BYTES];
+        let mut flash = provisioned(&mut mem);
+        let options = SnapshotOptions { set_as_revert: true, commit_timeout_s: Some(30) };
+        assert_eq!(create_snapshot(&mut flash, &LAYOUT, &options, &mut [0; 512]), Ok(Slot::S1));
+        let state = read(&mut flash, &LAYOUT).unwrap().record.state;
+        assert_eq!(state.slots[1], state.slots[0]);
+        assert_eq!((state.committed, state.revert, state.commit_timeout_s), (false, Some(Slot::S1), 30));
+        let bytes = flash.as_bytes();
+        let (a, b) = (LAYOUT.app(Slot::S0), LAYOUT.app(Slot::S1));
+        assert_eq!(bytes[a.offset as usize..][..3000], bytes[b.offset as usize..][..3000]);
+        // Uncommitted now: no second snapshot.
+        let err = create_snapshot(&mut flash, &LAYOUT, &options, &mut [0; 512]);
+        assert_eq!(err, Err(ControlError::SnapshotUncommitted));
+        // The timer runs out: back to the snapshot.
+        assert_eq!(tick(&mut flash, &LAYOUT, 0, 30_000), Ok(TickAction::RevertedRebootNow));
+        assert_eq!(read(&mut flash, &LAYOUT).unwrap().record.state.active, Slot::S1);
+    }
+}

@@ -1,0 +1,276 @@
+//! The boot-state log: [`Record`]s appended over two flash areas, as the Mongoose OS boot loader
+//! keeps its config (§3.4 of the reference).
+//!
+//! Reading: every record position of both areas is decoded; the valid record with the highest
+//! sequence number wins. A torn or erased record never decodes, so it never wins; a record whose
+//! write was cut leaves the previous winner in place.
+//!
+//! Appending, one step at a time:
+//!
+//! | step | area holding the winner                  | other area                        |
+//! |------|------------------------------------------|-----------------------------------|
+//! | 1    | erased position after the winner? write there, read back, done | untouched |
+//! | 2    | full (no erased position after the winner): untouched | erased                |
+//! | 3    | untouched                                 | record written at position 0, read back |
+//!
+//! A power cut at any step leaves the winner readable: step 1 writes only an erased position,
+//! step 2 erases only the area that does not hold the winner.
+
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+
+use crate::flash::{self, FlashError};
+use crate::layout::Layout;
+use crate::state::{BootState, RECORD_SIZE_BYTES, Record, StateError};
+
+/// Where a record sits: area 0 or 1, and its index in the area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub area: u8,
+    pub index: u32,
+}
+
+/// The winning record and where it was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    pub record: Record,
+    pub position: Position,
+}
+
+/// Why a record could not be appended. In every case the previous record stays the winner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    Flash(FlashError),
+    /// The state to write is inconsistent; nothing was written.
+    Inconsistent(StateError),
+    /// The record read back differs from what was written.
+    ReadBack {
+        position: Position,
+    },
+}
+
+impl From<FlashError> for AppendError {
+    fn from(e: FlashError) -> AppendError {
+        AppendError::Flash(e)
+    }
+}
+
+impl core::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AppendError::Flash(e) => write!(f, "boot-state record not written: {e}"),
+            AppendError::Inconsistent(e) => write!(f, "boot-state record not written: {e}"),
+            AppendError::ReadBack { position } => write!(
+                f,
+                "boot-state record at area {} index {} read back wrong",
+                position.area, position.index
+            ),
+        }
+    }
+}
+
+fn record_offset(layout: &Layout, position: Position) -> u32 {
+    layout.boot_state[position.area as usize].offset + position.index * RECORD_SIZE_BYTES as u32
+}
+
+/// Finds the newest valid record, or `None` on a device that has never had one.
+pub fn read<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<Option<Located>, FlashError> {
+    let mut best: Option<Located> = None;
+    let mut raw = [0u8; RECORD_SIZE_BYTES];
+    for area in 0..2u8 {
+        for index in 0..layout.records_per_area() {
+            let position = Position { area, index };
+            flash::read(flash, record_offset(layout, position), &mut raw)?;
+            let Ok(record) = Record::decode(&raw) else { continue };
+            if best.is_none_or(|b| record.seq > b.record.seq) {
+                best = Some(Located { record, position });
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Appends `state` as the newest record after `current` (the result of [`read`]), and returns
+/// where it went. The state is checked before it is written and decoded again after it is read
+/// back.
+pub fn append<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    current: Option<&Located>,
+    state: &BootState,
+) -> Result<Located, AppendError> {
+    state.check().map_err(AppendError::Inconsistent)?;
+    let seq = current.map_or(1, |c| c.record.seq.wrapping_add(1));
+    let record = Record { seq, state: *state };
+    let position = match free_position(flash, layout, current)? {
+        Some(position) => position,
+        None => {
+            let area = current.map_or(1, |c| 1 - c.position.area);
+            let region = layout.boot_state[area as usize];
+            flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
+            Position { area, index: 0 }
+        }
+    };
+    let raw = record.encode();
+    let offset = record_offset(layout, position);
+    flash::program(flash, offset, &raw)?;
+    let mut back = [0u8; RECORD_SIZE_BYTES];
+    flash::read(flash, offset, &mut back)?;
+    if back != raw || Record::decode(&back) != Ok(record) {
+        return Err(AppendError::ReadBack { position });
+    }
+    Ok(Located { record, position })
+}
+
+/// The first fully erased position after the winner in the winner's area (from index 0 of area
+/// 0 when there is no winner), or `None` when that area has none left.
+fn free_position<F: ReadNorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    current: Option<&Located>,
+) -> Result<Option<Position>, FlashError> {
+    let (area, first) = current.map_or((0, 0), |c| (c.position.area, c.position.index + 1));
+    let mut raw = [0u8; RECORD_SIZE_BYTES];
+    for index in first..layout.records_per_area() {
+        let position = Position { area, index };
+        flash::read(flash, record_offset(layout, position), &mut raw)?;
+        if raw.iter().all(|&b| b == layout.erased_byte) {
+            return Ok(Some(position));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::flash::RamFlash;
+    use crate::layout::{Region, Slot};
+    use crate::state::tests::{info, trial_state};
+    use std::vec;
+
+    // Two 1 KiB areas: four records each.
+    const LAYOUT: Layout = match Layout::new(
+        1024,
+        4,
+        [Region::new(0, 1024), Region::new(1024, 1024)],
+        [Region::new(2048, 1024), Region::new(3072, 1024)],
+        [Region::new(4096, 1024), Region::new(5120, 1024)],
+    ) {
+        Ok(l) => l,
+        Err(_) => panic!("test layout"),
+    };
+
+    fn state_n(n: u32) -> BootState {
+        let mut s = BootState::provisioned(Slot::S0, info(100, "1.0.0"));
+        s.commit_timeout_s = n;
+        s
+    }
+
+    #[test]
+    fn an_empty_log_reads_as_none() {
+        let mut mem = vec![0u8; 6144];
+        let mut flash = RamFlash::<4, 1024>::new(&mut mem);
+        assert_eq!(read(&mut flash, &LAYOUT), Ok(None));
+    }
+
+    #[test]
+    fn appends_wrap_across_both_areas_and_the_newest_wins() {
+        let mut mem = vec![0u8; 6144];
+        let mut flash = RamFlash::<4, 1024>::new(&mut mem);
+        let mut current = None;
+        for n in 0..20 {
+            let located = append(&mut flash, &LAYOUT, current.as_ref(), &state_n(n)).unwrap();
+            let found = read(&mut flash, &LAYOUT).unwrap().unwrap();
+            assert_eq!(found, located);
+            assert_eq!(found.record.state.commit_timeout_s, n);
+            assert_eq!(found.record.seq, n + 1);
+            current = Some(found);
+        }
+        // 20 records over areas of 4: positions cycle area 0, area 1, area 0, ...
+        assert_eq!(current.unwrap().position, Position { area: 0, index: 3 });
+    }
+
+    #[test]
+    fn a_garbage_position_is_skipped_not_programmed_twice() {
+        let mut mem = vec![0u8; 6144];
+        let mut flash = RamFlash::<4, 1024>::new(&mut mem);
+        let first = append(&mut flash, &LAYOUT, None, &trial_state()).unwrap();
+        // A torn record: half a record landed at index 1.
+        let torn = Record { seq: 2, state: state_n(9) }.encode();
+        flash.write(256, &torn[..128]).unwrap();
+        assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(first));
+        let next = append(&mut flash, &LAYOUT, Some(&first), &state_n(5)).unwrap();
+        assert_eq!(next.position, Position { area: 0, index: 2 });
+        assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(next));
+    }
+
+    #[test]
+    fn an_inconsistent_state_is_refused_before_any_write() {
+        let mut mem = vec![0u8; 6144];
+        let mut flash = RamFlash::<4, 1024>::new(&mut mem);
+        let mut bad = trial_state();
+        bad.revert = None;
+        assert_eq!(
+            append(&mut flash, &LAYOUT, None, &bad),
+            Err(AppendError::Inconsistent(StateError::UncommittedWithoutRevert))
+        );
+        assert!(flash.as_bytes().iter().all(|&b| b == 0xff));
+    }
+
+    proptest::proptest! {
+        // Invariant: after k complete appends and a write of record k+1 cut after any prefix
+        // (the write unit in flight holding arbitrary bits), the log reads record k, or record
+        // k+1 when the whole record landed.
+        #[test]
+        fn the_log_returns_the_last_fully_written_state_whatever_prefix_landed(
+            k in 1u32..12,
+            prefix in 0usize..=RECORD_SIZE_BYTES,
+            noise in proptest::prelude::any::<[u8; 4]>(),
+        ) {
+            let mut mem = vec![0u8; 6144];
+            let mut flash = RamFlash::<4, 1024>::new(&mut mem);
+            let mut current = None;
+            for n in 0..k {
+                current = Some(append(&mut flash, &LAYOUT, current.as_ref(), &state_n(n)).unwrap());
+            }
+            let last = current.unwrap();
+            // Where record k+1 would go, and what it would hold.
+            let mut probe_mem = mem_copy(&flash);
+            let mut probe = RamFlash::<4, 1024>::new(&mut probe_mem);
+            probe_restore(&mut probe, &flash);
+            let full = append(&mut probe, &LAYOUT, Some(&last), &state_n(k)).unwrap();
+            let raw = full.record.encode();
+            if full.position.index == 0 {
+                // The append switched areas: the other area was erased first.
+                let region = LAYOUT.boot_state[full.position.area as usize];
+                flash.erase(region.offset, region.offset + region.size_bytes).unwrap();
+            }
+            let offset = record_offset(&LAYOUT, full.position);
+            let landed = prefix / 4 * 4;
+            flash.write(offset, &raw[..landed]).unwrap();
+            if landed < RECORD_SIZE_BYTES {
+                // The write unit in flight: arbitrary bits (a program only clears bits).
+                flash.write(offset + landed as u32, &noise).unwrap();
+            }
+            let found = read(&mut flash, &LAYOUT).unwrap().unwrap();
+            if landed == RECORD_SIZE_BYTES {
+                proptest::prop_assert_eq!(found, full);
+            } else if found != last {
+                // Only a unit in flight that happens to hold the record's own bytes completes it.
+                proptest::prop_assert_eq!(found, full);
+                proptest::prop_assert_eq!(&noise[..], &raw[landed..landed + 4]);
+                proptest::prop_assert_eq!(landed, RECORD_SIZE_BYTES - 4);
+            }
+        }
+    }
+
+    fn mem_copy(flash: &RamFlash<'_, 4, 1024>) -> std::vec::Vec<u8> {
+        flash.as_bytes().to_vec()
+    }
+
+    fn probe_restore(probe: &mut RamFlash<'_, 4, 1024>, from: &RamFlash<'_, 4, 1024>) {
+        // `RamFlash::new` erased the copy: program the original bytes back (erased is all ones).
+        probe.write(0, from.as_bytes()).unwrap();
+    }
+}
