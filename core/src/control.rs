@@ -335,7 +335,13 @@ fn copy_unit<F: NorFlash>(
         let padded = n.div_ceil(layout.write_size_bytes) * layout.write_size_bytes;
         piece[n as usize..padded as usize].fill(layout.erased_byte);
         flash::read(flash, from + done, &mut piece[..n as usize])?;
-        flash::program(flash, to + done, &piece[..padded as usize])?;
+        flash::program_data(
+            flash,
+            to + done,
+            &piece[..padded as usize],
+            layout.write_size_bytes,
+            layout.erased_byte,
+        )?;
         done += n;
     }
     Ok(())

@@ -41,6 +41,37 @@ pub(crate) fn program<F: NorFlash>(flash: &mut F, offset: u32, data: &[u8]) -> R
     flash.write(offset, data).map_err(|e| FlashError { op: FlashOp::Program, offset, kind: e.kind() })
 }
 
+/// Programs `data` at `offset`, skipping every write unit that holds only `erased_byte`.
+/// Programming erased bytes changes no cell, but it counts as the unit's one program on parts
+/// with ECC or a program-once rule, and a filesystem that later appends into that free space
+/// (LittleFS does, in its metadata blocks) would program the unit a second time. Runs of units
+/// that hold data are programmed with one call each.
+pub(crate) fn program_data<F: NorFlash>(
+    flash: &mut F,
+    offset: u32,
+    data: &[u8],
+    write_size_bytes: u32,
+    erased_byte: u8,
+) -> Result<(), FlashError> {
+    let unit = write_size_bytes as usize;
+    assert!(data.len().is_multiple_of(unit), "programs are whole write units");
+    let blank = |i: usize| data[i * unit..(i + 1) * unit].iter().all(|&b| b == erased_byte);
+    let units = data.len() / unit;
+    let mut i = 0;
+    while i < units {
+        if blank(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < units && !blank(i) {
+            i += 1;
+        }
+        program(flash, offset + (start * unit) as u32, &data[start * unit..i * unit])?;
+    }
+    Ok(())
+}
+
 pub(crate) fn erase<F: NorFlash>(flash: &mut F, from: u32, to: u32) -> Result<(), FlashError> {
     flash.erase(from, to).map_err(|e| FlashError { op: FlashOp::Erase, offset: from, kind: e.kind() })
 }
@@ -191,5 +222,59 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for RamFlash<'_, WRITE, ER
             *cell &= *byte;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// Records every program call as (offset, length).
+    struct Recorder(Vec<(u32, usize)>);
+
+    impl ErrorType for Recorder {
+        type Error = NorFlashErrorKind;
+    }
+
+    impl ReadNorFlash for Recorder {
+        const READ_SIZE: usize = 1;
+        fn read(&mut self, _: u32, _: &mut [u8]) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn capacity(&self) -> usize {
+            1 << 20
+        }
+    }
+
+    impl NorFlash for Recorder {
+        const WRITE_SIZE: usize = 4;
+        const ERASE_SIZE: usize = 4096;
+        fn erase(&mut self, _: u32, _: u32) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+            self.0.push((offset, bytes.len()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn units_of_erased_bytes_are_never_programmed() {
+        let mut data = [0xffu8; 32];
+        data[0] = 1; // unit 0
+        data[9] = 2; // unit 2
+        data[13] = 0; // unit 3
+        data[31] = 0xfe; // unit 7
+        let mut flash = Recorder(Vec::new());
+        program_data(&mut flash, 0x100, &data, 4, 0xff).unwrap();
+        assert_eq!(flash.0, [(0x100, 4), (0x108, 8), (0x11c, 4)]);
+        let mut flash = Recorder(Vec::new());
+        program_data(&mut flash, 0, &[0xff; 16], 4, 0xff).unwrap();
+        assert!(flash.0.is_empty(), "nothing to program");
+        let mut flash = Recorder(Vec::new());
+        program_data(&mut flash, 0, &[0xff; 16], 4, 0x00).unwrap();
+        assert_eq!(flash.0, [(0, 16)], "0xff is data where erased bytes read 0x00");
     }
 }

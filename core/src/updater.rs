@@ -17,8 +17,9 @@
 //! `type = "app"`, or the device's own app part name) goes to the inactive app slot, the `fs` part
 //! (key `fs` or `type = "fs"`) to the inactive fs slot; other parts are read, CRC-checked and
 //! skipped. Each written part is erased one erase unit ahead of the data, programmed in
-//! [`STAGE_MAX_BYTES`] pieces, read back, and checked against the manifest's `cs_sha1` and
-//! `cs_sha256`, whichever are present.
+//! [`STAGE_MAX_BYTES`] pieces (write units that hold only erased bytes are left unprogrammed, so
+//! a filesystem image's free space stays truly erased), read back, and checked against the
+//! manifest's `cs_sha1` and `cs_sha256`, whichever are present.
 
 use embedded_storage::nor_flash::NorFlash;
 
@@ -658,7 +659,8 @@ impl<'b> Updater<'b> {
         let end = part.programmed_bytes + padded as u32;
         self.erase_until(flash, &mut part, region, end)?;
         let at = region.offset + part.programmed_bytes;
-        flash::program(flash, at, &self.buf[..padded]).map_err(UpdateErrorKind::Flash)?;
+        let (write, erased) = (self.layout.write_size_bytes, self.layout.erased_byte);
+        flash::program_data(flash, at, &self.buf[..padded], write, erased).map_err(UpdateErrorKind::Flash)?;
         part.received_bytes += self.buffered as u32;
         part.programmed_bytes = end;
         self.buffered = 0;

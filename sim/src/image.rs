@@ -1,0 +1,140 @@
+//! The simulated firmware image: what the "firmware" in a slot does is read from its first bytes.
+//!
+//! | bytes  | field       | meaning                                                        |
+//! |--------|-------------|----------------------------------------------------------------|
+//! | 0..8   | magic       | `b"OTASIMFW"`                                                   |
+//! | 8      | format      | 1                                                              |
+//! | 9      | behaviour   | 0 healthy, 1 crashes at boot, 2 hangs, 3 never commits, 4 commits after N s |
+//! | 10..12 | reserved    | 0                                                              |
+//! | 12..16 | parameter   | `u32` LE: for behaviour 4, the seconds after boot it commits   |
+//! | 16..40 | version     | UTF-8, NUL-padded                                              |
+//! | 40..   | body        | filler derived from the version, up to the image length        |
+//!
+//! An image without the magic behaves as [`Behaviour::Healthy`], so any real app image boots.
+//!
+//! The behaviours, on the device:
+//! - **Healthy**: initialises, then commits at once (as an app that calls `OTA.Commit` when it
+//!   has checked itself).
+//! - **CrashesAtBoot**: resets before its initialisation completes: never commits.
+//! - **Hangs**: stops before its initialisation completes; the watchdog resets the device.
+//! - **NeverCommits**: runs, and never calls commit: the commit timer decides (a timeout of 0
+//!   still commits on the first healthy boot, as Mongoose OS does).
+//! - **CommitsAfter(s)**: runs, and commits `s` seconds after boot.
+
+pub const MAGIC: [u8; 8] = *b"OTASIMFW";
+pub const HEADER_BYTES: usize = 40;
+const VERSION_BYTES: usize = 24;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Healthy,
+    CrashesAtBoot,
+    Hangs,
+    NeverCommits,
+    CommitsAfter { seconds: u32 },
+}
+
+/// A simulated firmware image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub version: String,
+    pub behaviour: Behaviour,
+    pub len_bytes: usize,
+}
+
+impl Image {
+    /// A healthy image of `len_bytes` (at least [`HEADER_BYTES`]).
+    pub fn new(version: &str, len_bytes: usize) -> Image {
+        Image { version: version.to_string(), behaviour: Behaviour::Healthy, len_bytes }
+    }
+
+    pub fn behaviour(mut self, behaviour: Behaviour) -> Image {
+        self.behaviour = behaviour;
+        self
+    }
+
+    /// The image's bytes. The body is a function of the version, so two versions differ
+    /// everywhere and the same version is always the same bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        assert!(self.len_bytes >= HEADER_BYTES, "an image holds at least its {HEADER_BYTES}-byte header");
+        assert!(
+            self.version.len() <= VERSION_BYTES && !self.version.contains('\0'),
+            "version fits the header"
+        );
+        let (code, parameter) = match self.behaviour {
+            Behaviour::Healthy => (0u8, 0u32),
+            Behaviour::CrashesAtBoot => (1, 0),
+            Behaviour::Hangs => (2, 0),
+            Behaviour::NeverCommits => (3, 0),
+            Behaviour::CommitsAfter { seconds } => (4, seconds),
+        };
+        let mut out = Vec::with_capacity(self.len_bytes);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&[1, code, 0, 0]);
+        out.extend_from_slice(&parameter.to_le_bytes());
+        let mut version = [0u8; VERSION_BYTES];
+        version[..self.version.len()].copy_from_slice(self.version.as_bytes());
+        out.extend_from_slice(&version);
+        let mut x = self.version.bytes().fold(0x9e37_79b9_u32, |h, b| h.rotate_left(5) ^ b as u32);
+        while out.len() < self.len_bytes {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            out.extend_from_slice(&x.to_le_bytes()[..(self.len_bytes - out.len()).min(4)]);
+        }
+        out
+    }
+}
+
+/// What the header of a booted image says: its behaviour and version (`None` for an image
+/// without the header, which boots as healthy).
+pub fn parse_header(bytes: &[u8]) -> (Behaviour, Option<String>) {
+    if bytes.len() < HEADER_BYTES || bytes[..8] != MAGIC || bytes[8] != 1 {
+        return (Behaviour::Healthy, None);
+    }
+    let parameter = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
+    let behaviour = match bytes[9] {
+        1 => Behaviour::CrashesAtBoot,
+        2 => Behaviour::Hangs,
+        3 => Behaviour::NeverCommits,
+        4 => Behaviour::CommitsAfter { seconds: parameter },
+        _ => Behaviour::Healthy,
+    };
+    let raw = &bytes[16..HEADER_BYTES];
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    (behaviour, std::str::from_utf8(&raw[..len]).ok().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_round_trips_its_header() {
+        for behaviour in [
+            Behaviour::Healthy,
+            Behaviour::CrashesAtBoot,
+            Behaviour::Hangs,
+            Behaviour::NeverCommits,
+            Behaviour::CommitsAfter { seconds: 42 },
+        ] {
+            let bytes = Image::new("2.0.0", 1000).behaviour(behaviour).bytes();
+            assert_eq!(bytes.len(), 1000);
+            assert_eq!(parse_header(&bytes), (behaviour, Some("2.0.0".to_string())));
+        }
+    }
+
+    #[test]
+    fn an_image_without_the_header_is_healthy() {
+        assert_eq!(parse_header(&[0xff; 64]), (Behaviour::Healthy, None));
+        assert_eq!(parse_header(b"short"), (Behaviour::Healthy, None));
+    }
+
+    #[test]
+    fn versions_differ_in_their_bodies() {
+        let a = Image::new("1.0.0", 4096).bytes();
+        let b = Image::new("2.0.0", 4096).bytes();
+        let differing = a[HEADER_BYTES..].iter().zip(&b[HEADER_BYTES..]).filter(|(x, y)| x != y).count();
+        assert!(differing > 4000, "{differing} of 4056 body bytes differ");
+    }
+}

@@ -1,0 +1,425 @@
+//! Exhaustive power-cut sweeps.
+//!
+//! A sweep runs a [`Script`] once on a provisioned device to count its mutating flash operations,
+//! then, for every operation index (the last one included) and every fault model
+//! ([`CutWhen::Before`], [`CutWhen::During`], [`CutWhen::After`]), restores the device, cuts the
+//! power there, powers on, lets the device recover (boot, merge, firmware, commit timer), and
+//! checks the invariants:
+//!
+//! | invariant                | checked as                                                         |
+//! |--------------------------|--------------------------------------------------------------------|
+//! | the flash is used legally | no strictness violation (double program, misalignment)           |
+//! | the log decodes          | a valid boot-state record exists after the cut and after recovery |
+//! | nothing is overwritten that the state relies on | at the cut, the active slot and (while uncommitted) the revert slot verify |
+//! | no brick                 | after recovery a firmware runs, committed                          |
+//! | old or new, never a mix  | the running slot holds exactly the old or the new image            |
+//! | commit is durable        | the expected image runs: see [`expected_version`]                  |
+//! | user files survive       | `conf9.json` reads back as the user wrote it                       |
+//!
+//! A depth-two sweep also cuts the power at every operation of the recovery after each first cut.
+//! Points are spread over threads; each thread restores its own device from one snapshot.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ota_bundle::Bundle;
+use ota_core::boot;
+use ota_core::control::SnapshotOptions;
+use ota_core::layout::Slot;
+use ota_core::log;
+use ota_core::state::BootState;
+use ota_core::updater::UpdateOptions;
+
+use crate::device::{ARCH, Config, Device, DeviceSnapshot, Run};
+use crate::flash::CutWhen;
+use crate::image::{self, Behaviour, Image};
+use crate::lfs;
+
+pub const USER_FILE: &str = "conf9.json";
+pub const USER_CONFIG: &[u8] = br#"{"wifi": {"sta": {"enable": true, "ssid": "field-site-7"}}}"#;
+
+/// What the swept part of a run does, starting from v1 running, committed, with the user's
+/// `conf9.json` written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    /// Update to a healthy v2 (commit timeout 300 s): finalize, reboot, first-boot merge, commit.
+    Update,
+    /// Update to a v2 that never commits (commit timeout 300 s): the timer expires, revert, reboot.
+    Rollback,
+    /// Snapshot of the running v1 into the other slot.
+    Snapshot,
+}
+
+impl Script {
+    pub const ALL: [Script; 3] = [Script::Update, Script::Rollback, Script::Snapshot];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Script::Update => "update",
+            Script::Rollback => "rollback",
+            Script::Snapshot => "snapshot",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Script> {
+        Script::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The commit timeout the scripts use.
+pub const COMMIT_TIMEOUT_S: u32 = 300;
+/// Time a recovery is given: longer than the commit timeout and the watchdog.
+pub const SETTLE_MS: u64 = (COMMIT_TIMEOUT_S as u64 + 60) * 1000;
+
+/// The two firmware versions of a sweep, their bundles, and the chunk size the update streams in.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub config: Config,
+    pub v1: Image,
+    pub v2: Image,
+    pub v1_zip: Vec<u8>,
+    pub v2_zip: Vec<u8>,
+    pub chunk_bytes: usize,
+}
+
+impl Fixture {
+    /// v1 and v2 apps of `app_bytes` each; v2 behaves as `v2_behaviour`. Each bundle carries a
+    /// LittleFS image with one file of its own.
+    pub fn new(app_bytes: usize, v2_behaviour: Behaviour, seed: u64) -> Fixture {
+        let app_slot_bytes = (app_bytes as u32).next_multiple_of(64 * 1024).max(64 * 1024);
+        let config = Config { app_slot_bytes, seed, ..Config::default() };
+        let v1 = Image::new("1.0.0", app_bytes);
+        let v2 = Image::new("2.0.0", app_bytes).behaviour(v2_behaviour);
+        let v1_zip = bundle(&config, &v1, br#"{"app": "v1"}"#);
+        let v2_zip = bundle(&config, &v2, br#"{"app": "v2"}"#);
+        Fixture { config, v1, v2, v1_zip, v2_zip, chunk_bytes: 1024 }
+    }
+
+    pub fn for_script(script: Script, app_bytes: usize, seed: u64) -> Fixture {
+        let behaviour = match script {
+            Script::Rollback => Behaviour::NeverCommits,
+            _ => Behaviour::Healthy,
+        };
+        Fixture::new(app_bytes, behaviour, seed)
+    }
+
+    fn image_for(&self, version: &str) -> Option<&Image> {
+        [&self.v1, &self.v2].into_iter().find(|i| i.version == version)
+    }
+}
+
+fn bundle(config: &Config, image: &Image, app_json: &[u8]) -> Vec<u8> {
+    let fs =
+        lfs::build_image(config.fs_slot_bytes, crate::device::ERASE_BYTES as u32, &[("app.json", app_json)]);
+    Bundle::new("simapp", ARCH)
+        .version(&image.version)
+        .build_id(&format!("sim/{}", image.version))
+        .app(image.bytes())
+        .fs(fs)
+        .build()
+}
+
+/// A device running v1, committed, with the user's configuration written: where every point
+/// starts.
+pub fn prepare(fixture: &Fixture) -> Device {
+    let mut device = Device::new(fixture.config.clone());
+    device.provision(&fixture.v1_zip).unwrap_or_else(|e| panic!("provisioning v1: {e}"));
+    device.power_on();
+    device.write_user_file(USER_FILE, USER_CONFIG).unwrap_or_else(|e| panic!("writing {USER_FILE}: {e}"));
+    assert!(matches!(device.run(), Run::Running { .. }), "v1 runs after provisioning");
+    device
+}
+
+/// Runs the script. Verbs on a device whose power went off do nothing, so the script simply
+/// runs on.
+pub fn run_script(device: &mut Device, fixture: &Fixture, script: Script) {
+    let options = UpdateOptions { commit_timeout_s: COMMIT_TIMEOUT_S, ignore_same_version: false };
+    match script {
+        Script::Update | Script::Rollback => {
+            let _ = device.update(&fixture.v2_zip, fixture.chunk_bytes, options);
+            device.advance_ms(SETTLE_MS);
+        }
+        Script::Snapshot => {
+            let _ = device.create_snapshot(SnapshotOptions::default());
+        }
+    }
+}
+
+/// One fault point: a power cut at mutating flash operation `op` (counted from the start of the
+/// script) in the way `when` says, and, for depth two, a second cut in the recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Point {
+    pub op: u64,
+    pub when: CutWhen,
+    pub second: Option<(u64, CutWhen)>,
+}
+
+impl fmt::Display for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.op, self.when)?;
+        if let Some((op, when)) = self.second {
+            write!(f, "+{op}:{when}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A broken invariant at a point.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub point: Point,
+    pub what: String,
+    pub trace: Vec<String>,
+}
+
+/// The version a device must end up running after recovering from a cut that left `state` on
+/// flash. A commit that landed is kept; a trial that was never booted gets its boot and keeps
+/// the image only if that firmware commits; anything else reverts.
+pub fn expected_version(state: &BootState, mut behaviour_of: impl FnMut(Slot) -> Behaviour) -> Slot {
+    if state.committed {
+        return state.active;
+    }
+    let revert = state.revert.expect("an uncommitted state has a revert slot");
+    if !state.first_boot_b {
+        return revert;
+    }
+    match behaviour_of(state.active) {
+        Behaviour::Healthy | Behaviour::CommitsAfter { .. } => state.active,
+        Behaviour::NeverCommits if state.commit_timeout_s == 0 => state.active,
+        _ => revert,
+    }
+}
+
+const CUTS: [CutWhen; 3] = [CutWhen::Before, CutWhen::During, CutWhen::After];
+
+/// A sweep's figures.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub script_ops: u64,
+    pub points: u64,
+    pub failures: Vec<Failure>,
+    pub seconds: f64,
+}
+
+/// The sweep of one script: depth 1 or 2, on `threads` threads.
+pub fn sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
+    let started = Instant::now();
+    let base = prepare(fixture);
+    let start = base.snapshot();
+    let script_ops = clean_ops(fixture, script, &start);
+    let first: Vec<Point> =
+        (0..script_ops).flat_map(|op| CUTS.map(|when| Point { op, when, second: None })).collect();
+    let next = AtomicUsize::new(0);
+    let results: Vec<(u64, Vec<Failure>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut device = Device::new(fixture.config.clone());
+                    let mut points = 0;
+                    let mut failures = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(point) = first.get(i) else { break };
+                        let (n, mut f) = run_point(&mut device, fixture, script, &start, *point, depth);
+                        points += n;
+                        failures.append(&mut f);
+                    }
+                    (points, failures)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("sweep worker")).collect()
+    });
+    let mut summary = Summary { script_ops, ..Summary::default() };
+    for (points, mut failures) in results {
+        summary.points += points;
+        summary.failures.append(&mut failures);
+    }
+    summary.failures.sort_by_key(|f| (f.point.op, f.point.when as u8, f.point.second.map(|s| s.0)));
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
+}
+
+/// Mutating operations of a clean run of the script.
+fn clean_ops(fixture: &Fixture, script: Script, start: &DeviceSnapshot) -> u64 {
+    let mut device = Device::new(fixture.config.clone());
+    device.restore(start);
+    let before = device.flash_ops();
+    run_script(&mut device, fixture, script);
+    let ops = device.flash_ops() - before;
+    let expect = device_expect(&mut device);
+    if let Err(what) = check_recovered(&mut device, fixture, expect) {
+        panic!("the clean run of {} breaks an invariant: {what}", script.name());
+    }
+    ops
+}
+
+fn device_expect(device: &mut Device) -> Result<Slot, String> {
+    state_now(device).map(|state| expected_version(&state, |slot| behaviour_in(device, slot)))
+}
+
+/// Runs one first-cut point and, at depth two, every second cut of its recovery. Returns the
+/// number of points run and the failures.
+fn run_point(
+    device: &mut Device,
+    fixture: &Fixture,
+    script: Script,
+    start: &DeviceSnapshot,
+    point: Point,
+    depth: u8,
+) -> (u64, Vec<Failure>) {
+    device.restore(start);
+    let base = device.flash_ops();
+    device.power_cut_at_op(base + point.op, point.when);
+    run_script(device, fixture, script);
+    device.power_cut();
+    let mut failures = Vec::new();
+    let cut = device.snapshot();
+    let expect = at_cut(device);
+    let recovery_start = device.flash_ops();
+    device.power_on();
+    device.advance_ms(SETTLE_MS);
+    let recovery_ops = device.flash_ops() - recovery_start;
+    if let Err(what) = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot))) {
+        failures.push(failure(device, point, what));
+    }
+    if depth < 2 {
+        return (1, failures);
+    }
+    let mut points = 1;
+    for op in 0..recovery_ops {
+        for when in CUTS {
+            points += 1;
+            let second = Point { second: Some((op, when)), ..point };
+            device.restore(&cut);
+            device.power_cut_at_op(recovery_start + op, when);
+            device.power_on();
+            device.advance_ms(SETTLE_MS);
+            device.power_cut();
+            let expect = at_cut(device);
+            device.power_on();
+            device.advance_ms(SETTLE_MS);
+            if let Err(what) = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot))) {
+                failures.push(failure(device, second, what));
+            }
+        }
+    }
+    (points, failures)
+}
+
+/// Runs one point from scratch and returns whether every invariant held, with the device's
+/// trace: what a replay command prints.
+pub fn replay(fixture: &Fixture, script: Script, point: Point) -> (Result<(), String>, Vec<String>) {
+    let start = prepare(fixture).snapshot();
+    let mut device = Device::new(fixture.config.clone());
+    device.restore(&start);
+    let base = device.flash_ops();
+    device.power_cut_at_op(base + point.op, point.when);
+    run_script(&mut device, fixture, script);
+    device.power_cut();
+    let mut expect = at_cut(&mut device);
+    if let Some((op, when)) = point.second {
+        let at = device.flash_ops() + op;
+        device.power_cut_at_op(at, when);
+        device.power_on();
+        device.advance_ms(SETTLE_MS);
+        device.power_cut();
+        expect = at_cut(&mut device);
+    }
+    device.power_on();
+    device.advance_ms(SETTLE_MS);
+    let result = check_recovered(&mut device, fixture, expect);
+    (result, failure(&device, point, String::new()).trace)
+}
+
+fn failure(device: &Device, point: Point, what: String) -> Failure {
+    let trace = device.trace().iter().map(|(ms, e)| format!("[{ms:>9} ms] {e}")).collect();
+    Failure { point, what, trace }
+}
+
+/// With the power off after a cut: the invariants that hold at the cut, and the slot recovery
+/// must end on.
+fn at_cut(device: &mut Device) -> Result<Slot, String> {
+    if let Some(v) = device.flash().violations().first() {
+        return Err(format!("flash used illegally: {v}"));
+    }
+    device.flash().power_on();
+    let result = check_at_cut(device);
+    device.flash().power_cut();
+    result
+}
+
+fn check_at_cut(device: &mut Device) -> Result<Slot, String> {
+    let state = state_now(device)?;
+    let layout = *device.layout();
+    let mut buf = [0u8; 4096];
+    let mut relied_on = vec![state.active];
+    if !state.committed {
+        relied_on.extend(state.revert);
+    }
+    for slot in relied_on {
+        let verified =
+            boot::verify(device.flash(), &layout, &state, slot, &mut buf).map_err(|e| e.to_string())?;
+        if !verified {
+            return Err(format!(
+                "at the cut, {slot} (relied on by the boot state) does not verify: {state:?}"
+            ));
+        }
+    }
+    Ok(expected_version(&state, |slot| behaviour_in(device, slot)))
+}
+
+fn state_now(device: &mut Device) -> Result<BootState, String> {
+    let layout = *device.layout();
+    match log::read(device.flash(), &layout) {
+        Ok(Some(located)) => Ok(located.record.state),
+        Ok(None) => Err("the boot-state log holds no valid record".into()),
+        Err(e) => Err(format!("the boot-state log cannot be read: {e}")),
+    }
+}
+
+fn behaviour_in(device: &mut Device, slot: Slot) -> Behaviour {
+    let mut header = [0u8; image::HEADER_BYTES];
+    let offset = device.layout().app(slot).offset;
+    device.flash().peek(offset, &mut header);
+    image::parse_header(&header).0
+}
+
+/// After recovery: a firmware runs, committed, on the expected slot, whose bytes are exactly v1
+/// or v2, and the user's configuration is intact.
+fn check_recovered(
+    device: &mut Device,
+    fixture: &Fixture,
+    expect: Result<Slot, String>,
+) -> Result<(), String> {
+    let expect = expect?;
+    if let Some(v) = device.flash().violations().first() {
+        return Err(format!("flash used illegally: {v}"));
+    }
+    let Run::Running { slot, version, .. } = device.run().clone() else {
+        return Err(format!("after recovery the device is {:?}", device.run()));
+    };
+    let state = state_now(device)?;
+    if !state.committed || state.active != slot {
+        return Err(format!("after recovery {slot} runs but the state is {state:?}"));
+    }
+    if slot != expect {
+        return Err(format!("after recovery {slot} runs, expected {expect}"));
+    }
+    let version = version.unwrap_or_default();
+    let image =
+        fixture.image_for(&version).ok_or_else(|| format!("{slot} runs unknown version {version:?}"))?;
+    let expected_bytes = image.bytes();
+    let offset = device.layout().app(slot).offset;
+    let actual = device.flash().contents(offset..offset + expected_bytes.len() as u32);
+    if actual != expected_bytes {
+        return Err(format!("{slot} runs {version} but its bytes are not exactly that image"));
+    }
+    match device.read_user_file(USER_FILE) {
+        Ok(Some(data)) if data == USER_CONFIG => Ok(()),
+        Ok(Some(_)) => Err(format!("{USER_FILE} changed")),
+        Ok(None) => Err(format!("{USER_FILE} is gone")),
+        Err(e) => Err(format!("{USER_FILE} cannot be read: {e}")),
+    }
+}
