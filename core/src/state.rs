@@ -52,8 +52,11 @@ const FLAG_MERGE_FS: u8 = 8;
 const FLAGS_KNOWN: u8 = FLAG_COMMITTED | FLAG_FIRST_BOOT_A | FLAG_FIRST_BOOT_B | FLAG_MERGE_FS;
 const NO_SLOT: u8 = 0xff;
 
-/// The CRC-32 that zip entries, Mongoose OS boot records and the serial RPC framing use.
-pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// The CRC-32 that zip entries, Mongoose OS boot records and the serial RPC framing use. A
+/// slice-by-16 table (16 KiB of read-only data) checks bundle data several times faster than a
+/// byte-wise one.
+pub(crate) const CRC32: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// A short UTF-8 string stored inline, such as a version or a build id. `Copy`, no allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,183 @@
+//! The simulated device: firmware behaviours, the commit timer on virtual time, and faults that
+//! are not power cuts (bit flips, a region whose programs fail).
+
+use ota_core::layout::Slot;
+use ota_core::log;
+use ota_core::updater::{UpdateErrorKind, UpdateOptions};
+use ota_sim::device::{Device, DeviceError, Event, Run};
+use ota_sim::image::Behaviour;
+use ota_sim::sweep::{self, Fixture, USER_CONFIG, USER_FILE};
+
+const APP_BYTES: usize = 16 * 1024;
+
+fn options(commit_timeout_s: u32) -> UpdateOptions {
+    UpdateOptions { commit_timeout_s, ignore_same_version: false }
+}
+
+/// v1 running and committed, then an update to a v2 that behaves as `behaviour`.
+fn updated(behaviour: Behaviour, commit_timeout_s: u32) -> (Device, Fixture) {
+    let fixture = Fixture::new(APP_BYTES, behaviour, 1);
+    let mut device = sweep::prepare(&fixture);
+    device.update(&fixture.v2_zip, 700, options(commit_timeout_s)).unwrap();
+    (device, fixture)
+}
+
+fn running(device: &Device) -> (Slot, String) {
+    match device.run() {
+        Run::Running { slot, version, .. } => (*slot, version.clone().unwrap_or_default()),
+        other => panic!("expected a running firmware, found {other:?}"),
+    }
+}
+
+fn events(device: &Device) -> Vec<String> {
+    device.trace().iter().map(|(_, e)| e.to_string()).collect()
+}
+
+fn committed(device: &mut Device) -> bool {
+    let layout = *device.layout();
+    log::read(device.flash(), &layout).unwrap().unwrap().record.state.committed
+}
+
+#[test]
+fn a_healthy_update_commits_itself_and_keeps_the_users_config() {
+    let (mut device, _) = updated(Behaviour::Healthy, 300);
+    assert_eq!(running(&device), (Slot::S1, "2.0.0".into()));
+    assert!(committed(&mut device));
+    assert_eq!(device.read_user_file(USER_FILE).unwrap().as_deref(), Some(USER_CONFIG));
+    assert_eq!(device.read_user_file("app.json").unwrap().as_deref(), Some(&br#"{"app": "v2"}"#[..]));
+    assert!(events(&device).contains(&"fs merged: 1 copied, 1 kept from the image".to_string()));
+}
+
+#[test]
+fn a_missed_commit_rolls_back_when_the_timer_expires() {
+    let (mut device, _) = updated(Behaviour::NeverCommits, 300);
+    assert_eq!(running(&device), (Slot::S1, "2.0.0".into()));
+    device.advance_ms(299_999);
+    assert_eq!(running(&device).0, Slot::S1, "still on trial one millisecond before the deadline");
+    device.advance_ms(1);
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    assert!(committed(&mut device));
+    assert_eq!(device.read_user_file(USER_FILE).unwrap().as_deref(), Some(USER_CONFIG));
+    let trace = events(&device);
+    assert!(trace.ends_with(&[
+        "commit timer expired".into(),
+        "reverted".into(),
+        "boot slot 0 (Committed)".into()
+    ]));
+}
+
+#[test]
+fn a_timeout_of_zero_commits_on_the_first_healthy_boot() {
+    let (mut device, _) = updated(Behaviour::NeverCommits, 0);
+    assert_eq!(running(&device).0, Slot::S1);
+    assert!(committed(&mut device));
+}
+
+#[test]
+fn a_firmware_that_commits_after_ten_seconds_stays() {
+    let (mut device, _) = updated(Behaviour::CommitsAfter { seconds: 10 }, 300);
+    device.advance_ms(9_000);
+    assert!(!committed(&mut device));
+    device.advance_ms(1_000);
+    assert!(committed(&mut device));
+    device.advance_ms(600_000);
+    assert_eq!(running(&device), (Slot::S1, "2.0.0".into()));
+}
+
+#[test]
+fn a_firmware_that_crashes_at_boot_rolls_back_at_once() {
+    let (device, _) = updated(Behaviour::CrashesAtBoot, 300);
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    let trace = events(&device);
+    let crash = trace.iter().position(|e| e == "firmware crashed at boot").unwrap();
+    assert_eq!(trace[crash + 1], "boot slot 0 (Reverted { from: S1 })");
+}
+
+#[test]
+fn a_hanging_firmware_is_reset_by_the_watchdog_and_rolls_back() {
+    let (mut device, _) = updated(Behaviour::Hangs, 300);
+    assert!(matches!(device.run(), Run::Hung { slot: Slot::S1, .. }));
+    device.advance_ms(10_000);
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    assert!(events(&device).contains(&"watchdog reset".to_string()));
+}
+
+#[test]
+fn an_explicit_commit_survives_power_cycles() {
+    let (mut device, _) = updated(Behaviour::NeverCommits, 300);
+    device.commit().unwrap();
+    for _ in 0..3 {
+        device.power_cut();
+        device.power_on();
+        device.advance_ms(400_000);
+        assert_eq!(running(&device), (Slot::S1, "2.0.0".into()));
+    }
+    assert!(matches!(device.commit(), Err(DeviceError::Control(_))), "a second commit is refused");
+}
+
+#[test]
+fn a_revert_goes_back_and_a_reboot_before_commit_does_too() {
+    let (mut device, _) = updated(Behaviour::NeverCommits, 300);
+    device.revert().unwrap();
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    let (mut device, _) = updated(Behaviour::NeverCommits, 300);
+    device.reboot();
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+}
+
+#[test]
+fn a_bit_flip_in_the_new_image_is_never_booted() {
+    let fixture = Fixture::new(APP_BYTES, Behaviour::Healthy, 1);
+    let mut device = sweep::prepare(&fixture);
+    // The update lands, and the power goes before the reboot into v2 does anything.
+    let at = device.flash_ops();
+    let cut = at + 1_000;
+    device.power_cut_at_op(cut, ota_sim::flash::CutWhen::Before);
+    let _ = device.update(&fixture.v2_zip, 4096, options(300));
+    device.power_cut();
+    device.flash().disarm_power_cut();
+    let new_image = device.layout().app(Slot::S1).offset + 5_000;
+    device.flash().flip_bit(new_image, 3);
+    device.power_on();
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    assert!(events(&device).iter().any(|e| e.starts_with("boot slot 0 (FellBack")), "{:?}", events(&device));
+}
+
+#[test]
+fn a_bit_flip_in_both_images_is_a_distinct_outcome_not_a_boot() {
+    let (mut device, _) = updated(Behaviour::Healthy, 300);
+    device.power_cut();
+    for slot in [Slot::S0, Slot::S1] {
+        let offset = device.layout().app(slot).offset + 100;
+        device.flash().flip_bit(offset, 0);
+    }
+    device.power_on();
+    assert_eq!(device.run(), &Run::Bricked { why: "no slot holds an image that verifies".into() });
+    assert!(matches!(device.trace().last(), Some((_, Event::Bricked { .. }))));
+}
+
+#[test]
+fn a_region_whose_programs_fail_fails_the_update_and_changes_nothing() {
+    let fixture = Fixture::new(APP_BYTES, Behaviour::Healthy, 1);
+    let mut device = sweep::prepare(&fixture);
+    let region = device.layout().app(Slot::S1);
+    device.flash().fail_programs_in(region.offset + 8192..region.offset + 8196);
+    let err = device.update(&fixture.v2_zip, 4096, options(300)).unwrap_err();
+    let DeviceError::Update(err) = err else { panic!("expected an update error, got {err:?}") };
+    assert!(matches!(err.kind, UpdateErrorKind::Flash(_)), "{err}");
+    assert!(err.to_string().ends_with("slot 1 not marked bootable, slot 0 stays active"), "{err}");
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    device.reboot();
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+}
+
+#[test]
+fn a_snapshot_can_become_the_revert_target() {
+    let fixture = Fixture::new(APP_BYTES, Behaviour::Healthy, 1);
+    let mut device = sweep::prepare(&fixture);
+    let snapshot = ota_core::control::SnapshotOptions { set_as_revert: true, commit_timeout_s: Some(60) };
+    assert_eq!(device.create_snapshot(snapshot).unwrap(), Slot::S1);
+    device.advance_ms(60_000);
+    // No commit: the device goes back to the snapshot, which is v1 as well.
+    assert_eq!(running(&device), (Slot::S1, "1.0.0".into()));
+}
