@@ -81,6 +81,10 @@ pub enum ControlError {
     SnapshotVerify {
         slot: Slot,
     },
+    /// The active image or filesystem is larger than the other slot.
+    SnapshotDoesNotFit {
+        slot: Slot,
+    },
     Flash(FlashError),
     Write(AppendError),
 }
@@ -127,10 +131,20 @@ impl core::fmt::Display for ControlError {
             ControlError::SnapshotVerify { slot } => {
                 write!(f, "Failed to create snapshot: {slot} read back wrong; boot state unchanged")
             }
+            ControlError::SnapshotDoesNotFit { slot } => write!(
+                f,
+                "Failed to create snapshot: the running image does not fit {slot}; nothing written, boot state unchanged"
+            ),
             ControlError::Flash(e) => write!(f, "{e}; boot state unchanged"),
             ControlError::Write(e) => write!(f, "{e}; boot state unchanged"),
         }
     }
+}
+
+/// `OTA.GetBootState`: the stored state (active and revert slot, committed, commit timeout, and
+/// what each slot holds).
+pub fn get_boot_state<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<BootState, ControlError> {
+    Ok(read(flash, layout)?.record.state)
 }
 
 /// The newest boot-state record.
@@ -245,8 +259,11 @@ pub fn create_snapshot<F: NorFlash>(
     let source = state.active;
     let target = source.other();
     let info = *state.active_info();
-    copy_region(flash, layout, layout.app(source), layout.app(target), info.app_len_bytes, buf)?;
     let fs_len = layout.fs(source).size_bytes;
+    if info.app_len_bytes > layout.app(target).size_bytes || fs_len > layout.fs(target).size_bytes {
+        return Err(ControlError::SnapshotDoesNotFit { slot: target });
+    }
+    copy_region(flash, layout, layout.app(source), layout.app(target), info.app_len_bytes, buf)?;
     copy_region(flash, layout, layout.fs(source), layout.fs(target), fs_len, buf)?;
     if sha256_region(flash, layout.app(target).offset, info.app_len_bytes, buf)? != info.app_sha256 {
         return Err(ControlError::SnapshotVerify { slot: target });

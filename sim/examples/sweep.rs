@@ -17,7 +17,9 @@ use ota_sim::schedule;
 use ota_sim::sweep::{self, Fixture, Point, Script};
 
 struct Args {
-    app_kib: usize,
+    /// One sweep per size, buffer and script: a matrix when several are given.
+    app_kibs: Vec<usize>,
+    buf_bytes: Vec<usize>,
     depth: u8,
     json: bool,
     scripts: Vec<Script>,
@@ -30,12 +32,14 @@ struct Args {
 }
 
 const USAGE: &str = "usage: sweep [--app-kib N] [--depth 1|2] [--script update|rollback|snapshot|all] [--threads N] \
-[--seed N] [--point OP:WHEN[+OP:WHEN]] [--json] | --random [--seed N] [--steps N] [--schedules N]";
+[--seed N] [--buf-bytes N[,N...]] [--point OP:WHEN[+OP:WHEN]] [--json]   (--app-kib takes a list too: 128,1024)
+       sweep --random [--seed N] [--steps N] [--schedules N]";
 
 fn parse_args() -> Result<Args, String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut args = Args {
-        app_kib: 128,
+        app_kibs: vec![128],
+        buf_bytes: vec![4096],
         depth: 1,
         json: false,
         scripts: vec![Script::Update],
@@ -50,7 +54,8 @@ fn parse_args() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--app-kib" => args.app_kib = number(&flag, &value()?)?,
+            "--app-kib" => args.app_kibs = list(&flag, &value()?)?,
+            "--buf-bytes" => args.buf_bytes = list(&flag, &value()?)?,
             "--depth" => args.depth = number(&flag, &value()?)?,
             "--threads" => args.threads = number(&flag, &value()?)?,
             "--seed" => args.seed = number(&flag, &value()?)?,
@@ -73,10 +78,20 @@ fn parse_args() -> Result<Args, String> {
     if !(1..=2).contains(&args.depth) {
         return Err(format!("--depth is 1 or 2, not {}", args.depth));
     }
-    if args.app_kib == 0 {
+    if args.app_kibs.contains(&0) {
         return Err("--app-kib must be at least 1".into());
     }
+    if let Some(b) = args.buf_bytes.iter().find(|&&b| !(1024..=65536).contains(&b) || b % 4 != 0) {
+        return Err(format!("--buf-bytes {b}: a work buffer is 1024 to 65536 bytes, a multiple of 4"));
+    }
+    if args.point.is_some() && (args.app_kibs.len() > 1 || args.buf_bytes.len() > 1) {
+        return Err("--point replays one sweep: give one --app-kib and one --buf-bytes".into());
+    }
     Ok(args)
+}
+
+fn list(flag: &str, text: &str) -> Result<Vec<usize>, String> {
+    text.split(',').map(|t| number(flag, t)).collect()
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
@@ -121,30 +136,48 @@ fn main() -> ExitCode {
         return replay(&args, point);
     }
     let mut failed = false;
-    for &script in &args.scripts {
-        failed |= run_sweep(&args, script);
+    let (mut points, mut seconds, mut runs) = (0, 0.0, 0);
+    for &app_kib in &args.app_kibs {
+        for &buf_bytes in &args.buf_bytes {
+            for &script in &args.scripts {
+                let summary = run_sweep(&args, script, app_kib, buf_bytes);
+                failed |= !summary.failures.is_empty();
+                points += summary.points;
+                seconds += summary.seconds;
+                runs += 1;
+            }
+        }
+    }
+    if runs > 1 {
+        let ms_per_point = seconds * 1000.0 / points.max(1) as f64;
+        if args.json {
+            println!(
+                "{{\"total\":true,\"sweeps\":{runs},\"points\":{points},\"seconds\":{seconds:.3},\"ms_per_point\":{ms_per_point:.4}}}"
+            );
+        } else {
+            println!("total: {runs} sweeps, {points} points, {seconds:.2} s ({ms_per_point:.4} ms a point)");
+        }
     }
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
-fn replay_command(args: &Args, script: Script, point: Point) -> String {
+fn replay_command(args: &Args, script: Script, app_kib: usize, buf_bytes: usize, point: Point) -> String {
     format!(
-        "cargo run --release -p ota-sim --example sweep -- --script {} --app-kib {} --seed {} --point {point}",
+        "cargo run --release -p ota-sim --example sweep -- --script {} --app-kib {app_kib} --buf-bytes {buf_bytes} --seed {} --point {point}",
         script.name(),
-        args.app_kib,
         args.seed
     )
 }
 
-fn run_sweep(args: &Args, script: Script) -> bool {
-    let fixture = Fixture::for_script(script, args.app_kib * 1024, args.seed);
+fn run_sweep(args: &Args, script: Script, app_kib: usize, buf_bytes: usize) -> sweep::Summary {
+    let fixture = Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
     let summary = sweep::sweep(&fixture, script, args.depth, args.threads);
     let ms_per_point = summary.seconds * 1000.0 / summary.points.max(1) as f64;
     if args.json {
         println!(
-            "{{\"script\":\"{}\",\"app_kib\":{},\"depth\":{},\"threads\":{},\"seed\":{},\"script_ops\":{},\"points\":{},\"failures\":{},\"seconds\":{:.3},\"ms_per_point\":{:.4}}}",
+            "{{\"script\":\"{}\",\"app_kib\":{},\"buf_bytes\":{buf_bytes},\"depth\":{},\"threads\":{},\"seed\":{},\"script_ops\":{},\"points\":{},\"failures\":{},\"seconds\":{:.3},\"ms_per_point\":{:.4}}}",
             script.name(),
-            args.app_kib,
+            app_kib,
             args.depth,
             args.threads,
             args.seed,
@@ -156,9 +189,9 @@ fn run_sweep(args: &Args, script: Script) -> bool {
         );
     } else {
         println!(
-            "{}: {} KiB app, depth {}, {} flash ops in the script, {} points on {} threads, {} failures, {:.2} s ({:.4} ms a point)",
+            "{}: {} KiB app, {buf_bytes}-byte buffer, depth {}, {} flash ops in the script, {} points on {} threads, {} failures, {:.2} s ({:.4} ms a point)",
             script.name(),
-            args.app_kib,
+            app_kib,
             args.depth,
             summary.script_ops,
             summary.points,
@@ -170,14 +203,15 @@ fn run_sweep(args: &Args, script: Script) -> bool {
     }
     for failure in summary.failures.iter().take(10) {
         eprintln!("FAILED at point {} (seed {}): {}", failure.point, args.seed, failure.what);
-        eprintln!("  replay: {}", replay_command(args, script, failure.point));
+        eprintln!("  replay: {}", replay_command(args, script, app_kib, buf_bytes, failure.point));
     }
-    !summary.failures.is_empty()
+    summary
 }
 
 fn replay(args: &Args, point: Point) -> ExitCode {
     let script = args.scripts[0];
-    let fixture = Fixture::for_script(script, args.app_kib * 1024, args.seed);
+    let fixture =
+        Fixture::for_script(script, args.app_kibs[0] * 1024, args.seed).with_work_buffer(args.buf_bytes[0]);
     let (result, trace) = sweep::replay(&fixture, script, point);
     for line in &trace {
         println!("{line}");

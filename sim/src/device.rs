@@ -46,6 +46,9 @@ pub struct Config {
     pub boot_loops_max: u32,
     /// Seed of the flash's fault randomness. Default 0.
     pub seed: u64,
+    /// The work buffer the firmware gives the updater and the snapshot copy; it sets how much
+    /// one program writes (at most 4 KiB). Default 4096.
+    pub work_buffer_bytes: usize,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             watchdog_ms: 10_000,
             boot_loops_max: 8,
             seed: 0,
+            work_buffer_bytes: 4096,
         }
     }
 }
@@ -190,6 +194,7 @@ impl Device {
         let layout = config.layout();
         let geometry = Geometry::uniform(config.flash_bytes(), ERASE_BYTES as u32);
         let flash = Flash::new(&geometry, Rng::new(config.seed).derive("flash"));
+        let buf = vec![0; config.work_buffer_bytes];
         Device {
             config,
             layout,
@@ -197,7 +202,7 @@ impl Device {
             now_ms: 0,
             run: Run::Off,
             trace: Vec::new(),
-            buf: vec![0; 4096],
+            buf,
         }
     }
 

@@ -100,6 +100,12 @@ impl Fixture {
         Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024 }
     }
 
+    /// The same fixture on a device whose firmware gives the updater a `bytes` work buffer.
+    pub fn with_work_buffer(mut self, bytes: usize) -> Fixture {
+        self.config.work_buffer_bytes = bytes;
+        self
+    }
+
     pub fn for_script(script: Script, app_bytes: usize, seed: u64) -> Fixture {
         let behaviour = match script {
             Script::Rollback => Behaviour::NeverCommits,
