@@ -1,0 +1,178 @@
+//! Boards: where a scenario runs. Every backend sits behind [`Board`]; the engine never asks
+//! which one it has, only what it can do ([`Capabilities`]).
+
+use std::fmt;
+
+use crate::result::EventKind;
+use crate::scenario::model::{Cut, SweepSpec, Transport};
+
+pub mod config;
+pub mod sim;
+
+/// What a board can do. A scenario step that needs something missing here skips the scenario
+/// on this board, with the reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capabilities {
+    pub transports: Vec<Transport>,
+    pub cut_at_op: bool,
+    pub cut_at_fraction: bool,
+    pub cut_at_phase: bool,
+    /// Exhaustive sweeps (the board can snapshot and restore its flash).
+    pub sweep: bool,
+    /// Time is simulated: waits cost nothing.
+    pub virtual_time: bool,
+}
+
+/// A board's name and platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoardInfo {
+    /// The board file's stem, or "sim" for the built-in simulator.
+    pub name: String,
+    /// The backend kind, as in the board file: "sim", "virtual", "qemu", "esp32".
+    pub kind: String,
+    /// What the device answers for its platform; bundles built by the runner use it.
+    pub platform: String,
+}
+
+/// A push, as the engine asks for it.
+#[derive(Clone, Debug)]
+pub struct PushRequest<'a> {
+    pub bundle: &'a [u8],
+    pub transport: Transport,
+    pub commit_timeout_s: u32,
+    pub ignore_same_version: bool,
+    pub chunk_bytes: usize,
+}
+
+/// How a push ended, as the device reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushResult {
+    /// Applied; the device rebooted into the new image.
+    Applied,
+    /// "Version is the same as current".
+    UpToDate,
+    /// The device refused it, with its message.
+    Refused { message: String },
+    /// The power went during the push.
+    PowerLost,
+}
+
+/// The boot state as `OTA.GetBootState` gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootStateView {
+    pub active_slot: u8,
+    pub revert_slot: Option<u8>,
+    pub committed: bool,
+    pub commit_timeout_s: u32,
+}
+
+/// What the device is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Activity {
+    Off,
+    /// A firmware runs: its slot and version.
+    Running { slot: u8, version: String },
+    /// A firmware hangs (the watchdog will reset it).
+    Hung { slot: u8 },
+    Bricked { why: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub activity: Activity,
+    /// `None` when it cannot be read (no power, nothing running to ask).
+    pub boot_state: Option<BootStateView>,
+}
+
+/// A sweep's figures, as a board reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepReport {
+    pub points: u64,
+    pub seconds: f64,
+    /// One line per broken invariant, each with its replay command.
+    pub failures: Vec<String>,
+    /// One line per sweep, for the console.
+    pub lines: Vec<String>,
+}
+
+/// Something the device refused (a commit of a committed image, a write with no firmware
+/// running). A scenario may expect it.
+pub type Refusal = String;
+
+/// The board or the runner broke: not a device answer. `help` tells the user what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoardError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl BoardError {
+    pub fn new(message: impl Into<String>) -> BoardError {
+        BoardError { message: message.into(), help: None }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> BoardError {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for BoardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+pub type BoardResult<T> = Result<T, BoardError>;
+
+/// A device the engine can drive.
+pub trait Board {
+    fn info(&self) -> &BoardInfo;
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Starts a trial on a blank device (flash erased, power off), seeded with `seed`.
+    fn start_trial(&mut self, seed: u64) -> BoardResult<()>;
+
+    /// Factory-flashes a bundle into slot 0, committed. The device is off afterwards.
+    fn provision(&mut self, bundle: &[u8]) -> BoardResult<()>;
+
+    fn power_on(&mut self) -> BoardResult<()>;
+    fn power_cut(&mut self) -> BoardResult<()>;
+
+    /// Arms a power cut for the next action only.
+    fn arm_cut(&mut self, cut: Cut) -> BoardResult<()>;
+    /// Disarms a cut that did not strike.
+    fn disarm_cut(&mut self) -> BoardResult<()>;
+
+    fn push(&mut self, request: &PushRequest<'_>) -> BoardResult<PushResult>;
+    fn wait(&mut self, ms: u64) -> BoardResult<()>;
+    fn commit(&mut self) -> BoardResult<Result<(), Refusal>>;
+    fn revert(&mut self) -> BoardResult<Result<(), Refusal>>;
+    fn reboot(&mut self) -> BoardResult<()>;
+    /// `OTA.CreateSnapshot`; the slot that holds the snapshot.
+    fn snapshot(&mut self, set_as_revert: bool, commit_timeout_s: Option<u32>) -> BoardResult<Result<u8, Refusal>>;
+
+    fn write_file(&mut self, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>>;
+    /// A file of the running firmware's filesystem; `None` when absent.
+    fn read_file(&mut self, name: &str) -> BoardResult<Result<Option<Vec<u8>>, Refusal>>;
+
+    fn status(&mut self) -> BoardResult<Status>;
+
+    /// Device time now, in milliseconds.
+    fn device_ms(&self) -> u64;
+
+    /// Timeline events since the last call, with their device time.
+    fn drain_events(&mut self) -> Vec<(u64, EventKind)>;
+    /// Console lines since the last call.
+    fn drain_console(&mut self) -> Vec<String>;
+
+    /// An exhaustive sweep; only boards whose capabilities say `sweep`.
+    fn sweep(&mut self, spec: &SweepSpec, seed: u64) -> BoardResult<SweepReport> {
+        let _ = (spec, seed);
+        Err(BoardError::new(format!("board {} cannot run sweeps", self.info().name)))
+    }
+}

@@ -1,0 +1,68 @@
+//! The subcommands, one file each. Each returns the exit code, or a [`CommandError`] (exit 2)
+//! that says what was wrong and what to do.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod bundle;
+pub mod inspect;
+pub mod run;
+pub mod sweep;
+
+#[derive(Debug, Parser)]
+#[command(name = "hil", version, about = "Run OTA scenarios against the simulator, a virtual board or a real board")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenario files or folders of them.
+    Run(run::Args),
+    /// Build a Mongoose OS compatible fw.zip.
+    Bundle(bundle::Args),
+    /// Print a bundle's manifest and parts, and whether each part's checksums hold.
+    Inspect(inspect::Args),
+    /// Exhaustive power-cut sweeps and random fault schedules on the simulator, with figures.
+    Sweep(sweep::Args),
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Bundle(args) => bundle::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Sweep(args) => sweep::run(args),
+    }
+}
+
+/// A usage, input or infrastructure error: exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl CommandError {
+    pub fn new(message: impl Into<String>) -> CommandError {
+        CommandError { message: message.into(), help: None }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> CommandError {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
