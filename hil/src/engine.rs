@@ -1,1 +1,422 @@
-//! The scenario engine.
+//! The scenario engine: runs a [`Scenario`] on a [`Board`], one step at a time, and records a
+//! [`Trial`]. It never asks which backend it has: what the board cannot do (a transport, a kind
+//! of cut, a sweep) skips the scenario with the reason, before anything runs.
+
+use std::time::Instant;
+
+use crate::board::{Activity, Board, BoardError, PushRequest, PushResult, Status};
+use crate::bundles;
+use crate::duration::format_ms;
+use crate::progress::Progress;
+use crate::result::{Outcome, StepRecord, TimelineEvent, Trial};
+use crate::scenario::model::{
+    Action, BundleSource, CallExpect, Cut, Expect, Push, PushExpect, Scenario, Step,
+};
+
+/// The seed of one scenario's trial: derived from the run's master seed and the scenario's name,
+/// so adding a scenario does not change the others' seeds.
+pub fn trial_seed(master: u64, scenario: &str) -> u64 {
+    ota_sim::rng::Rng::new(master).derive(scenario).seed()
+}
+
+/// Why the board cannot run this scenario, if it cannot.
+pub fn unsupported(scenario: &Scenario, board: &dyn Board) -> Option<String> {
+    let caps = board.capabilities();
+    let name = &board.info().name;
+    for step in &scenario.steps {
+        let at = format!("line {}", step.line);
+        if let Action::Push(push) = &step.action
+            && !caps.transports.contains(&push.transport)
+        {
+            return Some(format!("board {name} has no {} transport ({at})", push.transport.name()));
+        }
+        if matches!(step.action, Action::Sweep(_)) && !caps.sweep {
+            return Some(format!("board {name} cannot run exhaustive sweeps ({at})"));
+        }
+        let missing = match step.cut {
+            Some(Cut::AtOp { .. }) if !caps.cut_at_op => Some("at a flash operation"),
+            Some(Cut::AtFraction(_)) if !caps.cut_at_fraction => Some("at a fraction of an upload"),
+            Some(Cut::AtPhase(_)) if !caps.cut_at_phase => Some("at a named phase"),
+            _ => None,
+        };
+        if let Some(what) = missing {
+            return Some(format!("board {name} cannot cut the power {what} ({at})"));
+        }
+    }
+    None
+}
+
+/// A step's expectation that did not hold.
+struct Failed(String);
+
+enum StepError {
+    Failed(Failed),
+    Board(BoardError),
+}
+
+impl From<BoardError> for StepError {
+    fn from(e: BoardError) -> Self {
+        StepError::Board(e)
+    }
+}
+
+fn fail<T>(message: impl Into<String>) -> Result<T, StepError> {
+    Err(StepError::Failed(Failed(message.into())))
+}
+
+/// Runs one scenario on `board`.
+pub fn run_trial(
+    scenario: &Scenario,
+    board: &mut dyn Board,
+    master_seed: u64,
+    progress: &mut dyn Progress,
+) -> Trial {
+    let started = Instant::now();
+    let seed = trial_seed(master_seed, &scenario.name);
+    let mut trial = Trial {
+        scenario: scenario.name.clone(),
+        file: scenario.file.clone(),
+        board: board.info().name.clone(),
+        outcome: Outcome::Passed,
+        duration: Default::default(),
+        device_ms: 0,
+        seed,
+        steps: Vec::new(),
+        console: Vec::new(),
+        timeline: Vec::new(),
+    };
+    if let Some(reason) = unsupported(scenario, board) {
+        trial.outcome = Outcome::Skipped { reason };
+        return trial;
+    }
+    trial.outcome = run_steps(scenario, board, seed, &mut trial, progress);
+    trial.device_ms = board.device_ms();
+    trial.duration = started.elapsed();
+    trial
+}
+
+fn run_steps(
+    scenario: &Scenario,
+    board: &mut dyn Board,
+    seed: u64,
+    trial: &mut Trial,
+    progress: &mut dyn Progress,
+) -> Outcome {
+    if let Err(e) = board.start_trial(seed) {
+        return Outcome::Error { message: e.to_string() };
+    }
+    trial.console.push(format!("hil: {} on {} (seed {seed})", scenario.name, board.info().name));
+    // The status before each step, for `unchanged`: it compares with the status before the
+    // step being checked, the previous one.
+    let mut before: Vec<Status> = Vec::new();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let start_ms = board.device_ms();
+        let summary = summarize(step);
+        trial.console.push(format!("hil: step {} (line {}): {summary}", index + 1, step.line));
+        let result = board.status().map_err(StepError::Board).and_then(|status| {
+            before.push(status);
+            run_step(step, board, seed, &before)
+        });
+        collect(board, index, trial);
+        let passed = result.is_ok();
+        let record =
+            StepRecord { index, line: step.line, summary, passed, start_ms, end_ms: board.device_ms() };
+        progress.step_finished(&record);
+        trial.steps.push(record);
+        match result {
+            Ok(lines) => trial.console.extend(lines),
+            Err(StepError::Failed(Failed(message))) => {
+                trial.console.push(format!("hil: FAILED: {message}"));
+                return Outcome::Failed { step: index, line: step.line, message };
+            }
+            Err(StepError::Board(e)) => {
+                trial.console.push(format!("hil: ERROR: {e}"));
+                return Outcome::Error { message: format!("step {} (line {}): {e}", index + 1, step.line) };
+            }
+        }
+    }
+    Outcome::Passed
+}
+
+/// Moves the board's new events and console lines into the trial.
+fn collect(board: &mut dyn Board, step: usize, trial: &mut Trial) {
+    for (at_ms, kind) in board.drain_events() {
+        trial.timeline.push(TimelineEvent { at_ms, step, kind });
+    }
+    trial.console.extend(board.drain_console());
+}
+
+/// Carries out one step; returns console lines worth keeping.
+fn run_step(
+    step: &Step,
+    board: &mut dyn Board,
+    seed: u64,
+    before: &[Status],
+) -> Result<Vec<String>, StepError> {
+    if let Some(cut) = step.cut {
+        board.arm_cut(cut)?;
+    }
+    let result = act(step, board, seed, before);
+    board.disarm_cut()?;
+    result
+}
+
+fn act(step: &Step, board: &mut dyn Board, seed: u64, before: &[Status]) -> Result<Vec<String>, StepError> {
+    match &step.action {
+        Action::Provision { bundle } => {
+            let built = build(bundle, board)?;
+            board.provision(&built.bytes)?;
+        }
+        Action::WriteFile { name, content } => {
+            if let Err(refusal) = board.write_file(name, content)? {
+                return fail(format!("writing {name} was refused: {refusal}"));
+            }
+        }
+        Action::Push(push) => return run_push(push, step, board),
+        Action::PowerCut => board.power_cut()?,
+        Action::PowerOn => board.power_on()?,
+        Action::Wait { ms } => board.wait(*ms)?,
+        Action::Reboot => board.reboot()?,
+        Action::Commit { expect } => check_call("commit", board.commit()?, expect)?,
+        Action::Revert { expect } => check_call("revert", board.revert()?, expect)?,
+        Action::Snapshot { set_as_revert, commit_timeout_s, expect } => {
+            let result = board.snapshot(*set_as_revert, *commit_timeout_s)?;
+            check_call("snapshot", result.map(|_| ()), expect)?;
+        }
+        Action::Expect(expect) => check_expect(expect, board, before)?,
+        Action::Sweep(spec) => {
+            let report = board.sweep(spec, seed)?;
+            let mut lines = report.lines;
+            lines.push(format!("{} points in {:.2} s", report.points, report.seconds));
+            if !report.failures.is_empty() {
+                return fail(format!(
+                    "{} points broke an invariant:\n{}",
+                    report.failures.len(),
+                    report.failures.join("\n")
+                ));
+            }
+            return Ok(lines);
+        }
+    }
+    Ok(Vec::new())
+}
+
+fn build(source: &BundleSource, board: &dyn Board) -> Result<bundles::Built, StepError> {
+    bundles::build(source, board.info()).map_err(|e| StepError::Board(BoardError::new(e)))
+}
+
+fn run_push(push: &Push, step: &Step, board: &mut dyn Board) -> Result<Vec<String>, StepError> {
+    let built = build(&push.bundle, board)?;
+    let request = PushRequest {
+        bundle: &built.bytes,
+        transport: push.transport,
+        commit_timeout_s: push.commit_timeout_s,
+        ignore_same_version: push.ignore_same_version,
+        chunk_bytes: push.chunk_bytes,
+    };
+    let result = board.push(&request)?;
+    let line = format!(
+        "push of {} ({} bytes) over {}: {}",
+        built.label,
+        built.bytes.len(),
+        push.transport.name(),
+        answer(&result)
+    );
+    let ok = match (&push.expect, &result) {
+        (PushExpect::Applied, PushResult::Applied)
+        | (PushExpect::UpToDate, PushResult::UpToDate)
+        | (PushExpect::PowerLost, PushResult::PowerLost) => true,
+        (PushExpect::Refused { message }, PushResult::Refused { message: got }) => {
+            got.contains(message.as_str())
+        }
+        _ => false,
+    };
+    if !ok {
+        let cut = if step.cut.is_some() { " (the step cuts the power)" } else { "" };
+        return fail(format!("{line}; expected {}{cut}", expected(&push.expect)));
+    }
+    Ok(vec![format!("hil: {line}")])
+}
+
+fn answer(result: &PushResult) -> String {
+    match result {
+        PushResult::Applied => "applied".into(),
+        PushResult::UpToDate => "up to date".into(),
+        PushResult::Refused { message } => format!("refused: {message}"),
+        PushResult::PowerLost => "the power went".into(),
+    }
+}
+
+fn expected(expect: &PushExpect) -> String {
+    match expect {
+        PushExpect::Applied => "applied".into(),
+        PushExpect::UpToDate => "up to date".into(),
+        PushExpect::Refused { message } => format!("a refusal containing {message:?}"),
+        PushExpect::PowerLost => "the power to go".into(),
+    }
+}
+
+fn check_call(what: &str, result: Result<(), String>, expect: &CallExpect) -> Result<(), StepError> {
+    match (expect, result) {
+        (CallExpect::Ok, Ok(())) => Ok(()),
+        (CallExpect::Ok, Err(refusal)) => fail(format!("{what} was refused: {refusal}")),
+        (CallExpect::Error { message }, Err(refusal)) if refusal.contains(message.as_str()) => Ok(()),
+        (CallExpect::Error { message }, Err(refusal)) => {
+            fail(format!("{what} was refused with {refusal:?}, expected a message containing {message:?}"))
+        }
+        (CallExpect::Error { message }, Ok(())) => {
+            fail(format!("{what} succeeded, expected an error containing {message:?}"))
+        }
+    }
+}
+
+/// Checks every given field, and reports every mismatch at once.
+fn check_expect(expect: &Expect, board: &mut dyn Board, before: &[Status]) -> Result<(), StepError> {
+    let status = board.status()?;
+    let mut wrong = Vec::new();
+    let running = match &status.activity {
+        Activity::Running { slot, version } => Some((*slot, version.clone())),
+        _ => None,
+    };
+    if let Some(version) = &expect.version {
+        match &running {
+            Some((_, v)) if v == version => {}
+            Some((_, v)) => wrong.push(format!("version is {v:?}, expected {version:?}")),
+            None => wrong.push(format!(
+                "no firmware runs ({}), expected version {version:?}",
+                activity(&status.activity)
+            )),
+        }
+    }
+    check_state(expect, &status, &mut wrong);
+    if let Some(bricked) = expect.bricked {
+        let is = matches!(status.activity, Activity::Bricked { .. });
+        if is != bricked {
+            wrong.push(format!(
+                "the device is {}, expected {}",
+                activity(&status.activity),
+                if bricked { "bricked" } else { "not bricked" }
+            ));
+        }
+    }
+    if expect.unchanged {
+        // `before` ends with the status before this expect step; the one before it is the status
+        // before the step being checked.
+        match before.len().checked_sub(2).map(|i| &before[i]) {
+            Some(previous) if *previous == status => {}
+            Some(previous) => {
+                wrong.push(format!("the device changed: it was {}, it is {}", show(previous), show(&status)))
+            }
+            None => wrong.push("`unchanged` needs a step before the one it checks".into()),
+        }
+    }
+    for (name, content) in &expect.files {
+        check_file(board, name, content.as_deref(), &mut wrong)?;
+    }
+    if wrong.is_empty() { Ok(()) } else { fail(wrong.join("; ")) }
+}
+
+fn check_state(expect: &Expect, status: &Status, wrong: &mut Vec<String>) {
+    let wants_state =
+        expect.active_slot.is_some() || expect.revert_slot.is_some() || expect.committed.is_some();
+    let Some(state) = status.boot_state else {
+        if wants_state {
+            wrong.push(format!("the boot state cannot be read ({})", activity(&status.activity)));
+        }
+        return;
+    };
+    if let Some(slot) = expect.active_slot
+        && state.active_slot != slot
+    {
+        wrong.push(format!("active slot is {}, expected {slot}", state.active_slot));
+    }
+    if let Some(slot) = expect.revert_slot
+        && state.revert_slot != slot
+    {
+        wrong.push(format!("revert slot is {}, expected {}", slot_name(state.revert_slot), slot_name(slot)));
+    }
+    if let Some(committed) = expect.committed
+        && state.committed != committed
+    {
+        wrong.push(format!("committed is {}, expected {committed}", state.committed));
+    }
+}
+
+fn check_file(
+    board: &mut dyn Board,
+    name: &str,
+    content: Option<&[u8]>,
+    wrong: &mut Vec<String>,
+) -> Result<(), StepError> {
+    match (board.read_file(name)?, content) {
+        (Err(refusal), _) => wrong.push(format!("{name} cannot be read: {refusal}")),
+        (Ok(None), None) => {}
+        (Ok(Some(_)), None) => wrong.push(format!("{name} exists, expected it absent")),
+        (Ok(None), Some(_)) => wrong.push(format!("{name} is absent")),
+        (Ok(Some(got)), Some(want)) if got == want => {}
+        (Ok(Some(got)), Some(want)) => wrong.push(format!(
+            "{name} holds {:?}, expected {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want)
+        )),
+    }
+    Ok(())
+}
+
+fn slot_name(slot: Option<u8>) -> String {
+    slot.map_or("none".into(), |s| s.to_string())
+}
+
+fn activity(activity: &Activity) -> String {
+    match activity {
+        Activity::Off => "off".into(),
+        Activity::Running { slot, version } => format!("running {version} in slot {slot}"),
+        Activity::Hung { slot } => format!("hung in slot {slot}"),
+        Activity::Bricked { why } => format!("bricked: {why}"),
+    }
+}
+
+fn show(status: &Status) -> String {
+    let state = status.boot_state.map_or("no boot state".into(), |s| {
+        format!("active {}, revert {}, committed {}", s.active_slot, slot_name(s.revert_slot), s.committed)
+    });
+    format!("{} ({state})", activity(&status.activity))
+}
+
+/// A one-line summary of a step, for progress, reports and the timeline.
+pub fn summarize(step: &Step) -> String {
+    let action = match &step.action {
+        Action::Provision { bundle } => format!("provision {}", bundle_name(bundle)),
+        Action::WriteFile { name, content } => format!("write {name} ({} bytes)", content.len()),
+        Action::Push(p) => format!("push {} over {}", bundle_name(&p.bundle), p.transport.name()),
+        Action::PowerCut => "power cut".into(),
+        Action::PowerOn => "power on".into(),
+        Action::Wait { ms } => format!("wait {}", format_ms(*ms)),
+        Action::Commit { .. } => "commit".into(),
+        Action::Revert { .. } => "revert".into(),
+        Action::Reboot => "reboot".into(),
+        Action::Snapshot { set_as_revert: true, .. } => "snapshot, as the revert slot".into(),
+        Action::Snapshot { .. } => "snapshot".into(),
+        Action::Expect(_) => "expect".into(),
+        Action::Sweep(s) => format!("sweep {} KiB, depth {}", s.app_kib, s.depth),
+    };
+    let cut = match step.cut {
+        None => String::new(),
+        Some(Cut::AtOp { op, when }) => format!(", cut {when:?} flash op {op}").to_lowercase(),
+        Some(Cut::AtFraction(f)) => format!(", cut at {:.0}% of the upload", f * 100.0),
+        Some(Cut::AtPhase(p)) => format!(", cut in the {} phase", p.name()),
+    };
+    action + &cut
+}
+
+fn bundle_name(source: &BundleSource) -> String {
+    match source {
+        BundleSource::File(path) => {
+            path.file_name().map_or("bundle".into(), |n| n.to_string_lossy().into_owned())
+        }
+        BundleSource::Spec(spec) => match spec.defect {
+            Some(d) => format!("{} ({})", spec.version, bundles::defect_name(d)),
+            None => spec.version.clone(),
+        },
+    }
+}

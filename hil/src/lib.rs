@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 pub mod board;
+pub mod bundles;
 pub mod cmd;
+pub mod duration;
 pub mod engine;
 pub mod progress;
 pub mod report;

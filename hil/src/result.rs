@@ -29,11 +29,19 @@ pub struct Trial {
 pub enum Outcome {
     Passed,
     /// A step's expectation did not hold.
-    Failed { step: usize, line: usize, message: String },
+    Failed {
+        step: usize,
+        line: usize,
+        message: String,
+    },
     /// The board cannot run this scenario (a transport or a cut it lacks).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
     /// The runner or the board broke (a port that would not open, a process that died).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -92,24 +100,53 @@ impl Lane {
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventKind {
     /// Programs into a lane: how many operations and bytes, over which flash-op indices.
-    Write { lane: Lane, ops: u32, bytes: u64, first_op: u64, last_op: u64 },
+    Write {
+        lane: Lane,
+        ops: u32,
+        bytes: u64,
+        first_op: u64,
+        last_op: u64,
+    },
     /// Erases in a lane.
-    Erase { lane: Lane, ops: u32, first_op: u64, last_op: u64 },
+    Erase {
+        lane: Lane,
+        ops: u32,
+        first_op: u64,
+        last_op: u64,
+    },
     PowerOn,
     /// The power went; `op` is the flash operation it struck, when known.
-    PowerCut { op: Option<u64>, how: String },
+    PowerCut {
+        op: Option<u64>,
+        how: String,
+    },
     /// The boot loader chose a slot, and why.
-    Boot { slot: u8, reason: String },
-    Merge { copied: u32 },
+    Boot {
+        slot: u8,
+        reason: String,
+    },
+    Merge {
+        copied: u32,
+    },
     Commit,
-    Revert { why: String },
-    UpdateApplied { slot: u8 },
-    Refused { message: String },
+    Revert {
+        why: String,
+    },
+    UpdateApplied {
+        slot: u8,
+    },
+    Refused {
+        message: String,
+    },
     Crash,
     WatchdogReset,
-    Bricked { why: String },
+    Bricked {
+        why: String,
+    },
     /// A runner note worth a mark (an expectation checked, a push started).
-    Note { text: String },
+    Note {
+        text: String,
+    },
 }
 
 /// A whole run: every trial, and where its files went.

@@ -12,7 +12,6 @@
 
 use std::process::ExitCode;
 
-use ota_sim::flash::CutWhen;
 use ota_sim::schedule;
 use ota_sim::sweep::{self, Fixture, Point, Script};
 
@@ -70,7 +69,7 @@ fn parse_args() -> Result<Args, String> {
                     other => vec![Script::parse(other).ok_or_else(|| format!("unknown script {other:?}"))?],
                 }
             }
-            "--point" => args.point = Some(parse_point(&value()?)?),
+            "--point" => args.point = Some(value()?.parse()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -96,26 +95,6 @@ fn list(flag: &str, text: &str) -> Result<Vec<usize>, String> {
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
     text.parse().map_err(|_| format!("{flag} takes a number, not {text:?}"))
-}
-
-fn parse_cut(text: &str) -> Result<(u64, CutWhen), String> {
-    let (op, when) = text.split_once(':').ok_or_else(|| format!("a cut is OP:WHEN, not {text:?}"))?;
-    let when = match when {
-        "before" => CutWhen::Before,
-        "during" => CutWhen::During,
-        "after" => CutWhen::After,
-        other => return Err(format!("WHEN is before, during or after, not {other:?}")),
-    };
-    Ok((number("--point", op)?, when))
-}
-
-fn parse_point(text: &str) -> Result<Point, String> {
-    let (first, second) = match text.split_once('+') {
-        Some((a, b)) => (a, Some(parse_cut(b)?)),
-        None => (text, None),
-    };
-    let (op, when) = parse_cut(first)?;
-    Ok(Point { op, when, second })
 }
 
 fn main() -> ExitCode {
@@ -172,21 +151,9 @@ fn replay_command(args: &Args, script: Script, app_kib: usize, buf_bytes: usize,
 fn run_sweep(args: &Args, script: Script, app_kib: usize, buf_bytes: usize) -> sweep::Summary {
     let fixture = Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
     let summary = sweep::sweep(&fixture, script, args.depth, args.threads);
-    let ms_per_point = summary.seconds * 1000.0 / summary.points.max(1) as f64;
+    let ms_per_point = summary.ms_per_point();
     if args.json {
-        println!(
-            "{{\"script\":\"{}\",\"app_kib\":{},\"buf_bytes\":{buf_bytes},\"depth\":{},\"threads\":{},\"seed\":{},\"script_ops\":{},\"points\":{},\"failures\":{},\"seconds\":{:.3},\"ms_per_point\":{:.4}}}",
-            script.name(),
-            app_kib,
-            args.depth,
-            args.threads,
-            args.seed,
-            summary.script_ops,
-            summary.points,
-            summary.failures.len(),
-            summary.seconds,
-            ms_per_point
-        );
+        println!("{}", summary.json_line(script, app_kib, buf_bytes, args.depth, args.threads, args.seed));
     } else {
         println!(
             "{}: {} KiB app, {buf_bytes}-byte buffer, depth {}, {} flash ops in the script, {} points on {} threads, {} failures, {:.2} s ({:.4} ms a point)",

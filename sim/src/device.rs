@@ -46,6 +46,8 @@ pub struct Config {
     pub boot_loops_max: u32,
     /// Seed of the flash's fault randomness. Default 0.
     pub seed: u64,
+    /// The platform the device reports; a bundle's `platform` must start with it. Default "esp32".
+    pub platform: String,
     /// The work buffer the firmware gives the updater and the snapshot copy; it sets how much
     /// one program writes (at most 4 KiB). Default 4096.
     pub work_buffer_bytes: usize,
@@ -60,6 +62,7 @@ impl Default for Config {
             boot_loops_max: 8,
             seed: 0,
             work_buffer_bytes: 4096,
+            platform: ARCH.to_string(),
         }
     }
 }
@@ -185,6 +188,8 @@ pub struct Device {
     now_ms: u64,
     run: Run,
     trace: Vec<(u64, Event)>,
+    /// Mutating flash operations done when each trace event was noted.
+    trace_ops: Vec<u64>,
     buf: Vec<u8>,
 }
 
@@ -202,6 +207,7 @@ impl Device {
             now_ms: 0,
             run: Run::Off,
             trace: Vec::new(),
+            trace_ops: Vec::new(),
             buf,
         }
     }
@@ -232,6 +238,13 @@ impl Device {
 
     fn note(&mut self, event: Event) {
         self.trace.push((self.now_ms, event));
+        self.trace_ops.push(self.flash.get_mut().mutating_ops());
+    }
+
+    /// For each trace event, the mutating flash operations done when it was noted: the
+    /// operations between two events belong to the later one.
+    pub fn trace_ops(&self) -> &[u64] {
+        &self.trace_ops
     }
 
     pub fn snapshot(&self) -> DeviceSnapshot {
@@ -248,20 +261,23 @@ impl Device {
         self.now_ms = snapshot.now_ms;
         self.run = snapshot.run.clone();
         self.trace.truncate(snapshot.trace_len);
+        self.trace_ops.truncate(snapshot.trace_len);
     }
 
-    fn device_info() -> updater::Device {
-        updater::Device { arch: Platform::new(ARCH).unwrap(), app_part: None }
+    fn device_info(&self) -> updater::Device {
+        let arch = Platform::new(&self.config.platform).expect("a platform name of at most 16 bytes");
+        updater::Device { arch, app_part: None }
     }
 
     /// Writes `zip` as the committed image of slot 0, as a factory station does, and formats
     /// slot 0's filesystem if the bundle has none. The device stays off.
     pub fn provision(&mut self, zip: &[u8]) -> Result<(), DeviceError> {
         let layout = self.layout;
+        let device = self.device_info();
         let flash = self.flash.get_mut();
         flash.power_on();
-        let mut updater = Updater::begin_provision(flash, &layout, Self::device_info(), &mut self.buf)
-            .map_err(DeviceError::Update)?;
+        let mut updater =
+            Updater::begin_provision(flash, &layout, device, &mut self.buf).map_err(DeviceError::Update)?;
         updater.process(flash, zip).map_err(DeviceError::Update)?;
         let outcome = updater.finish(flash).map_err(DeviceError::Update)?;
         if let Outcome::Provisioned { state } = outcome
@@ -539,8 +555,21 @@ impl Device {
         chunk_bytes: usize,
         options: UpdateOptions,
     ) -> Result<Outcome, DeviceError> {
+        self.update_until(zip, chunk_bytes, options, None)
+    }
+
+    /// Like [`Device::update`], but the power goes once the updater has taken
+    /// `power_cut_after_bytes` bytes of the bundle (a cut at a fraction of the upload).
+    pub fn update_until(
+        &mut self,
+        zip: &[u8],
+        chunk_bytes: usize,
+        options: UpdateOptions,
+        power_cut_after_bytes: Option<usize>,
+    ) -> Result<Outcome, DeviceError> {
         self.running()?;
-        let result = self.stream(zip, chunk_bytes, options);
+        let sent = power_cut_after_bytes.map_or(zip.len(), |n| n.min(zip.len()));
+        let result = self.stream(&zip[..sent], chunk_bytes, options, power_cut_after_bytes.is_some());
         match result {
             Ok(outcome) => {
                 if let Outcome::Applied { slot, .. } = outcome {
@@ -557,19 +586,28 @@ impl Device {
         }
     }
 
+    /// Feeds the updater. With `cut_at_end`, the power goes after the last byte instead of the
+    /// update being finished.
     fn stream(
         &mut self,
         zip: &[u8],
         chunk_bytes: usize,
         options: UpdateOptions,
+        cut_at_end: bool,
     ) -> Result<Outcome, UpdateError> {
         let layout = self.layout;
+        let device = self.device_info();
         let flash = self.flash.get_mut();
-        let mut updater = Updater::begin(flash, &layout, Self::device_info(), options, &mut self.buf)?;
+        let mut updater = Updater::begin(flash, &layout, device, options, &mut self.buf)?;
         for chunk in zip.chunks(chunk_bytes.max(1)) {
             if updater.process(flash, chunk)? != Progress::NeedMore {
                 break;
             }
+        }
+        if cut_at_end {
+            let aborted = updater.abort();
+            flash.power_cut();
+            return Err(aborted);
         }
         updater.finish(flash)
     }

@@ -389,6 +389,19 @@ pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
     pages: Vec<Arc<Page>>,
     erased_page: Arc<Page>,
     state: State,
+    /// Every mutating operation that reached the device, when logging is on. Outside the
+    /// snapshotted state: a log records what happened, restores included.
+    op_log: Option<Vec<OpRecord>>,
+}
+
+/// One mutating operation, as [`SimFlash::take_op_log`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpRecord {
+    /// Its mutating-operation index.
+    pub index: u64,
+    pub op: Op,
+    pub offset: u32,
+    pub len_bytes: u32,
 }
 
 impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
@@ -415,6 +428,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                 violations: Vec::new(),
                 rng,
             },
+            op_log: None,
         }
     }
 
@@ -567,6 +581,17 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
 
     // ---- Snapshots ----
 
+    /// Starts (or stops) recording every mutating operation that reaches the device, for
+    /// timelines. Off by default: sweeps do not pay for it.
+    pub fn log_ops(&mut self, on: bool) {
+        self.op_log = on.then(Vec::new);
+    }
+
+    /// The operations recorded since the last call.
+    pub fn take_op_log(&mut self) -> Vec<OpRecord> {
+        self.op_log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// The whole device state, in O(pages) pointer copies.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot { size_bytes: self.size_bytes, pages: self.pages.clone(), state: self.state.clone() }
@@ -596,7 +621,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
     }
 
     fn program(&mut self, offset: u32, data: &[u8]) -> Result<(), SimError> {
-        let cut = self.begin_mutation(Op::Program, offset)?;
+        let cut = self.begin_mutation(Op::Program, offset, data.len() as u32)?;
         self.state.counters.programs += 1;
         self.state.counters.bytes_programmed += data.len() as u64;
         if let Err(violation) = self.check_program(offset, data) {
@@ -622,7 +647,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
     }
 
     fn erase_sectors(&mut self, from: u32, to: u32) -> Result<(), SimError> {
-        let cut = self.begin_mutation(Op::Erase, from)?;
+        let cut = self.begin_mutation(Op::Erase, from, to.saturating_sub(from))?;
         self.state.counters.erases += 1;
         if let Err(violation) = self.check_erase(from, to) {
             return Err(self.reject(violation, cut));
@@ -640,11 +665,14 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
     }
 
     /// Refuses the call without power; otherwise takes the cut armed for this operation, if any.
-    fn begin_mutation(&mut self, op: Op, offset: u32) -> Result<Option<PowerCut>, SimError> {
+    fn begin_mutation(&mut self, op: Op, offset: u32, len_bytes: u32) -> Result<Option<PowerCut>, SimError> {
         if !self.state.powered {
             return Err(SimError::PowerOff { op, offset });
         }
         let index = self.mutating_ops();
+        if let Some(log) = &mut self.op_log {
+            log.push(OpRecord { index, op, offset, len_bytes });
+        }
         match self.state.armed_cut {
             Some(cut) if cut.at_op == index => {
                 self.state.armed_cut = None;

@@ -114,8 +114,17 @@ impl Fixture {
         Fixture::new(app_bytes, behaviour, seed)
     }
 
-    fn known_version(&self, version: &str) -> Option<&Known> {
-        self.known.iter().find(|k| k.version == version)
+    /// A fixture from two bundles of any origin: `v1_zip` is provisioned, `v2_zip` is the
+    /// update. Their app parts are found as the updater finds them; an app without the
+    /// simulator's header behaves as healthy. The device's platform is `v1_zip`'s.
+    pub fn from_bundles(v1_zip: Vec<u8>, v2_zip: Vec<u8>, seed: u64) -> Result<Fixture, String> {
+        let (v1, v1_app, platform) = app_of(&v1_zip).map_err(|e| format!("first bundle: {e}"))?;
+        let (v2, v2_app, _) = app_of(&v2_zip).map_err(|e| format!("second bundle: {e}"))?;
+        let largest = v1_app.len().max(v2_app.len()) as u32;
+        let app_slot_bytes = largest.next_multiple_of(64 * 1024).max(64 * 1024);
+        let config = Config { app_slot_bytes, seed, platform, ..Config::default() };
+        let known = vec![Known::from_bytes(&v1.version, v1_app), Known::from_bytes(&v2.version, v2_app)];
+        Ok(Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024 })
     }
 }
 
@@ -129,10 +138,38 @@ struct Known {
 
 impl Known {
     fn of(image: &Image) -> Known {
-        let bytes = image.bytes();
-        let sha256 = sha2::Sha256::digest(&bytes).into();
-        Known { version: image.version.clone(), bytes, sha256 }
+        Known::from_bytes(&image.version, image.bytes())
     }
+
+    fn from_bytes(version: &str, bytes: Vec<u8>) -> Known {
+        let sha256 = sha2::Sha256::digest(&bytes).into();
+        Known { version: version.to_string(), bytes, sha256 }
+    }
+}
+
+/// A bundle's app part, as an [`Image`] description (version from the manifest, behaviour from
+/// the header), its bytes, and the bundle's platform.
+fn app_of(zip: &[u8]) -> Result<(Image, Vec<u8>, String), String> {
+    let entries = ota_bundle::read_entries(zip).map_err(|e| e.to_string())?;
+    let manifest_entry =
+        entries.first().filter(|e| e.name.ends_with("manifest.json")).ok_or("no manifest.json first")?;
+    let manifest =
+        ota_core::manifest::Manifest::parse(manifest_entry.data(zip)).map_err(|e| e.to_string())?;
+    let part = manifest
+        .parts
+        .iter()
+        .find(|p| p.kind.is_some_and(|k| k == "app") || ["app", "fw"].contains(&p.name.as_str()))
+        .ok_or("no app part (type app, or a part named app or fw)")?;
+    let src = part.src.ok_or("the app part has no src")?;
+    let entry = entries
+        .iter()
+        .find(|e| e.name.rsplit('/').next() == Some(src.as_str()) || e.name == src.as_str())
+        .ok_or_else(|| format!("no entry {src}"))?;
+    let bytes = entry.data(zip).to_vec();
+    let version = manifest.version.map(|v| v.as_str().to_string()).unwrap_or_default();
+    let behaviour = image::parse_header(&bytes).0;
+    let image = Image { version, behaviour, len_bytes: bytes.len() };
+    Ok((image, bytes, manifest.platform.as_str().to_string()))
 }
 
 /// True when the flash holds exactly `bytes` at `offset`, compared a page at a time.
@@ -215,6 +252,59 @@ impl fmt::Display for Point {
             write!(f, "+{op}:{when}")?;
         }
         Ok(())
+    }
+}
+
+impl std::str::FromStr for Point {
+    type Err = String;
+
+    /// `OP:WHEN` or `OP:WHEN+OP:WHEN` (a second cut in the recovery), WHEN being before, during
+    /// or after: the form failures print.
+    fn from_str(text: &str) -> Result<Point, String> {
+        fn cut(text: &str) -> Result<(u64, CutWhen), String> {
+            let (op, when) = text.split_once(':').ok_or_else(|| format!("a cut is OP:WHEN, not {text:?}"))?;
+            let op = op.parse().map_err(|_| format!("{op:?} is not a flash operation number"))?;
+            let when = match when {
+                "before" => CutWhen::Before,
+                "during" => CutWhen::During,
+                "after" => CutWhen::After,
+                other => return Err(format!("WHEN is before, during or after, not {other:?}")),
+            };
+            Ok((op, when))
+        }
+        let (first, second) = match text.split_once('+') {
+            Some((a, b)) => (a, Some(cut(b)?)),
+            None => (text, None),
+        };
+        let (op, when) = cut(first)?;
+        Ok(Point { op, when, second })
+    }
+}
+
+impl Summary {
+    /// The figures as one JSON line: what the benchmark prints.
+    pub fn json_line(
+        &self,
+        script: Script,
+        app_kib: usize,
+        buf_bytes: usize,
+        depth: u8,
+        threads: usize,
+        seed: u64,
+    ) -> String {
+        format!(
+            "{{\"script\":\"{}\",\"app_kib\":{app_kib},\"buf_bytes\":{buf_bytes},\"depth\":{depth},\"threads\":{threads},\"seed\":{seed},\"script_ops\":{},\"points\":{},\"failures\":{},\"seconds\":{:.3},\"ms_per_point\":{:.4}}}",
+            script.name(),
+            self.script_ops,
+            self.points,
+            self.failures.len(),
+            self.seconds,
+            self.ms_per_point()
+        )
+    }
+
+    pub fn ms_per_point(&self) -> f64 {
+        self.seconds * 1000.0 / self.points.max(1) as f64
     }
 }
 
@@ -456,12 +546,14 @@ fn check_recovered(
     if slot != expect {
         return Err(format!("after recovery {slot} runs, expected {expect}"));
     }
-    let version = version.unwrap_or_default();
-    let known =
-        fixture.known_version(&version).ok_or_else(|| format!("{slot} runs unknown version {version:?}"))?;
+    // The image is known by the digest its record names, whatever its header says.
+    let info = *state.slot(slot);
+    let known = fixture.known.iter().find(|k| k.sha256 == info.app_sha256).ok_or_else(|| {
+        format!("{slot} runs an image that is neither bundle's (version {:?})", version.unwrap_or_default())
+    })?;
     let offset = device.layout().app(slot).offset;
     if !holds(device, offset, &known.bytes) {
-        return Err(format!("{slot} runs {version} but its bytes are not exactly that image"));
+        return Err(format!("{slot} runs {} but its bytes are not exactly that image", known.version));
     }
     match device.read_user_file(USER_FILE) {
         Ok(Some(data)) if data == USER_CONFIG => Ok(()),

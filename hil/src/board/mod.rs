@@ -32,6 +32,10 @@ pub struct BoardInfo {
     pub kind: String,
     /// What the device answers for its platform; bundles built by the runner use it.
     pub platform: String,
+    /// Slot sizes: bundles built by the runner size their filesystem image for the fs slot, and
+    /// a "too big" app for the app slot.
+    pub app_slot_bytes: u32,
+    pub fs_slot_bytes: u32,
 }
 
 /// A push, as the engine asks for it.
@@ -71,10 +75,17 @@ pub struct BootStateView {
 pub enum Activity {
     Off,
     /// A firmware runs: its slot and version.
-    Running { slot: u8, version: String },
+    Running {
+        slot: u8,
+        version: String,
+    },
     /// A firmware hangs (the watchdog will reset it).
-    Hung { slot: u8 },
-    Bricked { why: String },
+    Hung {
+        slot: u8,
+    },
+    Bricked {
+        why: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +165,11 @@ pub trait Board {
     fn revert(&mut self) -> BoardResult<Result<(), Refusal>>;
     fn reboot(&mut self) -> BoardResult<()>;
     /// `OTA.CreateSnapshot`; the slot that holds the snapshot.
-    fn snapshot(&mut self, set_as_revert: bool, commit_timeout_s: Option<u32>) -> BoardResult<Result<u8, Refusal>>;
+    fn snapshot(
+        &mut self,
+        set_as_revert: bool,
+        commit_timeout_s: Option<u32>,
+    ) -> BoardResult<Result<u8, Refusal>>;
 
     fn write_file(&mut self, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>>;
     /// A file of the running firmware's filesystem; `None` when absent.
@@ -174,5 +189,14 @@ pub trait Board {
     fn sweep(&mut self, spec: &SweepSpec, seed: u64) -> BoardResult<SweepReport> {
         let _ = (spec, seed);
         Err(BoardError::new(format!("board {} cannot run sweeps", self.info().name)))
+    }
+}
+
+/// The board a board file describes.
+pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
+    match &config.backend {
+        config::Backend::Sim(sim) => {
+            Box::new(sim::SimBoard::new(&config.name, &config.platform, sim.clone()))
+        }
     }
 }

@@ -12,7 +12,11 @@ pub mod run;
 pub mod sweep;
 
 #[derive(Debug, Parser)]
-#[command(name = "hil", version, about = "Run OTA scenarios against the simulator, a virtual board or a real board")]
+#[command(
+    name = "hil",
+    version,
+    about = "Run OTA scenarios against the simulator, a virtual board or a real board"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -37,22 +37,37 @@ pub struct Step {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Factory-flash `bundle` into slot 0, committed; the device is then off.
-    Provision { bundle: BundleSource },
+    Provision {
+        bundle: BundleSource,
+    },
     /// The user writes a file on the running firmware's filesystem (such as `conf9.json`).
-    WriteFile { name: String, content: Vec<u8> },
+    WriteFile {
+        name: String,
+        content: Vec<u8>,
+    },
     /// Send a bundle to the device.
     Push(Push),
     PowerCut,
     PowerOn,
     /// Let time pass.
-    Wait { ms: u64 },
+    Wait {
+        ms: u64,
+    },
     /// `OTA.Commit`.
-    Commit { expect: CallExpect },
+    Commit {
+        expect: CallExpect,
+    },
     /// `OTA.Revert`.
-    Revert { expect: CallExpect },
+    Revert {
+        expect: CallExpect,
+    },
     Reboot,
     /// `OTA.CreateSnapshot`.
-    Snapshot { set_as_revert: bool, commit_timeout_s: Option<u32>, expect: CallExpect },
+    Snapshot {
+        set_as_revert: bool,
+        commit_timeout_s: Option<u32>,
+        expect: CallExpect,
+    },
     Expect(Expect),
     /// An exhaustive power-cut sweep, on boards that can snapshot their flash.
     Sweep(SweepSpec),
@@ -107,7 +122,9 @@ pub enum PushExpect {
 pub enum CallExpect {
     Ok,
     /// An error whose message contains this text.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Where a power cut strikes, within its step.
