@@ -487,6 +487,8 @@ impl<'b> Updater<'b> {
     fn on_manifest(&mut self) -> Result<(), UpdateErrorKind> {
         let manifest = Manifest::parse(&self.buf[..self.buffered]).map_err(UpdateErrorKind::Manifest)?;
         self.buffered = 0;
+        // Kept even when a check below refuses it: the caller can say what the bundle was.
+        let manifest = self.manifest.insert(manifest);
         if !starts_with_ignore_case(manifest.platform.as_str(), self.device.arch.as_str()) {
             return Err(UpdateErrorKind::WrongPlatform {
                 bundle: manifest.platform,
@@ -494,7 +496,7 @@ impl<'b> Updater<'b> {
             });
         }
         for part in &manifest.parts {
-            match self.role_of(part) {
+            match role_of(part, &self.device) {
                 Some(Role::App) if self.app == PartState::Absent => self.app = PartState::Pending(*part),
                 Some(Role::Fs) if self.fs == PartState::Absent => self.fs = PartState::Pending(*part),
                 Some(_) => return Err(UpdateErrorKind::DuplicateEntry { part: part.name }),
@@ -504,25 +506,13 @@ impl<'b> Updater<'b> {
         if self.app == PartState::Absent {
             return Err(UpdateErrorKind::NoAppPart);
         }
-        let same = self.is_running_version(&manifest);
-        self.manifest = Some(manifest);
+        let same = self.is_running_version();
         self.phase = if same { Phase::UpToDate } else { Phase::Parts };
         Ok(())
     }
 
-    fn role_of(&self, part: &Part) -> Option<Role> {
-        let name = part.name.as_str();
-        let kind = part.kind.as_ref().map(|k| k.as_str());
-        if kind == Some("app") || name == "app" || name == "fw" || self.device.app_part == Some(part.name) {
-            Some(Role::App)
-        } else if kind == Some("fs") || name == "fs" {
-            Some(Role::Fs)
-        } else {
-            None
-        }
-    }
-
-    fn is_running_version(&self, manifest: &Manifest) -> bool {
+    fn is_running_version(&self) -> bool {
+        let Some(manifest) = &self.manifest else { return false };
         let (Some(version), Some(build_id), Some(current)) =
             (manifest.version, manifest.build_id, self.current)
         else {
@@ -778,6 +768,25 @@ impl<'b> Updater<'b> {
     /// that no record points at.
     pub fn abort(mut self) -> UpdateError {
         self.fail(UpdateErrorKind::Aborted)
+    }
+}
+
+/// Where `device` puts a manifest part: the app (`type = "app"`, key `app` or `fw`, or the
+/// device's own app part name), the filesystem (`type = "fs"` or key `fs`), or nowhere (`None`:
+/// read, CRC-checked and skipped, as Mongoose OS's "Not interesting" parts).
+pub fn role_of(part: &Part, device: &Device) -> Option<Role> {
+    let app_part = device.app_part.as_ref().map(|p| p.as_str());
+    role_by_name(part.name.as_str(), part.kind.as_ref().map(|k| k.as_str()), app_part)
+}
+
+/// [`role_of`] on a part's key and `type`, for tools that read manifests their own way.
+pub fn role_by_name(name: &str, kind: Option<&str>, app_part: Option<&str>) -> Option<Role> {
+    if kind == Some("app") || name == "app" || name == "fw" || app_part == Some(name) {
+        Some(Role::App)
+    } else if kind == Some("fs") || name == "fs" {
+        Some(Role::Fs)
+    } else {
+        None
     }
 }
 

@@ -397,7 +397,7 @@ pub fn summarize(step: &Step) -> String {
         Action::Reboot => "reboot".into(),
         Action::Snapshot { set_as_revert: true, .. } => "snapshot, as the revert slot".into(),
         Action::Snapshot { .. } => "snapshot".into(),
-        Action::Expect(_) => "expect".into(),
+        Action::Expect(e) => expect_summary(e),
         Action::Sweep(s) => format!("sweep {} KiB, depth {}", s.app_kib, s.depth),
     };
     let cut = match step.cut {
@@ -407,6 +407,34 @@ pub fn summarize(step: &Step) -> String {
         Some(Cut::AtPhase(p)) => format!(", cut in the {} phase", p.name()),
     };
     action + &cut
+}
+
+fn expect_summary(e: &Expect) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = &e.version {
+        parts.push(format!("version {v}"));
+    }
+    if let Some(slot) = e.active_slot {
+        parts.push(format!("active slot {slot}"));
+    }
+    if let Some(slot) = e.revert_slot {
+        parts.push(format!("revert slot {}", slot_name(slot)));
+    }
+    match e.committed {
+        Some(true) => parts.push("committed".into()),
+        Some(false) => parts.push("uncommitted".into()),
+        None => {}
+    }
+    if e.unchanged {
+        parts.push("unchanged".into());
+    }
+    if let Some(bricked) = e.bricked {
+        parts.push(if bricked { "bricked" } else { "not bricked" }.into());
+    }
+    for (name, content) in &e.files {
+        parts.push(if content.is_some() { name.clone() } else { format!("no {name}") });
+    }
+    format!("expect {}", parts.join(", "))
 }
 
 fn bundle_name(source: &BundleSource) -> String {

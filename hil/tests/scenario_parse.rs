@@ -169,7 +169,8 @@ sweep = { scripts = ["rollback", "update"] }
     let BundleSource::Spec(v2) = &push.bundle else { panic!("{push:?}") };
     assert_eq!(v2.behaviour, Behaviour::CommitsAfter { seconds: 10 });
     assert_eq!(v2.app_bytes, 1000);
-    assert_eq!(v2.files, vec![("a.json".into(), b"{}".to_vec()), ("b.txt".into(), b"B".to_vec())]);
+    // In the order the file writes them.
+    assert_eq!(v2.files, vec![("b.txt".into(), b"B".to_vec()), ("a.json".into(), b"{}".to_vec())]);
     assert_eq!((push.transport, push.commit_timeout_s, push.chunk_bytes), (Transport::Http, 300, 4096));
     assert_eq!(push.expect, PushExpect::PowerLost, "a push with a cut expects the power to go");
     assert_eq!(s[1].cut, Some(Cut::AtOp { op: 12, when: CutWhen::During }));

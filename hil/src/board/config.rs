@@ -121,12 +121,12 @@ pub fn parse(text: &str, path: &Path) -> Result<BoardConfig, BoardFileError> {
             )));
         }
         kind => {
-            return Err(fail(format!("kind: unknown backend {kind:?}; expected one of {}", KINDS.join(", "))));
+            return Err(fail(format!(
+                "kind: unknown backend {kind:?}; expected one of {}",
+                KINDS.join(", ")
+            )));
         }
     };
-    if !matches!(backend, Backend::Sim(_)) && text.contains("[sim]") {
-        return Err(fail("sim: only boards of kind \"sim\" take a [sim] table".into()));
-    }
     Ok(BoardConfig { name, file: Some(path.to_path_buf()), platform, backend })
 }
 

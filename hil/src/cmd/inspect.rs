@@ -40,9 +40,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ota_bundle::{Entry, FLAG_DATA_DESCRIPTOR, FLAG_UTF8_NAME, METHOD_DEFLATE, METHOD_STORED, read_entries};
-use ota_core::manifest::{Manifest, Part, PartName, Src};
-use ota_core::updater::{Role, UpdateErrorKind, WORK_BUFFER_MIN_BYTES};
-use ota_core::zip::{ZipEvent, ZipReader};
+use ota_core::flash::RamFlash;
+use ota_core::layout::{Layout, Region};
+use ota_core::manifest::{Manifest, PartName, Platform};
+use ota_core::updater::{
+    Device, Progress, Role, UpdateErrorKind, Updater, WORK_BUFFER_MIN_BYTES, role_by_name,
+};
 use serde::Serialize;
 use serde_json::Value;
 use sha1::Digest as _;
@@ -297,18 +300,6 @@ fn entry_view(entry: &Entry, zip: &[u8]) -> EntryView {
     }
 }
 
-/// The updater's rule (`role_of` in `core/src/updater.rs`), with `app_part` the device's own name
-/// for the app part, if any.
-fn role_of(name: &str, kind: Option<&str>, app_part: Option<&str>) -> Option<Role> {
-    if kind == Some("app") || name == "app" || name == "fw" || app_part == Some(name) {
-        Some(Role::App)
-    } else if kind == Some("fs") || name == "fs" {
-        Some(Role::Fs)
-    } else {
-        None
-    }
-}
-
 fn part_view(name: &str, value: &Value, entries: &[Entry], zip: &[u8], app_part: Option<&str>) -> PartView {
     let empty = serde_json::Map::new();
     let fields = value.as_object().unwrap_or(&empty);
@@ -356,7 +347,7 @@ fn part_view(name: &str, value: &Value, entries: &[Entry], zip: &[u8], app_part:
 }
 
 fn placement(name: &str, kind: Option<&str>, app_part: Option<&str>) -> (&'static str, String) {
-    match role_of(name, kind, None) {
+    match role_by_name(name, kind, None) {
         Some(Role::App) if kind == Some("app") => ("app", "the inactive app slot (type app)".to_string()),
         Some(Role::App) => ("app", format!("the inactive app slot (key {name})")),
         Some(Role::Fs) if kind == Some("fs") => ("fs", "the inactive fs slot (type fs)".to_string()),
@@ -423,7 +414,7 @@ fn updater_view(zip: &[u8]) -> Verdict {
     let candidate = manifest.as_ref().and_then(|manifest| {
         let mut roleless = manifest.parts.iter().filter(|part| {
             part.src.is_some()
-                && role_of(part.name.as_str(), part.kind.as_ref().map(|k| k.as_str()), None).is_none()
+                && role_by_name(part.name.as_str(), part.kind.as_ref().map(|k| k.as_str()), None).is_none()
         });
         roleless.next().map(|part| part.name)
     });
@@ -449,222 +440,42 @@ fn manifest_len(zip: &[u8]) -> Option<usize> {
     Some(first.data_len_bytes as usize)
 }
 
-/// A part the walk writes: its manifest entry and whether its data went by.
-#[derive(Clone, Copy)]
-struct Planned {
-    part: Part,
-    done: bool,
-}
-
-/// What the walk is reading.
-enum Stage {
-    Manifest(Vec<u8>),
-    Parts,
-    /// The data of a planned part (`role`), hashed as it goes by.
-    Writing {
-        role: Role,
-        sha1: sha1::Sha1,
-        sha256: sha2::Sha256,
-    },
-    Skipping,
-}
-
-/// The device's reading of `zip`, event by event in the updater's order, without a flash: the zip
-/// reader's checks, the manifest first and parsed, each app and fs part's entry present, of the
-/// manifest's size, not empty, and matching its digests. Returns the first error, as the updater
-/// would report it, and the manifest if it parsed.
+/// The device's own reading of `zip`: the real updater, run on a RAM flash with slots as large as
+/// the bundle's largest entry, so its verdict is the device's by construction. It judges the
+/// structure only: any platform is accepted and no slot is too small (both depend on the device).
+/// Returns the first error, as the updater reports it, and the manifest if it parsed.
 fn walk(zip: &[u8], app_part: Option<PartName>) -> (Result<(), UpdateErrorKind>, Option<Manifest>) {
-    let mut reader = ZipReader::new();
-    let mut walk =
-        Walk { app_part, manifest: None, planned: [None, None], stage: Stage::Manifest(Vec::new()) };
-    let mut entry: Option<Src> = None;
-    let mut at = 0;
-    while at < zip.len() {
-        let (consumed, event) = match reader.feed(&zip[at..]) {
-            Ok((consumed, event)) => (consumed, event.map(|event| Event::own(event, at))),
-            Err(error) => return (Err(UpdateErrorKind::Zip { error, entry }), walk.manifest),
-        };
-        at += consumed;
-        let Some(event) = event else { continue };
-        match &event {
-            Event::Start { name, .. } => entry = *name,
-            Event::End | Event::Finished => entry = None,
-            Event::Data(_) => {}
-        }
-        let finished = event == Event::Finished;
-        if let Err(error) = walk.on_event(event, zip) {
-            return (Err(error), walk.manifest);
-        }
-        if finished {
-            return (Ok(()), walk.manifest);
-        }
-    }
-    (Err(UpdateErrorKind::Incomplete), walk.manifest)
+    const UNIT: u32 = 4096;
+    let largest = read_entries(zip).ok().and_then(|e| e.iter().map(|e| e.data_len_bytes).max()).unwrap_or(0);
+    let slot = largest.clamp(1, REPLAY_SLOT_MAX_BYTES).next_multiple_of(UNIT);
+    let region = |n: u32| Region::new(2 * UNIT + n * slot, slot);
+    let boot_state = [Region::new(0, UNIT), Region::new(UNIT, UNIT)];
+    let Ok(layout) = Layout::new(UNIT, 4, boot_state, [region(0), region(1)], [region(2), region(3)]) else {
+        unreachable!("slots are whole erase units and do not overlap")
+    };
+    let mut mem = vec![0u8; (2 * UNIT + 4 * slot) as usize];
+    let mut flash = RamFlash::<4, 4096>::new(&mut mem);
+    let device = Device { arch: Platform::EMPTY, app_part };
+    // A work buffer as large as any manifest, so that the buffer's size (a device setting,
+    // reported as a note) does not decide the verdict.
+    let mut buf = vec![0u8; zip.len().clamp(WORK_BUFFER_MIN_BYTES, 1 << 20)];
+    let mut updater = match Updater::begin_provision(&mut flash, &layout, device, &mut buf) {
+        Ok(updater) => updater,
+        Err(e) => return (Err(e.kind), None),
+    };
+    let processed = updater.process(&mut flash, zip);
+    let manifest = updater.manifest().cloned();
+    let result = match processed {
+        Ok(Progress::NeedMore) => Err(UpdateErrorKind::Incomplete),
+        Ok(_) => updater.finish(&mut flash).map(|_| ()).map_err(|e| e.kind),
+        Err(e) => Err(e.kind),
+    };
+    (result, manifest)
 }
 
-/// A zip event without the reader's borrow: data as a range of the archive.
-#[derive(Debug, PartialEq, Eq)]
-enum Event {
-    Start { name: Option<Src>, size_bytes: u32 },
-    Data(std::ops::Range<usize>),
-    End,
-    Finished,
-}
-
-impl Event {
-    /// `at` is where the input fed to the reader started in the archive.
-    fn own(event: ZipEvent<'_>, at: usize) -> Event {
-        match event {
-            ZipEvent::EntryStart { name, size_bytes, .. } => {
-                Event::Start { name: Src::new(name), size_bytes }
-            }
-            // The reader hands out a prefix of its input.
-            ZipEvent::Data(data) => Event::Data(at..at + data.len()),
-            ZipEvent::EntryEnd => Event::End,
-            ZipEvent::End => Event::Finished,
-        }
-    }
-}
-
-struct Walk {
-    app_part: Option<PartName>,
-    manifest: Option<Manifest>,
-    /// The app part and the fs part, when the manifest has them.
-    planned: [Option<Planned>; 2],
-    stage: Stage,
-}
-
-fn role_index(role: Role) -> usize {
-    match role {
-        Role::App => 0,
-        Role::Fs => 1,
-    }
-}
-
-impl Walk {
-    fn on_event(&mut self, event: Event, zip: &[u8]) -> Result<(), UpdateErrorKind> {
-        match (&mut self.stage, event) {
-            (Stage::Manifest(_), Event::Start { name, .. })
-                if name.map(|n| n == MANIFEST_NAME) != Some(true) =>
-            {
-                Err(UpdateErrorKind::ManifestNotFirst)
-            }
-            (Stage::Manifest(buf), Event::Data(range)) => {
-                buf.extend_from_slice(&zip[range]);
-                Ok(())
-            }
-            (Stage::Manifest(_), Event::End) => self.on_manifest(),
-            (Stage::Manifest(_), Event::Finished) => Err(UpdateErrorKind::ManifestNotFirst),
-            (Stage::Parts, Event::Start { name: Some(name), size_bytes }) => self.on_entry(name, size_bytes),
-            (Stage::Parts, Event::Start { name: None, .. }) => {
-                self.stage = Stage::Skipping;
-                Ok(())
-            }
-            (Stage::Parts, Event::Finished) => self.on_archive_end(),
-            (Stage::Writing { sha1, sha256, .. }, Event::Data(range)) => {
-                sha1.update(&zip[range.clone()]);
-                sha256.update(&zip[range]);
-                Ok(())
-            }
-            (Stage::Writing { .. }, Event::End) => self.on_part_end(),
-            (Stage::Skipping, Event::End) => {
-                self.stage = Stage::Parts;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Parses the manifest and plans the parts, as `Updater::on_manifest` does (less the platform,
-    /// which depends on the device).
-    fn on_manifest(&mut self) -> Result<(), UpdateErrorKind> {
-        let Stage::Manifest(buf) = &self.stage else { unreachable!("called in the manifest stage") };
-        let manifest = Manifest::parse(buf).map_err(UpdateErrorKind::Manifest)?;
-        let app_part = self.app_part.as_ref().map(|name| name.as_str());
-        for part in &manifest.parts {
-            let Some(role) = role_of(part.name.as_str(), part.kind.as_ref().map(|k| k.as_str()), app_part)
-            else {
-                continue;
-            };
-            let slot = &mut self.planned[role_index(role)];
-            if slot.is_some() {
-                return Err(UpdateErrorKind::DuplicateEntry { part: part.name });
-            }
-            *slot = Some(Planned { part: *part, done: false });
-        }
-        self.manifest = Some(manifest);
-        if self.planned[0].is_none() {
-            return Err(UpdateErrorKind::NoAppPart);
-        }
-        self.stage = Stage::Parts;
-        Ok(())
-    }
-
-    fn on_entry(&mut self, name: Src, size_bytes: u32) -> Result<(), UpdateErrorKind> {
-        let role = [Role::App, Role::Fs].into_iter().find(|role| {
-            self.planned[role_index(*role)].is_some_and(|planned| planned.part.src == Some(name))
-        });
-        let Some(role) = role else {
-            self.stage = Stage::Skipping;
-            return Ok(());
-        };
-        let planned = self.planned[role_index(role)].expect("found above");
-        let part = planned.part;
-        if planned.done {
-            return Err(UpdateErrorKind::DuplicateEntry { part: part.name });
-        }
-        if let Some(manifest_bytes) = part.size_bytes
-            && manifest_bytes != size_bytes
-        {
-            return Err(UpdateErrorKind::SizeMismatch {
-                part: part.name,
-                manifest_bytes,
-                archive_bytes: size_bytes,
-            });
-        }
-        if size_bytes == 0 {
-            return Err(UpdateErrorKind::EmptyPart { part: part.name });
-        }
-        self.stage = Stage::Writing { role, sha1: sha1::Sha1::new(), sha256: sha2::Sha256::new() };
-        Ok(())
-    }
-
-    fn on_part_end(&mut self) -> Result<(), UpdateErrorKind> {
-        let Stage::Writing { role, sha1, sha256 } = std::mem::replace(&mut self.stage, Stage::Parts) else {
-            unreachable!("called while writing")
-        };
-        let planned = self.planned[role_index(role)].as_mut().expect("a planned part is written");
-        let part = planned.part;
-        let sha1 = sha1.finalize();
-        let sha256 = sha256.finalize();
-        // The updater checks cs_sha1 first, then cs_sha256, and names the first that fails.
-        let checks = [
-            ("cs_sha1", part.cs_sha1.as_ref().map(|d| d.as_slice()), sha1.as_slice()),
-            ("cs_sha256", part.cs_sha256.as_ref().map(|d| d.as_slice()), sha256.as_slice()),
-        ];
-        for (algorithm, expected, found) in checks {
-            if let Some(expected) = expected
-                && expected != found
-            {
-                let prefix = |d: &[u8]| [d[0], d[1], d[2], d[3]];
-                let (expected, found) = (prefix(expected), prefix(found));
-                return Err(UpdateErrorKind::DigestMismatch { part: part.name, algorithm, expected, found });
-            }
-        }
-        planned.done = true;
-        Ok(())
-    }
-
-    fn on_archive_end(&mut self) -> Result<(), UpdateErrorKind> {
-        for planned in self.planned.iter().flatten() {
-            if !planned.done {
-                let src = planned.part.src.unwrap_or(Src::EMPTY);
-                return Err(UpdateErrorKind::MissingPart { part: planned.part.name, src });
-            }
-        }
-        Ok(())
-    }
-}
+/// Larger entries are replayed with slots of this size, so that a huge file cannot make inspect
+/// allocate without bound; the updater then says the part is too big.
+const REPLAY_SLOT_MAX_BYTES: u32 = 64 << 20;
 
 /// Every reason for exit code 1, one sentence each.
 fn problems(
