@@ -67,7 +67,7 @@ pub fn boot<F: NorFlash>(flash: &mut F, layout: &Layout, buf: &mut [u8]) -> Resu
         if !verify(flash, layout, &planned, other, buf)? {
             return Ok(BootOutcome::NoBootableImage);
         }
-        (fall_back(&planned, other), BootReason::FellBack { from: planned.active })
+        (planned.settled_on(other), BootReason::FellBack { from: planned.active })
     };
     if next == stored {
         return Ok(BootOutcome::Boot { slot: next.active, reason, state: current });
@@ -87,20 +87,7 @@ pub fn plan(state: &BootState) -> (BootState, BootReason) {
         return (BootState { first_boot_b: false, ..*state }, BootReason::Trial);
     }
     let revert = state.revert.expect("an uncommitted state has a revert slot (BootState::check)");
-    (fall_back(state, revert), BootReason::Reverted { from: state.active })
-}
-
-/// `slot` becomes the committed active slot, with nothing on trial.
-fn fall_back(state: &BootState, slot: Slot) -> BootState {
-    BootState {
-        active: slot,
-        revert: None,
-        committed: true,
-        first_boot_a: false,
-        first_boot_b: false,
-        merge_fs: false,
-        ..*state
-    }
+    (state.settled_on(revert), BootReason::Reverted { from: state.active })
 }
 
 /// A failed state write must not turn into a boot loop: a trial needs flag B cleared on flash,

@@ -159,15 +159,7 @@ pub fn commit<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, Co
     if state.committed {
         return Err(ControlError::AlreadyCommitted);
     }
-    let next = BootState {
-        committed: true,
-        revert: None,
-        first_boot_a: false,
-        first_boot_b: false,
-        merge_fs: false,
-        ..state
-    };
-    Ok(log::append(flash, layout, Some(&current), &next)?)
+    Ok(log::append(flash, layout, Some(&current), &state.settled_on(state.active))?)
 }
 
 /// Points the state back at the revert slot, committed. The caller reboots.
@@ -178,16 +170,7 @@ pub fn revert<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, Co
         return Err(ControlError::AlreadyCommitted);
     }
     let slot = state.revert.expect("an uncommitted state has a revert slot (BootState::check)");
-    let next = BootState {
-        active: slot,
-        revert: None,
-        committed: true,
-        first_boot_a: false,
-        first_boot_b: false,
-        merge_fs: false,
-        ..state
-    };
-    Ok(log::append(flash, layout, Some(&current), &next)?)
+    Ok(log::append(flash, layout, Some(&current), &state.settled_on(slot))?)
 }
 
 /// The fields `OTA.SetBootState` may set; `None` leaves a field as stored.

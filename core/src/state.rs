@@ -201,6 +201,22 @@ impl BootState {
     pub fn provisioned(slot: Slot, info: SlotInfo) -> BootState {
         let mut slots = [SlotInfo::EMPTY; 2];
         slots[slot.index()] = info;
+        let blank = BootState {
+            active: slot,
+            revert: None,
+            committed: false,
+            first_boot_a: false,
+            first_boot_b: false,
+            merge_fs: false,
+            commit_timeout_s: 0,
+            slots,
+        };
+        blank.settled_on(slot)
+    }
+
+    /// The same state with `slot` as the committed active slot and nothing on trial: what a
+    /// commit (`slot` = active), a revert or a boot loader's fallback (`slot` = the other) writes.
+    pub fn settled_on(&self, slot: Slot) -> BootState {
         BootState {
             active: slot,
             revert: None,
@@ -208,8 +224,7 @@ impl BootState {
             first_boot_a: false,
             first_boot_b: false,
             merge_fs: false,
-            commit_timeout_s: 0,
-            slots,
+            ..*self
         }
     }
 
