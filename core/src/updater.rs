@@ -285,8 +285,11 @@ impl core::fmt::Display for UpdateError {
     }
 }
 
-/// A streaming update in progress. It holds no flash: pass the same flash to every call.
-pub struct Updater<'b> {
+/// A streaming update in progress. It holds no flash: pass the same flash to every call. Its
+/// work buffer `B` is anything that lends a byte slice: `&mut [u8]` (a stack or static buffer),
+/// or an owned buffer where the update must outlive the caller's frame (a session kept between
+/// RPC calls).
+pub struct Updater<B: AsMut<[u8]>> {
     layout: Layout,
     device: Device,
     options: UpdateOptions,
@@ -301,14 +304,14 @@ pub struct Updater<'b> {
     fs: PartState,
     part: Option<Current>,
     /// Manifest bytes, then staged part data, then read-back pieces.
-    buf: &'b mut [u8],
+    buf: B,
     /// Bytes of `buf` in use: the manifest so far, or staged part data.
     buffered: usize,
     /// The entry being read, for error messages.
     entry: Option<Src>,
 }
 
-impl<'b> Updater<'b> {
+impl<B: AsMut<[u8]>> Updater<B> {
     /// Starts an update of the inactive slot. Refused on a device with no boot state, and while
     /// the running image is uncommitted (its revert slot is the one that would be written).
     pub fn begin<F: NorFlash>(
@@ -316,8 +319,8 @@ impl<'b> Updater<'b> {
         layout: &Layout,
         device: Device,
         options: UpdateOptions,
-        buf: &'b mut [u8],
-    ) -> Result<Updater<'b>, UpdateError> {
+        buf: B,
+    ) -> Result<Updater<B>, UpdateError> {
         let current = log::read(flash, layout).map_err(|e| fail(UpdateErrorKind::Flash(e), None))?;
         let Some(current) = current else {
             return Err(fail(UpdateErrorKind::NotProvisioned, None));
@@ -336,8 +339,8 @@ impl<'b> Updater<'b> {
         flash: &mut F,
         layout: &Layout,
         device: Device,
-        buf: &'b mut [u8],
-    ) -> Result<Updater<'b>, UpdateError> {
+        buf: B,
+    ) -> Result<Updater<B>, UpdateError> {
         let current = log::read(flash, layout).map_err(|e| fail(UpdateErrorKind::Flash(e), None))?;
         let mut updater = Updater::new(layout, device, UpdateOptions::default(), current, Slot::S0, buf)?;
         updater.provisioning = true;
@@ -350,11 +353,12 @@ impl<'b> Updater<'b> {
         options: UpdateOptions,
         current: Option<Located>,
         target: Slot,
-        buf: &'b mut [u8],
-    ) -> Result<Updater<'b>, UpdateError> {
+        mut buf: B,
+    ) -> Result<Updater<B>, UpdateError> {
         let running = current.map(|c| c.record.state.active);
-        if buf.len() < WORK_BUFFER_MIN_BYTES {
-            return Err(fail(UpdateErrorKind::WorkBufferTooSmall { len_bytes: buf.len() as u32 }, running));
+        let len_bytes = buf.as_mut().len();
+        if len_bytes < WORK_BUFFER_MIN_BYTES {
+            return Err(fail(UpdateErrorKind::WorkBufferTooSmall { len_bytes: len_bytes as u32 }, running));
         }
         Ok(Updater {
             layout: *layout,
@@ -373,6 +377,13 @@ impl<'b> Updater<'b> {
             buffered: 0,
             entry: None,
         })
+    }
+
+    /// Sets the commit timeout the finishing record will carry. It is only used by
+    /// [`Updater::finish`], so it may arrive after the bundle (a `commit_timeout` form field
+    /// after the file part of `POST /update`).
+    pub fn set_commit_timeout_s(&mut self, commit_timeout_s: u32) {
+        self.options.commit_timeout_s = commit_timeout_s;
     }
 
     /// The slot being written.
@@ -474,18 +485,19 @@ impl<'b> Updater<'b> {
 
     fn buffer_manifest(&mut self, data: &[u8]) -> Result<(), UpdateErrorKind> {
         let end = self.buffered + data.len();
-        if end > self.buf.len() {
-            let max_bytes = self.buf.len() as u32;
+        if end > self.buf.as_mut().len() {
+            let max_bytes = self.buf.as_mut().len() as u32;
             return Err(UpdateErrorKind::ManifestTooLarge { len_bytes: end as u32, max_bytes });
         }
-        self.buf[self.buffered..end].copy_from_slice(data);
+        self.buf.as_mut()[self.buffered..end].copy_from_slice(data);
         self.buffered = end;
         Ok(())
     }
 
     /// The manifest is complete (its CRC matched): parse and check it, and plan the parts.
     fn on_manifest(&mut self) -> Result<(), UpdateErrorKind> {
-        let manifest = Manifest::parse(&self.buf[..self.buffered]).map_err(UpdateErrorKind::Manifest)?;
+        let manifest =
+            Manifest::parse(&self.buf.as_mut()[..self.buffered]).map_err(UpdateErrorKind::Manifest)?;
         self.buffered = 0;
         // Kept even when a check below refuses it: the caller can say what the bundle was.
         let manifest = self.manifest.insert(manifest);
@@ -614,21 +626,21 @@ impl<'b> Updater<'b> {
             return Ok(None);
         }
         let region = role.region(&self.layout, self.target);
-        let digests =
-            digest_region(flash, region.offset, size_bytes, self.buf).map_err(UpdateErrorKind::Flash)?;
+        let digests = digest_region(flash, region.offset, size_bytes, self.buf.as_mut())
+            .map_err(UpdateErrorKind::Flash)?;
         Ok(digest_mismatch(part, &digests).is_none().then_some(digests))
     }
 
-    fn stage_len(&self) -> usize {
+    fn stage_len(&mut self) -> usize {
         let write = self.layout.write_size_bytes as usize;
-        core::cmp::min(self.buf.len(), STAGE_MAX_BYTES) / write * write
+        core::cmp::min(self.buf.as_mut().len(), STAGE_MAX_BYTES) / write * write
     }
 
     fn on_data<F: NorFlash>(&mut self, flash: &mut F, mut data: &[u8]) -> Result<(), UpdateErrorKind> {
         let stage_len = self.stage_len();
         while !data.is_empty() {
             let n = core::cmp::min(stage_len - self.buffered, data.len());
-            self.buf[self.buffered..self.buffered + n].copy_from_slice(&data[..n]);
+            self.buf.as_mut()[self.buffered..self.buffered + n].copy_from_slice(&data[..n]);
             self.buffered += n;
             data = &data[n..];
             if self.buffered == stage_len {
@@ -645,12 +657,14 @@ impl<'b> Updater<'b> {
         let region = part.role.region(&self.layout, self.target);
         let write = self.layout.write_size_bytes as usize;
         let padded = self.buffered.div_ceil(write) * write;
-        self.buf[self.buffered..padded].fill(self.layout.erased_byte);
+        let erased_byte = self.layout.erased_byte;
+        self.buf.as_mut()[self.buffered..padded].fill(erased_byte);
         let end = part.programmed_bytes + padded as u32;
         self.erase_until(flash, &mut part, region, end)?;
         let at = region.offset + part.programmed_bytes;
         let (write, erased) = (self.layout.write_size_bytes, self.layout.erased_byte);
-        flash::program_data(flash, at, &self.buf[..padded], write, erased).map_err(UpdateErrorKind::Flash)?;
+        flash::program_data(flash, at, &self.buf.as_mut()[..padded], write, erased)
+            .map_err(UpdateErrorKind::Flash)?;
         part.received_bytes += self.buffered as u32;
         part.programmed_bytes = end;
         self.buffered = 0;
@@ -686,8 +700,8 @@ impl<'b> Updater<'b> {
             // The filesystem owns its whole region: no stale blocks of the old one stay behind.
             self.erase_until(flash, &mut part, region, region.size_bytes)?;
         }
-        let digests =
-            digest_region(flash, region.offset, part.size_bytes, self.buf).map_err(UpdateErrorKind::Flash)?;
+        let digests = digest_region(flash, region.offset, part.size_bytes, self.buf.as_mut())
+            .map_err(UpdateErrorKind::Flash)?;
         if let Some(kind) = digest_mismatch(&part.part, &digests) {
             return Err(kind);
         }

@@ -321,9 +321,9 @@ fn the_real_ccm_host_bundles_apply() {
 #[test]
 fn sizes_of_the_core_types() {
     // Figures for the closing note: what a device must reserve.
-    let updater = std::mem::size_of::<Updater<'static>>();
+    let updater = std::mem::size_of::<Updater<&'static mut [u8]>>();
     let state = std::mem::size_of::<BootState>();
-    println!("size_of::<Updater>() = {updater} bytes");
+    println!("size_of::<Updater<&mut [u8]>>() = {updater} bytes");
     println!("size_of::<BootState>() = {state} bytes");
     println!("boot-state record on flash = {} bytes", ota_core::state::RECORD_SIZE_BYTES);
     println!("work buffer: at least {} bytes", ota_core::updater::WORK_BUFFER_MIN_BYTES);

@@ -8,4 +8,5 @@ pub mod engine;
 pub mod progress;
 pub mod report;
 pub mod result;
+pub mod rpc_client;
 pub mod scenario;

@@ -716,10 +716,19 @@ impl<F: NorFlash> Engine<F> {
 
     fn mount(&mut self, flash: &mut F) -> Result<(), Error<F::Error>> {
         assert!(!self.is_mounted(), "mount of a mounted filesystem");
+        // A block count of 0 makes littlefs take the one its superblock records: an image built
+        // for a smaller filesystem than the slot (a bundle's `fs_size`) mounts at its own size,
+        // as on a Mongoose OS device. Every access stays bounded by the region (the bridge
+        // checks each block against it). Formats need the real count, so it is put back.
         // SAFETY: as in `format`; after a success `lfs` keeps pointing at `config`, which does not move.
-        self.call(flash, LfsOp::Mount, |m| unsafe {
-            ll::lfs_mount(&raw mut (*m).lfs, &raw const (*m).config)
-        })?;
+        let result = self.call(flash, LfsOp::Mount, |m| unsafe {
+            let slot_blocks = (*m).config.block_count;
+            (*m).config.block_count = 0;
+            let code = ll::lfs_mount(&raw mut (*m).lfs, &raw const (*m).config);
+            (*m).config.block_count = slot_blocks;
+            code
+        });
+        result?;
         // SAFETY: `m` is live.
         unsafe { (*self.mount.as_ptr()).mounted = true };
         Ok(())

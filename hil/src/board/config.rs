@@ -3,7 +3,7 @@
 //! [`BoardConfig`].
 //!
 //! ```toml
-//! kind = "sim"            # sim (now); virtual, qemu and esp32 are coming
+//! kind = "sim"            # sim or virtual (now); qemu and esp32 are coming
 //! platform = "esp32"      # what the device reports; default esp32
 //!
 //! [sim]                   # only for kind = "sim"; every key optional
@@ -11,6 +11,15 @@
 //! fs_slot_kib = 64
 //! work_buffer_bytes = 4096
 //! watchdog = "10s"
+//!
+//! [virtual]               # only for kind = "virtual"; every key optional
+//! binary = "target/debug/virtual-board"   # default: next to hil, else on PATH
+//! flash_file = "flash.bin"                # default: a fresh temporary file per trial
+//! app_slot_kib = 1536
+//! fs_slot_kib = 256
+//! time_scale = 100                        # device time runs 100 times as fast
+//! http = "127.0.0.1:0"
+//! startup_timeout = "10s"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +37,8 @@ struct RawBoard {
     kind: String,
     platform: Option<String>,
     sim: Option<RawSim>,
+    #[serde(rename = "virtual")]
+    virtual_board: Option<RawVirtual>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +48,18 @@ struct RawSim {
     fs_slot_kib: Option<u32>,
     work_buffer_bytes: Option<usize>,
     watchdog: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVirtual {
+    binary: Option<PathBuf>,
+    flash_file: Option<PathBuf>,
+    app_slot_kib: Option<u32>,
+    fs_slot_kib: Option<u32>,
+    time_scale: Option<u32>,
+    http: Option<String>,
+    startup_timeout: Option<String>,
 }
 
 /// A validated board file.
@@ -51,6 +74,7 @@ pub struct BoardConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Backend {
     Sim(SimConfig),
+    Virtual(VirtualConfig),
 }
 
 /// The simulator's geometry. Defaults as in `ota_sim::device::Config`.
@@ -70,6 +94,39 @@ impl Default for SimConfig {
             fs_slot_bytes: d.fs_slot_bytes,
             work_buffer_bytes: d.work_buffer_bytes,
             watchdog_ms: d.watchdog_ms,
+        }
+    }
+}
+
+/// The `virtual-board` process: where it is, its flash file and geometry, its clock. Defaults
+/// as in its own command line (`firmware-under-test/README.md`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualConfig {
+    /// The executable; `None`: `virtual-board` next to the running `hil`, else on `PATH`.
+    pub binary: Option<PathBuf>,
+    /// The flash file, resolved against the board file; `None`: a fresh temporary file per
+    /// trial, removed afterwards.
+    pub flash_file: Option<PathBuf>,
+    pub app_slot_bytes: u32,
+    pub fs_slot_bytes: u32,
+    /// The device's clock runs this many times as fast as the wall clock.
+    pub time_scale: u32,
+    /// The device's HTTP address (`--http`), on loopback.
+    pub http: String,
+    /// How long the process may take to print `ready`, and the device to answer after a reboot.
+    pub startup_timeout_ms: u64,
+}
+
+impl Default for VirtualConfig {
+    fn default() -> Self {
+        VirtualConfig {
+            binary: None,
+            flash_file: None,
+            app_slot_bytes: 1536 * 1024,
+            fs_slot_bytes: 256 * 1024,
+            time_scale: 1,
+            http: "127.0.0.1:0".into(),
+            startup_timeout_ms: 10_000,
         }
     }
 }
@@ -114,10 +171,17 @@ pub fn parse(text: &str, path: &Path) -> Result<BoardConfig, BoardFileError> {
         return Err(fail(format!("platform: {platform:?} must be 1 to 16 bytes")));
     }
     let backend = match raw.kind.as_str() {
+        "sim" if raw.virtual_board.is_some() => {
+            return Err(fail("virtual: this table is only for kind = \"virtual\"".into()));
+        }
+        "virtual" if raw.sim.is_some() => {
+            return Err(fail("sim: this table is only for kind = \"sim\"".into()));
+        }
         "sim" => Backend::Sim(sim_config(raw.sim).map_err(fail)?),
+        "virtual" => Backend::Virtual(virtual_config(raw.virtual_board, path).map_err(fail)?),
         kind if KINDS.contains(&kind) => {
             return Err(fail(format!(
-                "kind: the {kind:?} backend is not available in this version of hil; \"sim\" is"
+                "kind: the {kind:?} backend is not available in this version of hil; \"sim\" and \"virtual\" are"
             )));
         }
         kind => {
@@ -157,6 +221,46 @@ fn sim_config(raw: Option<RawSim>) -> Result<SimConfig, String> {
     Ok(config)
 }
 
+fn virtual_config(raw: Option<RawVirtual>, file: &Path) -> Result<VirtualConfig, String> {
+    let mut config = VirtualConfig::default();
+    let Some(raw) = raw else { return Ok(config) };
+    // Paths in a board file are relative to the file, wherever hil runs from.
+    let dir = file.parent().unwrap_or(Path::new(""));
+    config.binary = raw.binary.map(|p| dir.join(p));
+    config.flash_file = raw.flash_file.map(|p| dir.join(p));
+    if let Some(kib) = raw.app_slot_kib {
+        if kib == 0 || kib % 4 != 0 {
+            return Err(format!(
+                "virtual.app_slot_kib: {kib} is not a positive multiple of 4 (the erase unit)"
+            ));
+        }
+        config.app_slot_bytes = kib * 1024;
+    }
+    if let Some(kib) = raw.fs_slot_kib {
+        if kib < 16 || kib % 4 != 0 {
+            return Err(format!("virtual.fs_slot_kib: {kib} must be a multiple of 4, at least 16"));
+        }
+        config.fs_slot_bytes = kib * 1024;
+    }
+    if let Some(scale) = raw.time_scale {
+        if !(1..=1000).contains(&scale) {
+            return Err(format!("virtual.time_scale: {scale} must be 1 to 1000"));
+        }
+        config.time_scale = scale;
+    }
+    if let Some(http) = raw.http {
+        match http.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => config.http = http,
+            _ => return Err(format!("virtual.http: {http:?} is not a loopback address such as 127.0.0.1:0")),
+        }
+    }
+    if let Some(text) = raw.startup_timeout {
+        config.startup_timeout_ms =
+            parse_duration_ms(&text).map_err(|e| format!("virtual.startup_timeout: {e}"))?;
+    }
+    Ok(config)
+}
+
 /// A TOML error as "line N: message".
 fn toml_message(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end();
@@ -189,7 +293,21 @@ mod tests {
         );
         assert_eq!(
             check("kind = \"esp32\"\n"),
-            "boards/x.toml: kind: the \"esp32\" backend is not available in this version of hil; \"sim\" is"
+            "boards/x.toml: kind: the \"esp32\" backend is not available in this version of hil; \"sim\" and \"virtual\" are"
+        );
+        assert_eq!(
+            check(
+                "kind = \"virtual\"\n[virtual]\nbinary = \"bin/vb\"\ntime_scale = 100\nstartup_timeout = \"5s\"\n"
+            ),
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Virtual(VirtualConfig { binary: Some(\"boards/bin/vb\"), flash_file: None, app_slot_bytes: 1572864, fs_slot_bytes: 262144, time_scale: 100, http: \"127.0.0.1:0\", startup_timeout_ms: 5000 }) }"
+        );
+        assert_eq!(
+            check("kind = \"virtual\"\n[virtual]\nhttp = \"0.0.0.0:80\"\n"),
+            "boards/x.toml: virtual.http: \"0.0.0.0:80\" is not a loopback address such as 127.0.0.1:0"
+        );
+        assert_eq!(
+            check("kind = \"virtual\"\n[sim]\napp_slot_kib = 128\n"),
+            "boards/x.toml: sim: this table is only for kind = \"sim\""
         );
         assert!(
             check("kind = \"sim\"\nport = \"/dev/ttyUSB0\"\n")

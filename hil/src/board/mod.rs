@@ -8,6 +8,7 @@ use crate::scenario::model::{Cut, SweepSpec, Transport};
 
 pub mod config;
 pub mod sim;
+pub mod virtual_board;
 
 /// What a board can do. A scenario step that needs something missing here skips the scenario
 /// on this board, with the reason.
@@ -197,6 +198,9 @@ pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
     match &config.backend {
         config::Backend::Sim(sim) => {
             Box::new(sim::SimBoard::new(&config.name, &config.platform, sim.clone()))
+        }
+        config::Backend::Virtual(v) => {
+            Box::new(virtual_board::VirtualBoard::new(&config.name, &config.platform, v.clone()))
         }
     }
 }

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod bundle;
+pub mod call;
 pub mod inspect;
+pub mod ota;
 pub mod run;
 pub mod sweep;
 
@@ -32,6 +34,10 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Exhaustive power-cut sweeps and random fault schedules on the simulator, with figures.
     Sweep(sweep::Args),
+    /// Call one RPC method on a device, as `mos call` does.
+    Call(call::Args),
+    /// Push a bundle to a device with OTA.Begin/Write/End, as `mos ota` does.
+    Ota(ota::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
@@ -40,6 +46,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Bundle(args) => bundle::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Call(args) => call::run(args),
+        Command::Ota(args) => ota::run(args),
     }
 }
 

@@ -1,0 +1,356 @@
+//! The HTTP server on loopback (§6.1 and the HTTP part of §7 of the reference):
+//!
+//! | request                         | what it does | answers |
+//! |---------------------------------|--------------|---------|
+//! | `POST /update`, multipart       | the part with a filename is the bundle, streamed into the updater; a `commit_timeout` field before or after it | 200 `Update applied, finalizing`, 400 with the updater's message, 409 `Another update is in progress.` |
+//! | `GET|POST /update?url=…`        | pull (`url` defaults to `update.url`; `commit_timeout`, `ignore_same_version` default 1) | 200 `(1) <msg>`, 500 `(<code>) <msg>`, 400 no URL, 409 busy |
+//! | `/update/commit`, `/update/revert` | commit, or revert and reboot | 200 `Ok`, 400 `Error` |
+//! | `POST /rpc`                     | a whole frame | the whole reply frame |
+//! | `POST|GET /rpc/<Method>`        | params from the body, or from query values (JSON literals) | 200 and the result; the error object with 403/404 from its code, 500 otherwise |
+//! | `OPTIONS`                       | CORS preflight | 200 |
+//!
+//! One thread per connection; the body streams through, never held whole.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ota_core::updater::UpdateOptions;
+use serde_json::Value;
+
+use super::{SharedDevice, lock};
+use crate::app::{RpcError, Source};
+use crate::http::multipart::{UploadEvent, UploadForm};
+use crate::http::request::{RequestEvent, RequestHead, RequestParser};
+use crate::http::response::Response;
+use crate::service::{PullRequest, Reply};
+
+/// Largest body of `POST /rpc` and `/rpc/<Method>` (a frame, not a bundle).
+const RPC_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// Binds `addr` and serves it in the background; returns the bound address.
+pub fn start(device: SharedDevice, addr: &str) -> Result<String, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let device = device.clone();
+            std::thread::spawn(move || serve(&device, stream));
+        }
+    });
+    Ok(bound)
+}
+
+fn serve(device: &SharedDevice, mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut parser = RequestParser::new();
+    let mut route: Option<Route> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                // The client went away mid-request: an upload it started is abandoned.
+                if let Some(Route::Upload(upload)) = &route
+                    && upload.started
+                {
+                    let _ = lock(device)
+                        .with_app(|app, _| app.update_abort("Update aborted: the upload was cut off"));
+                }
+                return;
+            }
+            Ok(n) => n,
+        };
+        for event in parser.feed(&buf[..n]) {
+            let response = match event {
+                Err(error) => Some(Response::from_error(&error)),
+                Ok(RequestEvent::Head(head)) => {
+                    if head.expects_continue() {
+                        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    route = Some(Route::new(device, &head));
+                    None
+                }
+                Ok(RequestEvent::Body(piece)) => {
+                    if let Some(r) = route.as_mut() {
+                        r.body(device, piece);
+                    }
+                    None
+                }
+                Ok(RequestEvent::End) => route.take().map(|r| r.finish(device)),
+            };
+            if let Some(response) = response {
+                let _ = stream.write_all(&response.to_bytes());
+                return;
+            }
+        }
+    }
+}
+
+/// What a request is, decided from its head.
+enum Route {
+    Upload(Box<Upload>),
+    Pull(PullRequest),
+    /// Already answered from the head (a refusal, an unknown path).
+    Answer(Response),
+    Commit,
+    Revert,
+    /// `POST /rpc`: a whole frame in the body.
+    Frame(Vec<u8>),
+    /// `/rpc/<Method>`; params from the body when it has one.
+    Method {
+        method: String,
+        query: Value,
+        body: Vec<u8>,
+    },
+}
+
+struct Upload {
+    form: Option<UploadForm>,
+    started: bool,
+    /// The first thing that went wrong: the response to give at the end.
+    refused: Option<Response>,
+}
+
+impl Route {
+    fn new(device: &SharedDevice, head: &RequestHead) -> Route {
+        if head.method == "OPTIONS" {
+            return Route::Answer(Response::options());
+        }
+        let path = head.path.trim_end_matches('/');
+        match path {
+            "/update" => update_route(device, head),
+            "/update/commit" => Route::Commit,
+            "/update/revert" => Route::Revert,
+            "/rpc" if head.method == "POST" => Route::Frame(Vec::new()),
+            _ if path.starts_with("/rpc/") => {
+                let query = head.query.iter().map(|(k, v)| (k.clone(), literal(v))).collect();
+                Route::Method {
+                    method: path["/rpc/".len()..].to_string(),
+                    query: Value::Object(query),
+                    body: Vec::new(),
+                }
+            }
+            _ => Route::Answer(Response::text(404, format!("Not Found: {}\r\n", head.path))),
+        }
+    }
+
+    fn body(&mut self, device: &SharedDevice, piece: &[u8]) {
+        match self {
+            Route::Upload(upload) => upload.body(device, piece),
+            Route::Frame(body) | Route::Method { body, .. } => {
+                if body.len() + piece.len() <= RPC_BODY_MAX_BYTES {
+                    body.extend_from_slice(piece);
+                } else {
+                    *self = Route::Answer(Response::text(
+                        413,
+                        format!("An RPC body is at most {RPC_BODY_MAX_BYTES} bytes\r\n"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self, device: &SharedDevice) -> Response {
+        match self {
+            Route::Answer(response) => response,
+            Route::Upload(upload) => upload.finish(device),
+            Route::Pull(request) => match super::pull::run(device, &request) {
+                Ok(message) => Response::text(200, format!("(1) {message}\r\n")),
+                Err(e) => Response::text(500, format!("({}) {}\r\n", e.code, e.message)),
+            },
+            Route::Commit => ok_or_error(lock(device).with_app(|app, _| app.commit()).and_then(|r| r)),
+            Route::Revert => ok_or_error(lock(device).with_app(|app, now| app.revert(now)).and_then(|r| r)),
+            Route::Frame(body) => frame(device, &body),
+            Route::Method { method, query, body } => method_call(device, &method, query, &body),
+        }
+    }
+}
+
+/// A query value as JSON: values are JSON literals (`?commit_timeout=300`, `?url="http://…"`);
+/// one that does not parse is taken as a string, as people type URLs bare.
+fn literal(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn ok_or_error(result: Result<(), RpcError>) -> Response {
+    match result {
+        Ok(()) => Response::text(200, "Ok\r\n").with_header("Content-Type", "text/html"),
+        Err(e) => {
+            eprintln!("virtual-board: {e}");
+            Response::text(400, "Error\r\n").with_header("Content-Type", "text/html")
+        }
+    }
+}
+
+fn update_route(device: &SharedDevice, head: &RequestHead) -> Route {
+    let content_type = head.header("Content-Type").unwrap_or("");
+    if head.method == "POST" && content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
+        let enabled = lock(device).with_app(|app, _| app.config().update_enable_post).unwrap_or(true);
+        if !enabled {
+            return Route::Answer(Response::text(400, "POST updates are disabled.\r\n"));
+        }
+        return match UploadForm::new(content_type) {
+            Ok(form) => Route::Upload(Box::new(Upload { form: Some(form), started: false, refused: None })),
+            Err(e) => Route::Answer(Response::from_error(&e)),
+        };
+    }
+    let config = lock(device).with_app(|app, _| app.config());
+    let Ok(config) = config else {
+        return Route::Answer(Response::text(500, "(-1) the device is not running\r\n"));
+    };
+    let url = head.query_param("url").map(str::to_string).or(config.update_url);
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return Route::Answer(Response::text(400, "Update URL not specified and none is configured.\r\n"));
+    };
+    let number = |key: &str| head.query_param(key).and_then(|v| v.parse::<u64>().ok());
+    let commit_timeout_s =
+        number("commit_timeout").map_or(config.update_commit_timeout_s, |v| v.min(u32::MAX as u64) as u32);
+    let ignore_same_version = number("ignore_same_version").is_none_or(|v| v != 0);
+    if lock(device).with_app(|app, _| app.update_source().is_some()).unwrap_or(false) {
+        return Route::Answer(Response::text(409, "Another update is in progress.\r\n"));
+    }
+    Route::Pull(PullRequest { url, commit_timeout_s, ignore_same_version })
+}
+
+impl Upload {
+    fn body(&mut self, device: &SharedDevice, piece: &[u8]) {
+        if self.refused.is_some() {
+            return;
+        }
+        let Some(form) = self.form.as_mut() else { return };
+        let (started, refused) = (&mut self.started, &mut self.refused);
+        let result = form.feed(piece, |event| -> Result<(), crate::http::HttpError> {
+            match event {
+                UploadEvent::BundleStart { .. } => {
+                    let mut d = lock(device);
+                    let outcome = d.with_app(|app, now| {
+                        if app.update_source().is_some() {
+                            return Err(Response::text(409, "Another update is in progress.\r\n"));
+                        }
+                        let commit_timeout_s = app.config().update_commit_timeout_s;
+                        let options = UpdateOptions { commit_timeout_s, ignore_same_version: false };
+                        app.update_begin(Source::Push, options, None, None, now).map_err(refusal)
+                    });
+                    match outcome.map_err(refusal).and_then(|r| r) {
+                        Ok(()) => *started = true,
+                        Err(response) => *refused = Some(response),
+                    }
+                }
+                UploadEvent::BundleData(bytes) if *started && refused.is_none() => {
+                    if let Err(e) =
+                        lock(device).with_app(|app, now| app.update_data(bytes, now)).and_then(|r| r)
+                    {
+                        *started = false;
+                        *refused = Some(refusal(e));
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            self.abort(device);
+            self.refused = Some(Response::from_error(&e));
+        }
+    }
+
+    fn abort(&mut self, device: &SharedDevice) {
+        if std::mem::take(&mut self.started) {
+            let _ = lock(device).with_app(|app, _| app.update_abort("Update aborted"));
+        }
+    }
+
+    fn finish(mut self, device: &SharedDevice) -> Response {
+        if let Some(response) = self.refused.take() {
+            self.abort(device);
+            return response;
+        }
+        let form = self.form.take().expect("an upload has its form until it finishes");
+        if let Err(e) = form.finish() {
+            self.abort(device);
+            return Response::from_error(&e);
+        }
+        if !self.started {
+            return Response::text(400, "Update aborted: the form has no file part\r\n");
+        }
+        let commit_timeout = form.field("commit_timeout").map(|v| v.trim().parse::<u32>());
+        let mut d = lock(device);
+        let outcome = d.with_app(|app, now| {
+            match commit_timeout {
+                Some(Ok(s)) => app.update_set_commit_timeout(s),
+                Some(Err(_)) => {
+                    app.update_abort("Update aborted");
+                    return Err(RpcError::new(
+                        -1,
+                        "Malformed request: commit_timeout is not a whole number of seconds",
+                    ));
+                }
+                None => {}
+            }
+            app.update_end(now)
+        });
+        match outcome.and_then(|r| r) {
+            Ok(finished) => Response::text(200, format!("{}\r\n", finished.message())),
+            Err(e) => refusal(e),
+        }
+    }
+}
+
+fn refusal(e: RpcError) -> Response {
+    Response::text(400, format!("{}\r\n", e.message))
+}
+
+/// `POST /rpc`: the frame through the same path as the serial line; the reply may come later
+/// (a pull).
+fn frame(device: &SharedDevice, body: &[u8]) -> Response {
+    let (tx, rx) = mpsc::channel();
+    super::rpc::handle_frame(device, body, move |reply| {
+        let _ = tx.send(reply);
+    });
+    match rx.recv() {
+        Ok(reply) => {
+            let mut response = Response::new(200).with_header("Content-Type", "application/json");
+            response.body = reply.into_bytes();
+            response
+        }
+        // A notification: nothing to say.
+        Err(_) => Response::new(200),
+    }
+}
+
+/// `/rpc/<Method>`: 200 and the result alone, or the error object with its status.
+fn method_call(device: &SharedDevice, method: &str, query: Value, body: &[u8]) -> Response {
+    let params = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        query
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Response::json(
+                    400,
+                    &serde_json::json!({"code": 400, "message": format!("bad request: {e}")}),
+                );
+            }
+        }
+    };
+    let reply = match super::rpc::call(device, method, &params) {
+        Reply::Pull(request) => {
+            super::pull::run(device, &request).map(|m| serde_json::json!({"state": 3, "msg": m})).into()
+        }
+        other => other,
+    };
+    match reply {
+        Reply::Result(v) => Response::json(200, &v),
+        Reply::Error(e) => {
+            let status = match e.code {
+                403 => 403,
+                404 => 404,
+                _ => 500,
+            };
+            Response::json(status, &serde_json::json!({"code": e.code, "message": e.message}))
+        }
+        Reply::Pull(_) => unreachable!("a pull was run above"),
+    }
+}

@@ -1,0 +1,97 @@
+//! The device configuration the OTA services read: `conf9.json` (the user layer of Mongoose OS's
+//! configuration, §4 of the reference) on the running filesystem, over built-in defaults. Because
+//! it lives on the filesystem, the first-boot merge carries it across updates.
+//!
+//! | key                      | default          | meaning |
+//! |--------------------------|------------------|---------|
+//! | `device.id`              | the build's id   | `src` of RPC replies, `X-MGOS-Device-ID` |
+//! | `update.url`             | none             | where polling pulls from |
+//! | `update.interval`        | 0 (no polling)   | seconds between polls |
+//! | `update.commit_timeout`  | 0                | commit timeout for polled and pulled updates |
+//! | `update.timeout`         | 600              | an update with no progress for this long is abandoned |
+//! | `update.enable_post`     | true             | whether `POST /update` takes bundles |
+//! | `update.extra_http_headers` | none          | extra request headers for pulls, `"Name: value"` pairs separated by CR LF |
+
+use crate::app::Settings;
+
+pub const USER_FILE: &str = "conf9.json";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub device_id: String,
+    pub update_url: Option<String>,
+    pub update_interval_s: u64,
+    pub update_commit_timeout_s: u32,
+    pub update_timeout_s: u64,
+    pub update_enable_post: bool,
+    pub update_extra_http_headers: Vec<(String, String)>,
+    /// Why `conf9.json` was ignored, when it was.
+    pub problem: Option<String>,
+}
+
+impl Config {
+    /// The defaults overlaid with `conf9.json`'s content (`None`: the file is absent). A file
+    /// that is not a JSON object is ignored as a whole, and the reason kept in `problem`.
+    pub fn from_user_file(user: Option<&[u8]>, settings: &Settings) -> Config {
+        let mut config = Config {
+            device_id: settings.default_device_id.clone(),
+            update_url: None,
+            update_interval_s: 0,
+            update_commit_timeout_s: 0,
+            update_timeout_s: settings.update_timeout_ms / 1000,
+            update_enable_post: true,
+            update_extra_http_headers: Vec::new(),
+            problem: None,
+        };
+        let Some(bytes) = user else { return config };
+        let json: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            Ok(_) => return Config { problem: Some(format!("{USER_FILE} is not a JSON object")), ..config },
+            Err(e) => return Config { problem: Some(format!("{USER_FILE}: {e}")), ..config },
+        };
+        if let Some(id) = json.pointer("/device/id").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+            config.device_id = id.to_string();
+        }
+        let update = |key: &str| json.pointer(&format!("/update/{key}"));
+        config.update_url =
+            update("url").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
+        config.update_interval_s = update("interval").and_then(|v| v.as_u64()).unwrap_or(0);
+        config.update_commit_timeout_s =
+            update("commit_timeout").and_then(|v| v.as_u64()).map_or(0, |v| v.min(u32::MAX as u64) as u32);
+        if let Some(t) = update("timeout").and_then(|v| v.as_u64()) {
+            config.update_timeout_s = t;
+        }
+        if let Some(b) = update("enable_post").and_then(|v| v.as_bool()) {
+            config.update_enable_post = b;
+        }
+        if let Some(h) = update("extra_http_headers").and_then(|v| v.as_str()) {
+            config.update_extra_http_headers = h
+                .split("\r\n")
+                .filter_map(|line| line.split_once(':'))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect();
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf9_overlays_the_defaults() {
+        let settings = Settings::default();
+        let config = Config::from_user_file(
+            Some(br#"{"device": {"id": "site-7"}, "update": {"url": "http://127.0.0.1:9/fw.zip", "interval": 60, "commit_timeout": 300}}"#),
+            &settings,
+        );
+        assert_eq!(config.device_id, "site-7");
+        assert_eq!(config.update_url.as_deref(), Some("http://127.0.0.1:9/fw.zip"));
+        assert_eq!((config.update_interval_s, config.update_commit_timeout_s), (60, 300));
+        assert!(config.update_enable_post && config.problem.is_none());
+        let broken = Config::from_user_file(Some(b"{not json"), &settings);
+        assert_eq!(broken.device_id, "virtual-board");
+        assert!(broken.problem.unwrap().starts_with("conf9.json: "));
+    }
+}

@@ -1,0 +1,1090 @@
+//! The virtual board: the `virtual-board` process (`firmware-under-test/`), the device
+//! application on the host with its flash in a file, its UART on a pty and HTTP on loopback. The
+//! runner drives it over the same transports a real board has.
+//!
+//! | verb          | what the runner does |
+//! |---------------|----------------------|
+//! | `start_trial` | a fresh (absent, so erased) flash file; the device is off |
+//! | `provision`   | `virtual-board --provision BUNDLE --serial none --http none` until `ready`, then SIGKILL |
+//! | `power_on`    | spawns the process on the flash file, reads stdout to `ready` (`serial=`, `http=`), opens the pty |
+//! | `power_cut`   | SIGKILL, and waits for the process to end |
+//! | `reboot`      | `Sys.Reboot`, then the `reboot:` line and an answer; a hung or bricked device is power-cycled |
+//! | `wait(ms)`    | sleeps `ms / time_scale`: the device's clock runs `time_scale` times as fast |
+//! | `push` rpc    | `OTA.Status`, `OTA.Begin`, `OTA.Write`s, `OTA.End` over the pty ([`rpc_client::ota_push`]) |
+//! | `push` http   | `POST /update`, multipart: the bundle as a file part, then `commit_timeout` |
+//! | `push` pull   | serves the bundle from a loopback HTTP server of its own, then `OTA.Update {url}` |
+//! | status, files | `Sys.GetInfo`, `OTA.GetBootState`, `FS.Get`, `FS.Put` |
+//!
+//! After an applied update the runner waits for the `reboot:` line and for the device to answer
+//! again, so the next step meets the new image (or what the boot loader chose instead). A cut at
+//! a fraction of an upload sends that fraction, then SIGKILLs the process: over RPC every write
+//! sent was acknowledged; over HTTP and pull the runner waits for the device's `OTA.Status` to
+//! settle, so a few bytes more or less may have reached the flash. The process can only be cut
+//! at a fixed flash operation counted from its start, so cuts at an operation or a phase of a step
+//! are not offered, nor sweeps.
+//!
+//! Device time on the timeline is the wall time since the trial started times `time_scale`; the
+//! console carries the device's own lines (stderr), each with its uptime.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{
+    Activity, Board, BoardError, BoardInfo, BoardResult, BootStateView, Capabilities, PushRequest,
+    PushResult, Refusal, Status,
+};
+use crate::board::config::VirtualConfig;
+use crate::result::EventKind;
+use crate::rpc_client::{self, Client, OtaOutcome, OtaPush, RpcErr, TransportError};
+use crate::scenario::model::{Cut, Transport};
+
+/// The executable's name, next to `hil` or on `PATH`.
+pub const BINARY: &str = "virtual-board";
+/// How long an ordinary call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an upload or a pull may take, with its finalization.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// `OTA.Begin {timeout}`, as `mos ota` sends it.
+const UPDATE_TIMEOUT_S: u32 = 600;
+/// Console lines kept between two drains; a runaway device cannot exhaust memory.
+const CONSOLE_LINES_MAX: usize = 100_000;
+/// How long the runner lets an interrupted HTTP upload or pull settle before the cut: until
+/// `OTA.Status` reads the same three times in a row, or this long.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+/// Console lines quoted in an error about the process.
+const TAIL_LINES: usize = 8;
+/// The message a push gets when `OTA.Status` says an update runs, as `mos ota` words it.
+const BUSY: &str = "update is already in progress";
+
+/// Timeline and console, shared with the threads that read the process's output.
+struct Log {
+    started: Instant,
+    time_scale: u64,
+    console: Vec<String>,
+    events: Vec<(u64, EventKind)>,
+}
+
+impl Log {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 * self.time_scale
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        let at = self.now_ms();
+        self.events.push((at, kind));
+    }
+
+    fn console(&mut self, line: String) {
+        if self.console.len() < CONSOLE_LINES_MAX {
+            self.console.push(line);
+        }
+    }
+}
+
+fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a process gets its pty and HTTP port (power on) or none (provisioning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wiring {
+    Channels,
+    Headless,
+}
+
+/// The running process and its channels.
+struct Process {
+    child: Child,
+    /// Held so the process's stdin stays open (it never reads it).
+    _stdin: Option<ChildStdin>,
+    /// stdout lines after `ready`: `reboot: <why>`.
+    stdout: Receiver<String>,
+    readers: Vec<JoinHandle<()>>,
+    serial: Option<Client>,
+    serial_path: String,
+    http_addr: String,
+}
+
+/// The trial's flash file; a temporary one is removed when the trial ends.
+struct FlashFile {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl Drop for FlashFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+pub struct VirtualBoard {
+    info: BoardInfo,
+    capabilities: Capabilities,
+    config: VirtualConfig,
+    binary: Option<PathBuf>,
+    flash: Option<FlashFile>,
+    process: Option<Process>,
+    armed: Option<Cut>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl VirtualBoard {
+    pub fn new(name: &str, platform: &str, config: VirtualConfig) -> VirtualBoard {
+        let info = BoardInfo {
+            name: name.into(),
+            kind: "virtual".into(),
+            platform: platform.into(),
+            app_slot_bytes: config.app_slot_bytes,
+            fs_slot_bytes: config.fs_slot_bytes,
+        };
+        let capabilities = Capabilities {
+            transports: vec![Transport::Rpc, Transport::Http, Transport::Pull],
+            cut_at_op: false,
+            cut_at_fraction: true,
+            cut_at_phase: false,
+            sweep: false,
+            virtual_time: false,
+        };
+        let log = Log {
+            started: Instant::now(),
+            time_scale: u64::from(config.time_scale),
+            console: Vec::new(),
+            events: Vec::new(),
+        };
+        VirtualBoard {
+            info,
+            capabilities,
+            config,
+            binary: None,
+            flash: None,
+            process: None,
+            armed: None,
+            log: Arc::new(Mutex::new(log)),
+        }
+    }
+
+    fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.startup_timeout_ms)
+    }
+
+    fn flash_path(&self) -> BoardResult<PathBuf> {
+        self.flash
+            .as_ref()
+            .map(|f| f.path.clone())
+            .ok_or_else(|| BoardError::new("no trial started on the virtual board"))
+    }
+
+    fn note(&self, kind: EventKind) {
+        lock(&self.log).event(kind);
+    }
+
+    fn hil_line(&self, text: &str) {
+        lock(&self.log).console(format!("hil: {text}"));
+    }
+
+    /// The last console lines, for an error about the process.
+    fn tail(&self) -> String {
+        let log = lock(&self.log);
+        let start = log.console.len().saturating_sub(TAIL_LINES);
+        let lines: Vec<&str> = log.console[start..].iter().map(String::as_str).collect();
+        if lines.is_empty() { "(it printed nothing)".into() } else { lines.join("\n    ") }
+    }
+
+    // ---- The process ----
+
+    /// Starts `virtual-board` on the trial's flash and reads its stdout to `ready`.
+    fn spawn(&mut self, extra: &[String], wiring: Wiring) -> BoardResult<Process> {
+        let binary =
+            self.binary.clone().ok_or_else(|| BoardError::new("no trial started on the virtual board"))?;
+        let flash = self.flash_path()?;
+        let mut command = Command::new(&binary);
+        command
+            .arg("--flash")
+            .arg(&flash)
+            .args(["--platform", &self.info.platform])
+            .args(["--app-slot-kib", &(self.config.app_slot_bytes / 1024).to_string()])
+            .args(["--fs-slot-kib", &(self.config.fs_slot_bytes / 1024).to_string()])
+            .args(["--time-scale", &self.config.time_scale.to_string()])
+            .args(extra);
+        match wiring {
+            Wiring::Channels => command.args(["--serial", "pty", "--http", &self.config.http]),
+            Wiring::Headless => command.args(["--serial", "none", "--http", "none"]),
+        };
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| {
+            BoardError::new(format!("cannot start {}: {e}", binary.display()))
+                .help("build it with `cargo build -p ota-firmware --bin virtual-board`, or set `binary` in the board file's [virtual] table")
+        })?;
+        let (tx, stdout) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout is piped");
+        let err = child.stderr.take().expect("stderr is piped");
+        let log = self.log.clone();
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }),
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut log = lock(&log);
+                    if let Some(kind) = event_of(&line) {
+                        log.event(kind);
+                    }
+                    log.console(line);
+                }
+            }),
+        ];
+        let stdin = child.stdin.take();
+        let mut process = Process {
+            child,
+            _stdin: stdin,
+            stdout,
+            readers,
+            serial: None,
+            serial_path: String::new(),
+            http_addr: String::new(),
+        };
+        if let Err(e) = self.read_ready(&mut process) {
+            self.stop(process);
+            return Err(e);
+        }
+        Ok(process)
+    }
+
+    /// Reads stdout up to `ready`, keeping the `serial=` and `http=` lines.
+    fn read_ready(&mut self, process: &mut Process) -> BoardResult<()> {
+        let timeout = self.startup_timeout();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match process.stdout.recv_timeout(left) {
+                Ok(line) if line == "ready" => return Ok(()),
+                Ok(line) => {
+                    if let Some(path) = line.strip_prefix("serial=") {
+                        process.serial_path = path.to_string();
+                    } else if let Some(addr) = line.strip_prefix("http=") {
+                        process.http_addr = addr.to_string();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(BoardError::new(format!(
+                        "virtual-board printed no `ready` line within {:.1} s (still waiting for it); its console:\n    {}",
+                        timeout.as_secs_f64(),
+                        self.tail()
+                    ))
+                    .help("raise `startup_timeout` in the board file's [virtual] table if the machine is slow"));
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.died(process, "before it was ready")),
+            }
+        }
+    }
+
+    /// An error for a process that ended on its own.
+    fn died(&self, process: &mut Process, when: &str) -> BoardError {
+        // The line closes as the process exits; give it a moment to be reaped, but never wait on
+        // a process that is still alive.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match process.child.try_wait() {
+                Ok(Some(status)) => break status.to_string(),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = process.child.kill();
+                    break "no exit status: it stopped answering and was killed".to_string();
+                }
+            }
+        };
+        let _ = process.child.wait();
+        // The stderr reader may still be moving the last lines into the console.
+        for reader in process.readers.drain(..) {
+            let _ = reader.join();
+        }
+        BoardError::new(format!("virtual-board exited ({status}) {when}; its console:\n    {}", self.tail()))
+            .help("see the trial's console.txt; run virtual-board by hand with the same arguments to reproduce it")
+    }
+
+    /// SIGKILL, and waits for the process and its readers to end.
+    fn stop(&mut self, mut process: Process) {
+        drop(process.serial.take());
+        let _ = process.child.kill();
+        let _ = process.child.wait();
+        for reader in process.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+
+    /// Whether the process has ended (or ends within a moment: it may be exiting as we ask).
+    fn exited(&mut self) -> bool {
+        let Some(process) = self.process.as_mut() else { return true };
+        for _ in 0..20 {
+            if !matches!(process.child.try_wait(), Ok(None)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn process(&mut self) -> BoardResult<&mut Process> {
+        self.process.as_mut().ok_or_else(|| BoardError::new("the virtual board is off"))
+    }
+
+    /// Opens the process's pty.
+    fn connect(&mut self) -> BoardResult<()> {
+        let process = self.process()?;
+        let path = process.serial_path.clone();
+        if path.is_empty() {
+            return Err(BoardError::new("virtual-board printed no `serial=` line before `ready`")
+                .help("the runner needs its serial line: check that the binary matches firmware-under-test/README.md"));
+        }
+        let client = Client::open(&path).map_err(|e| BoardError::new(e.to_string()).help(e.help()))?;
+        self.process()?.serial = Some(client);
+        Ok(())
+    }
+
+    /// A transport failure as a board error; a line that closed means the process died.
+    fn transport(&mut self, error: TransportError, doing: &str) -> BoardError {
+        let Some(mut process) = self.process.take() else {
+            return BoardError::new(format!("{doing}: {error}"));
+        };
+        let exited = matches!(process.child.try_wait(), Ok(Some(_)));
+        if exited || matches!(error, TransportError::Closed { .. }) {
+            let e = self.died(&mut process, &format!("while the runner was {doing}"));
+            self.stop(process);
+            return e;
+        }
+        self.process = Some(process);
+        BoardError::new(format!("{doing}: {error}")).help(error.help())
+    }
+
+    fn call_timeout(
+        &mut self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> BoardResult<Result<Value, RpcErr>> {
+        let process = self.process()?;
+        let client = process
+            .serial
+            .as_mut()
+            .ok_or_else(|| BoardError::new("the virtual board's serial line is not open"))?;
+        match client.call_timeout(method, params, timeout) {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(self.transport(e, &format!("calling {method}"))),
+        }
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> BoardResult<Result<Value, RpcErr>> {
+        self.call_timeout(method, params, CALL_TIMEOUT)
+    }
+
+    /// Drops stdout lines already read (earlier reboots), so the next wait sees new ones only.
+    fn forget_lines(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            while process.stdout.try_recv().is_ok() {}
+        }
+    }
+
+    /// Waits for the process's next `reboot:` line, then for the device to answer again.
+    fn await_reboot(&mut self, after: &str) -> BoardResult<()> {
+        let timeout = self.startup_timeout();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let process = self.process()?;
+            match process.stdout.recv_timeout(left) {
+                Ok(line) if line.starts_with("reboot:") => break,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(BoardError::new(format!(
+                        "no `reboot:` line within {:.1} s after {after} (still waiting for the reboot)",
+                        timeout.as_secs_f64()
+                    )));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let mut process = self.process.take().expect("checked above");
+                    let e = self.died(&mut process, &format!("after {after}, before it rebooted"));
+                    self.stop(process);
+                    return Err(e);
+                }
+            }
+        }
+        self.await_answer(&format!("the reboot after {after}"))
+    }
+
+    /// Waits for the device to answer a call: it holds calls while it reboots, and a hung or
+    /// bricked device answers with an error, which counts.
+    fn await_answer(&mut self, after: &str) -> BoardResult<()> {
+        let timeout = self.startup_timeout();
+        self.call_timeout("Sys.GetInfo", Value::Null, timeout).map(|_| ()).map_err(|e| BoardError {
+            message: format!("{} (waiting for the device to answer after {after})", e.message),
+            help: e.help,
+        })
+    }
+
+    // ---- Pushes ----
+
+    fn push_rpc(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
+        let push = OtaPush {
+            bundle: request.bundle,
+            commit_timeout_s: request.commit_timeout_s,
+            update_timeout_s: UPDATE_TIMEOUT_S,
+            chunk_bytes: request.chunk_bytes,
+            ignore_same_version: request.ignore_same_version,
+            stop_after_bytes: cut_after,
+        };
+        self.forget_lines();
+        let process = self.process()?;
+        let client = process
+            .serial
+            .as_mut()
+            .ok_or_else(|| BoardError::new("the virtual board's serial line is not open"))?;
+        let outcome = match rpc_client::ota_push(client, &push, &mut |_| {}) {
+            Ok(outcome) => outcome,
+            Err(e) => return Err(self.transport(e, "pushing over RPC")),
+        };
+        match outcome {
+            OtaOutcome::Ended { message } => self.finished(&message, "OTA.End"),
+            OtaOutcome::Busy { state } => {
+                Ok(PushResult::Refused { message: format!("{BUSY} ({state}), call OTA.End") })
+            }
+            OtaOutcome::Refused { error, .. } => Ok(PushResult::Refused { message: error.message }),
+            OtaOutcome::Stopped { sent_bytes } => {
+                self.cut(&format!("after {sent_bytes} of {} bytes were acknowledged", request.bundle.len()));
+                Ok(PushResult::PowerLost)
+            }
+        }
+    }
+
+    fn push_http(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
+        self.forget_lines();
+        let addr = self.process()?.http_addr.clone();
+        if addr.is_empty() {
+            return Err(BoardError::new("virtual-board printed no `http=` line before `ready`"));
+        }
+        if let Some(keep) = cut_after {
+            let _stream = http_upload_prefix(&addr, request, keep).map_err(|e| {
+                BoardError::new(format!("POST http://{addr}/update: {e}"))
+                    .help("check that the device's HTTP server runs")
+            })?;
+            self.settle()?;
+            self.cut(&format!("after {keep} of {} bytes were sent", request.bundle.len()));
+            return Ok(PushResult::PowerLost);
+        }
+        let mut form = reqwest::blocking::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(request.bundle.to_vec()).file_name("fw.zip"),
+            )
+            .text("commit_timeout", request.commit_timeout_s.to_string());
+        if request.ignore_same_version {
+            form = form.text("ignore_same_version", "1");
+        }
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(TRANSFER_TIMEOUT)
+            .build()
+            .map_err(|e| BoardError::new(e.to_string()))?;
+        let url = format!("http://{addr}/update");
+        let answer = http.post(&url).multipart(form).send().and_then(|r| {
+            let status = r.status();
+            r.text().map(|body| (status, body))
+        });
+        let (status, body) = match answer {
+            Ok(answer) => answer,
+            Err(e) if self.exited() => {
+                return Err(self.transport(
+                    TransportError::Closed { port: format!("{url} ({e})") },
+                    "pushing over HTTP",
+                ));
+            }
+            Err(e) => {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    text += &format!(": {cause}");
+                    source = cause.source();
+                }
+                return Err(BoardError::new(format!("POST {url}: {text}"))
+                    .help("the device's HTTP server broke off the upload; see the trial's console"));
+            }
+        };
+        let message = body.trim().to_string();
+        if status.is_success() {
+            self.finished(&message, "POST /update")
+        } else {
+            Ok(PushResult::Refused { message })
+        }
+    }
+
+    fn push_pull(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
+        self.forget_lines();
+        let server = BundleServer::start(request.bundle.to_vec(), cut_after)
+            .map_err(|e| BoardError::new(format!("cannot serve the bundle on loopback: {e}")))?;
+        let mut params = json!({ "url": server.url(), "commit_timeout": request.commit_timeout_s });
+        if request.ignore_same_version {
+            params["ignore_same_version"] = json!(true);
+        }
+        if let Some(keep) = cut_after {
+            let process = self.process()?;
+            let client =
+                process.serial.as_mut().ok_or_else(|| BoardError::new("the serial line is not open"))?;
+            if let Client::Serial(serial) = client
+                && let Err(e) = serial.send("OTA.Update", params)
+            {
+                return Err(self.transport(e, "asking for a pull"));
+            }
+            server.await_served(self.startup_timeout()).map_err(|what| {
+                BoardError::new(format!("the device did not fetch the bundle (still waiting for {what})"))
+            })?;
+            self.settle()?;
+            self.cut(&format!("after {keep} of {} bytes were served", request.bundle.len()));
+            return Ok(PushResult::PowerLost);
+        }
+        let answer = self.call_timeout("OTA.Update", params, TRANSFER_TIMEOUT)?;
+        drop(server);
+        match answer {
+            Ok(result) => {
+                let message = result.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.finished(&message, "OTA.Update")
+            }
+            Err(e) if e.code == 0 => self.finished(&e.message, "OTA.Update"),
+            Err(e) => Ok(PushResult::Refused { message: e.message }),
+        }
+    }
+
+    /// An update the device took: "Version is the same as current", or applied (then the
+    /// device reboots into it).
+    fn finished(&mut self, message: &str, call: &str) -> BoardResult<PushResult> {
+        if message.contains("same as current") {
+            return Ok(PushResult::UpToDate);
+        }
+        self.await_reboot(&format!("{call} answered {message:?}"))?;
+        Ok(PushResult::Applied)
+    }
+
+    /// Polls `OTA.Status` until it reads the same three times in a row (the device has taken
+    /// what was sent), for at most [`SETTLE_MAX`].
+    fn settle(&mut self) -> BoardResult<()> {
+        let deadline = Instant::now() + SETTLE_MAX;
+        let (mut last, mut same) = (None, 0);
+        while same < 3 && Instant::now() < deadline {
+            let status = self.call("OTA.Status", Value::Null)?.ok();
+            let seen = status.map(|s| (s.get("state").cloned(), s.get("progress_percent").cloned()));
+            same = if seen == last { same + 1 } else { 0 };
+            last = seen;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// The armed cut strikes: SIGKILL.
+    fn cut(&mut self, how: &str) {
+        if let Some(process) = self.process.take() {
+            self.stop(process);
+        }
+        let how = format!("power cut {how}");
+        self.hil_line(&how);
+        self.note(EventKind::PowerCut { op: None, how });
+    }
+
+    /// The running firmware, from `Sys.GetInfo`: what it runs, or how it fails to.
+    fn activity(&mut self) -> BoardResult<Activity> {
+        match self.call("Sys.GetInfo", Value::Null)? {
+            Ok(info) => {
+                let slot = info.get("ota_slot").and_then(Value::as_u64).unwrap_or(0) as u8;
+                let version = info.get("fw_version").and_then(Value::as_str).unwrap_or_default().to_string();
+                Ok(Activity::Running { slot, version })
+            }
+            Err(e) if e.message.contains("hangs") => {
+                let slot =
+                    e.message.split("slot ").nth(1).and_then(|s| s.get(..1)).and_then(|d| d.parse().ok());
+                Ok(Activity::Hung { slot: slot.unwrap_or(0) })
+            }
+            Err(e) if e.message.contains("bricked") => {
+                let why = e.message.split_once(": ").map_or(e.message.as_str(), |(_, why)| why).to_string();
+                Ok(Activity::Bricked { why })
+            }
+            Err(e) => Err(BoardError::new(format!("Sys.GetInfo failed: {e}"))),
+        }
+    }
+
+    fn boot_state(&mut self) -> BoardResult<Option<BootStateView>> {
+        let Ok(state) = self.call("OTA.GetBootState", Value::Null)? else { return Ok(None) };
+        let uint = |key: &str| state.get(key).and_then(Value::as_u64);
+        let revert = state.get("revert_slot").and_then(Value::as_i64).unwrap_or(-1);
+        Ok(Some(BootStateView {
+            active_slot: uint("active_slot").unwrap_or(0) as u8,
+            revert_slot: u8::try_from(revert).ok(),
+            committed: state.get("is_committed").and_then(Value::as_bool).unwrap_or(false),
+            commit_timeout_s: uint("commit_timeout").unwrap_or(0) as u32,
+        }))
+    }
+}
+
+impl Drop for VirtualBoard {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            self.stop(process);
+        }
+    }
+}
+
+/// Where the `virtual-board` executable is: the board file's `binary`, else next to the
+/// running executable (or its parent folder, for `cargo test`'s `deps/`), else on `PATH`.
+pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, BoardError> {
+    if let Some(path) = configured {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(BoardError::new(format!("the virtual board binary {} does not exist", path.display()))
+                .help("build it with `cargo build -p ota-firmware --bin virtual-board`, or fix `binary` in the board file"))
+        };
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.push(exe.with_file_name(BINARY));
+        if let Some(parent) = exe.parent().and_then(Path::parent) {
+            candidates.push(parent.join(BINARY));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|dir| dir.join(BINARY)));
+    }
+    candidates.into_iter().find(|c| c.is_file()).ok_or_else(|| {
+        BoardError::new(format!("no {BINARY} executable next to hil or on PATH"))
+            .help("build it with `cargo build -p ota-firmware --bin virtual-board`, or set `binary` in the board file's [virtual] table")
+    })
+}
+
+/// A fresh temporary flash file name for this process.
+fn temporary_flash() -> PathBuf {
+    static TRIALS: AtomicU64 = AtomicU64::new(0);
+    let n = TRIALS.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("hil-virtual-{}-{n}.flash", std::process::id()))
+}
+
+impl Board for VirtualBoard {
+    fn info(&self) -> &BoardInfo {
+        &self.info
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn start_trial(&mut self, _seed: u64) -> BoardResult<()> {
+        if let Some(process) = self.process.take() {
+            self.stop(process);
+        }
+        self.armed = None;
+        {
+            let mut log = lock(&self.log);
+            log.started = Instant::now();
+            log.console.clear();
+            log.events.clear();
+        }
+        self.binary = Some(find_binary(self.config.binary.as_deref())?);
+        let flash = match &self.config.flash_file {
+            Some(path) => FlashFile { path: path.clone(), temporary: false },
+            None => FlashFile { path: temporary_flash(), temporary: true },
+        };
+        // The process creates an absent file erased: a blank device.
+        match std::fs::remove_file(&flash.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BoardError::new(format!(
+                    "cannot remove the old flash file {}: {e}",
+                    flash.path.display()
+                )));
+            }
+        }
+        self.flash = Some(flash);
+        Ok(())
+    }
+
+    fn provision(&mut self, bundle: &[u8]) -> BoardResult<()> {
+        if let Some(process) = self.process.take() {
+            self.stop(process);
+        }
+        let file = FlashFile { path: self.flash_path()?.with_extension("provision.zip"), temporary: true };
+        std::fs::write(&file.path, bundle)
+            .map_err(|e| BoardError::new(format!("cannot write {}: {e}", file.path.display())))?;
+        let args = ["--provision".to_string(), file.path.display().to_string()];
+        let process = self
+            .spawn(&args, Wiring::Headless)
+            .map_err(|e| BoardError { message: format!("provisioning: {}", e.message), help: e.help })?;
+        self.stop(process);
+        self.note(EventKind::Note { text: "provisioned slot 0".into() });
+        Ok(())
+    }
+
+    fn power_on(&mut self) -> BoardResult<()> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        self.note(EventKind::PowerOn);
+        let process = self.spawn(&[], Wiring::Channels)?;
+        self.process = Some(process);
+        let connected = self.connect();
+        if connected.is_err()
+            && let Some(process) = self.process.take()
+        {
+            self.stop(process);
+        }
+        connected
+    }
+
+    fn power_cut(&mut self) -> BoardResult<()> {
+        if self.process.is_some() {
+            self.cut("by the runner");
+        }
+        Ok(())
+    }
+
+    fn arm_cut(&mut self, cut: Cut) -> BoardResult<()> {
+        match cut {
+            Cut::AtFraction(_) => {
+                self.armed = Some(cut);
+                Ok(())
+            }
+            _ => Err(BoardError::new("the virtual board cuts the power at a fraction of an upload only")),
+        }
+    }
+
+    fn disarm_cut(&mut self) -> BoardResult<()> {
+        self.armed = None;
+        Ok(())
+    }
+
+    fn push(&mut self, request: &PushRequest<'_>) -> BoardResult<PushResult> {
+        let cut_after = match self.armed.take() {
+            Some(Cut::AtFraction(f)) => Some((request.bundle.len() as f64 * f) as usize),
+            _ => None,
+        };
+        if self.process.is_none() {
+            return Ok(PushResult::PowerLost);
+        }
+        match request.transport {
+            Transport::Rpc => self.push_rpc(request, cut_after),
+            Transport::Http => self.push_http(request, cut_after),
+            Transport::Pull => self.push_pull(request, cut_after),
+        }
+    }
+
+    fn wait(&mut self, ms: u64) -> BoardResult<()> {
+        std::thread::sleep(Duration::from_millis(ms / u64::from(self.config.time_scale)));
+        if let Some(process) = self.process.as_mut()
+            && let Ok(Some(_)) = process.child.try_wait()
+        {
+            let mut process = self.process.take().expect("checked above");
+            let e = self.died(&mut process, "during a wait");
+            self.stop(process);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> BoardResult<Result<(), Refusal>> {
+        if self.process.is_none() {
+            return Ok(Err("the device is off".into()));
+        }
+        Ok(self.call("OTA.Commit", Value::Null)?.map(|_| ()).map_err(|e| e.message))
+    }
+
+    fn revert(&mut self) -> BoardResult<Result<(), Refusal>> {
+        if self.process.is_none() {
+            return Ok(Err("the device is off".into()));
+        }
+        self.forget_lines();
+        if let Err(e) = self.call("OTA.Revert", Value::Null)? {
+            return Ok(Err(e.message));
+        }
+        self.await_reboot("OTA.Revert")?;
+        Ok(Ok(()))
+    }
+
+    fn reboot(&mut self) -> BoardResult<()> {
+        if self.process.is_none() {
+            return Ok(());
+        }
+        self.forget_lines();
+        match self.call("Sys.Reboot", json!({ "delay_ms": 0 }))? {
+            Ok(_) => self.await_reboot("Sys.Reboot"),
+            Err(e) => {
+                // A hung or bricked firmware cannot reboot itself: press reset (a power cycle).
+                self.hil_line(&format!("Sys.Reboot refused ({}); resetting by a power cycle", e.message));
+                if let Some(process) = self.process.take() {
+                    self.stop(process);
+                }
+                self.power_on()
+            }
+        }
+    }
+
+    fn snapshot(
+        &mut self,
+        set_as_revert: bool,
+        commit_timeout_s: Option<u32>,
+    ) -> BoardResult<Result<u8, Refusal>> {
+        if self.process.is_none() {
+            return Ok(Err("the device is off".into()));
+        }
+        let mut params = json!({ "set_as_revert": set_as_revert });
+        if let Some(timeout) = commit_timeout_s {
+            params["commit_timeout"] = json!(timeout);
+        }
+        Ok(match self.call("OTA.CreateSnapshot", params)? {
+            Ok(result) => match result.get("slot").and_then(Value::as_u64) {
+                Some(slot) => Ok(slot as u8),
+                None => {
+                    return Err(BoardError::new(format!(
+                        "OTA.CreateSnapshot answered {result} without a slot"
+                    )));
+                }
+            },
+            Err(e) => Err(e.message),
+        })
+    }
+
+    fn write_file(&mut self, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>> {
+        if self.process.is_none() {
+            return Ok(Err("the device is off".into()));
+        }
+        let data = base64_encode(content);
+        Ok(self.call("FS.Put", json!({ "filename": name, "data": data }))?.map(|_| ()).map_err(|e| e.message))
+    }
+
+    fn read_file(&mut self, name: &str) -> BoardResult<Result<Option<Vec<u8>>, Refusal>> {
+        if self.process.is_none() {
+            return Ok(Err("the device is off".into()));
+        }
+        match self.call("FS.Get", json!({ "filename": name }))? {
+            Ok(result) => {
+                let data = result.get("data").and_then(Value::as_str).unwrap_or_default();
+                let bytes = base64_decode(data).map_err(|e| {
+                    BoardError::new(format!("FS.Get {name} answered data that is not base64: {e}"))
+                })?;
+                Ok(Ok(Some(bytes)))
+            }
+            Err(e) if e.message.contains("no such file") => Ok(Ok(None)),
+            Err(e) => Ok(Err(e.message)),
+        }
+    }
+
+    fn status(&mut self) -> BoardResult<Status> {
+        if self.process.is_none() {
+            return Ok(Status { activity: Activity::Off, boot_state: None });
+        }
+        let activity = self.activity()?;
+        let boot_state = self.boot_state()?;
+        Ok(Status { activity, boot_state })
+    }
+
+    fn device_ms(&self) -> u64 {
+        lock(&self.log).now_ms()
+    }
+
+    fn drain_events(&mut self) -> Vec<(u64, EventKind)> {
+        std::mem::take(&mut lock(&self.log).events)
+    }
+
+    fn drain_console(&mut self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.log).console)
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text)
+}
+
+/// A timeline event for a console line of the device (`[   1234 ms] text`), when it marks one.
+fn event_of(line: &str) -> Option<EventKind> {
+    let text = line.split_once("] ").map_or(line, |(_, text)| text);
+    let slot_after = |prefix: &str| {
+        text.strip_prefix(prefix)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u8>().ok()
+    };
+    if let Some(slot) = slot_after("boot slot ") {
+        let reason = text.split_once('(').map_or("", |(_, r)| r.trim_end_matches(')')).to_string();
+        return Some(EventKind::Boot { slot, reason });
+    }
+    if let Some(slot) = slot_after("update applied to slot ") {
+        return Some(EventKind::UpdateApplied { slot });
+    }
+    if let Some(rest) = text.strip_prefix("fs merged: ") {
+        let copied = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        return Some(EventKind::Merge { copied });
+    }
+    if let Some(why) = text.strip_prefix("BRICKED: ") {
+        return Some(EventKind::Bricked { why: why.into() });
+    }
+    if let Some(why) = text.strip_prefix("update failed: ") {
+        return Some(EventKind::Refused { message: why.into() });
+    }
+    match text {
+        t if t.starts_with("committed") => Some(EventKind::Commit),
+        t if t.starts_with("reverted") => Some(EventKind::Revert { why: "OTA.Revert".into() }),
+        t if t.starts_with("reboot: commit timer expired") => {
+            Some(EventKind::Revert { why: "commit timer expired".into() })
+        }
+        "reboot: watchdog" => Some(EventKind::WatchdogReset),
+        "firmware crashed at boot" => Some(EventKind::Crash),
+        "commit timer expired" => Some(EventKind::Note { text: "commit timer expired".into() }),
+        _ => None,
+    }
+}
+
+/// Sends the head of `POST /update` and the first `keep` bytes of the bundle, and leaves the
+/// request unfinished; the stream is returned so that it stays open until the cut.
+fn http_upload_prefix(addr: &str, request: &PushRequest<'_>, keep: usize) -> std::io::Result<TcpStream> {
+    const BOUNDARY: &str = "hil-virtual-board-upload";
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fw.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+    );
+    let tail = format!(
+        "\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"commit_timeout\"\r\n\r\n{}\r\n--{BOUNDARY}--\r\n",
+        request.commit_timeout_s
+    );
+    let length = head.len() + request.bundle.len() + tail.len();
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_write_timeout(Some(TRANSFER_TIMEOUT))?;
+    write!(
+        stream,
+        "POST /update HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n{head}"
+    )?;
+    stream.write_all(&request.bundle[..keep.min(request.bundle.len())])?;
+    stream.flush()?;
+    Ok(stream)
+}
+
+/// A loopback HTTP server that serves one bundle at any path, for pulls: `200` with a
+/// Content-Length, and the body (or its first `cut_after` bytes, the connection then held open
+/// until the server is dropped).
+struct BundleServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    served: Receiver<usize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Connections a bundle server answers before it stops (the device fetches once; redirects and
+/// retries stay far below).
+const SERVER_CONNECTIONS_MAX: usize = 64;
+
+impl BundleServer {
+    fn start(bundle: Vec<u8>, cut_after: Option<usize>) -> std::io::Result<BundleServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, served) = mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().take(SERVER_CONNECTIONS_MAX) {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let sent = serve_bundle(&mut stream, &bundle, cut_after);
+                let _ = tx.send(sent);
+                if cut_after.is_some() {
+                    held.push(stream);
+                }
+            }
+        });
+        Ok(BundleServer { addr, stop, served, thread: Some(thread) })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/fw.zip", self.addr)
+    }
+
+    /// Waits until a client was served (all it gets).
+    fn await_served(&self, timeout: Duration) -> Result<usize, &'static str> {
+        self.served.recv_timeout(timeout).map_err(|_| "the device's GET of the bundle")
+    }
+}
+
+impl Drop for BundleServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads a request head (bounded) and answers with the bundle; the bytes of body sent.
+fn serve_bundle(stream: &mut TcpStream, bundle: &[u8], cut_after: Option<usize>) -> usize {
+    const HEAD_MAX_BYTES: usize = 16 * 1024;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(TRANSFER_TIMEOUT));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_MAX_BYTES {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = &bundle[..cut_after.unwrap_or(bundle.len()).min(bundle.len())];
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        bundle.len()
+    );
+    match stream
+        .write_all(answer.as_bytes())
+        .and_then(|_| stream.write_all(body))
+        .and_then(|_| stream.flush())
+    {
+        Ok(()) => body.len(),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_become_timeline_events() {
+        let check = |line: &str| event_of(line).map(|e| format!("{e:?}"));
+        assert_eq!(
+            check("[       12 ms] boot slot 1 (Trial)").as_deref(),
+            Some("Boot { slot: 1, reason: \"Trial\" }")
+        );
+        assert_eq!(
+            check("[0 ms] update applied to slot 1; rebooting").as_deref(),
+            Some("UpdateApplied { slot: 1 }")
+        );
+        assert_eq!(
+            check("[0 ms] fs merged: 2 copied, 1 kept from the image").as_deref(),
+            Some("Merge { copied: 2 }")
+        );
+        assert_eq!(check("[0 ms] reboot: watchdog").as_deref(), Some("WatchdogReset"));
+        assert_eq!(check("[0 ms] running 1.0.0 in slot 0"), None);
+    }
+}
