@@ -146,6 +146,8 @@ pub struct SerialClient {
     decoder: Decoder,
     next_id: u64,
     console: Vec<String>,
+    /// Nothing sent yet.
+    fresh: bool,
 }
 
 impl SerialClient {
@@ -160,6 +162,7 @@ impl SerialClient {
             decoder: Decoder::default(),
             next_id: first_id(),
             console: Vec::new(),
+            fresh: true,
         })
     }
 
@@ -173,8 +176,10 @@ impl SerialClient {
         let id = self.next_id;
         self.next_id += 1;
         let request = Request::new(id, method, params);
-        // A newline first ends whatever a previous, interrupted writer left on the line.
-        let mut bytes = b"\n".to_vec();
+        // A newline before the first frame ends whatever an earlier, interrupted writer left on
+        // the line (the device answers it with an empty line, which the decoder skips).
+        let mut bytes = if self.fresh { b"\n".to_vec() } else { Vec::new() };
+        self.fresh = false;
         bytes.extend(encode(request.to_json().as_bytes(), Style::LINE_CRC));
         self.write_all(&bytes)?;
         Ok(id)
@@ -284,10 +289,11 @@ pub struct HttpClient {
 impl HttpClient {
     pub fn open(url: &str) -> Result<HttpClient, TransportError> {
         let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-        let url = if rest.contains('/') && !rest.ends_with('/') {
-            url.to_string()
-        } else {
+        let path = rest.find('/').map_or("", |at| &rest[at..]);
+        let url = if path.is_empty() || path == "/" {
             format!("{}/rpc", url.trim_end_matches('/'))
+        } else {
+            url.to_string()
         };
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
@@ -432,5 +438,41 @@ fn write_chunk(
         (Some(e), _) => Ok(Err(e)),
         (None, Some(e)) => Err(e),
         (None, None) => unreachable!("WRITE_ATTEMPTS is at least one"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_http_port_without_a_path_gets_rpc() {
+        let url = |port: &str| HttpClient::open(port).unwrap().url;
+        assert_eq!(url("http://127.0.0.1:8080"), "http://127.0.0.1:8080/rpc");
+        assert_eq!(url("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/rpc");
+        assert_eq!(url("http://127.0.0.1:8080/rpc"), "http://127.0.0.1:8080/rpc");
+        assert_eq!(url("http://127.0.0.1:8080/rpc/"), "http://127.0.0.1:8080/rpc/");
+    }
+
+    #[test]
+    fn a_serial_reply_is_found_among_console_lines_and_stale_replies() {
+        let (a, b) = serialport::TTYPort::pair().expect("a pty pair");
+        drop(b);
+        let mut client = SerialClient {
+            port: "test".into(),
+            tty: a,
+            decoder: Decoder::default(),
+            next_id: 7,
+            console: Vec::new(),
+            fresh: false,
+        };
+        let stale = encode(br#"{"id":6,"src":"d","result":1}"#, Style::LINE_CRC);
+        let reply = encode(br#"{"id":7,"src":"d","error":{"code":-1,"message":"no"}}"#, Style::QUOTED_CRC);
+        let mut wire = b"[   12 ms] boot slot 0 (Committed)\r\n".to_vec();
+        wire.extend(stale);
+        wire.extend(reply);
+        let got = client.take_reply(&wire, &Id::from(7u64)).unwrap();
+        assert_eq!(got, Some(Err(RpcErr { code: -1, message: "no".into() })));
+        assert_eq!(client.console, ["[   12 ms] boot slot 0 (Committed)"]);
     }
 }

@@ -343,8 +343,35 @@ impl Device {
     }
 }
 
-/// Runs the virtual board until the process is killed.
+/// Where a started board listens.
+#[derive(Clone, Debug)]
+pub struct Ports {
+    /// The pty a client opens, when the serial line is on.
+    pub serial: Option<String>,
+    /// The bound HTTP address, when the server is on.
+    pub http: Option<String>,
+}
+
+/// Runs the virtual board until the process is killed: starts it, prints where it listens, and
+/// keeps the timers going.
 pub fn run(options: Options) -> Result<(), String> {
+    let ports = spawn(options)?;
+    if let Some(serial) = &ports.serial {
+        println!("serial={serial}");
+    }
+    if let Some(http) = &ports.http {
+        println!("http={http}");
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Starts the board in this process (its channels and its timer thread) and returns where it
+/// listens. Benchmarks and tests use it directly.
+pub fn spawn(options: Options) -> Result<Ports, String> {
     let layout = options.layout();
     let size = layout.fs[1].end() as u32;
     let mut flash =
@@ -364,19 +391,17 @@ pub fn run(options: Options) -> Result<(), String> {
     let clock = Clock::new(options.time_scale);
     let console = Console::default();
     let device = Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock, console.clone())));
-    if options.serial {
-        let name = serial::start(device.clone(), console.clone())?;
-        println!("serial={name}");
-    }
-    if let Some(addr) = &options.http {
-        let bound = web::start(device.clone(), addr)?;
-        println!("http={bound}");
-    }
-    println!("ready");
-    let _ = std::io::stdout().flush();
+    let serial = options.serial.then(|| serial::start(device.clone(), console.clone())).transpose()?;
+    let http = options.http.as_deref().map(|addr| web::start(device.clone(), addr)).transpose()?;
+    std::thread::spawn(move || timers(&device, clock));
+    Ok(Ports { serial, http })
+}
+
+/// The timer thread: what falls due, polling, and sleeping until the next thing is due.
+fn timers(device: &SharedDevice, clock: Clock) {
     loop {
         let (poll, due) = {
-            let mut d = lock(&device);
+            let mut d = lock(device);
             (d.tick(), d.next_due_ms())
         };
         if let Some(request) = poll {
