@@ -178,6 +178,8 @@ pub struct App<F> {
     progress_percent: u32,
     reboot_at_ms: Option<u64>,
     notes: Vec<String>,
+    /// `conf9.json` over the defaults, as last read.
+    config: Option<crate::config::Config>,
 }
 
 /// Boots: the boot loader's decision, the first-boot merge, then the firmware's start.
@@ -231,6 +233,7 @@ pub fn start<F: NorFlash>(mut flash: F, layout: Layout, settings: Settings, now_
         progress_percent: 0,
         reboot_at_ms: None,
         notes,
+        config: None,
     };
     if app.simulated && behaviour == Behaviour::Healthy && !state.committed && app.commit().is_ok() {
         app.notes.push("committed (the firmware checked itself)".into());
@@ -416,7 +419,8 @@ impl<F: NorFlash> App<F> {
                 Ok(Finished::Applied { slot })
             }
             Ok(_) => {
-                self.state = OtaState::Success;
+                // No reboot follows: the device is ready for the next update at once.
+                self.state = OtaState::Idle;
                 self.message = Finished::UpToDate.message().into();
                 self.notes.push("version is the same as current; nothing written".into());
                 Ok(Finished::UpToDate)
@@ -436,7 +440,7 @@ impl<F: NorFlash> App<F> {
     /// Ends a pull that found nothing newer (`304`): nothing written, no reboot.
     pub fn update_not_modified(&mut self) {
         if self.session.take().is_some() {
-            self.state = OtaState::Success;
+            self.state = OtaState::Idle;
             self.message = "Not Modified".into();
             self.notes.push("pull: not modified".into());
         }
@@ -513,6 +517,7 @@ impl<F: NorFlash> App<F> {
     }
 
     pub fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), RpcError> {
+        self.config = None;
         lfs::write_file(&mut self.flash, self.layout.fs(self.slot), name, data)
             .map_err(|e| RpcError::new(-1, e.to_string()))
     }
@@ -524,9 +529,16 @@ impl<F: NorFlash> App<F> {
     }
 
     /// The device configuration: `conf9.json` on the running filesystem, over the defaults.
+    /// Read once per boot and after every file write (only writes through the application
+    /// change the filesystem while it runs).
     pub fn config(&mut self) -> crate::config::Config {
+        if let Some(config) = &self.config {
+            return config.clone();
+        }
         let user = self.read_file(crate::config::USER_FILE).ok().flatten();
-        crate::config::Config::from_user_file(user.as_deref(), &self.settings)
+        let config = crate::config::Config::from_user_file(user.as_deref(), &self.settings);
+        self.config = Some(config.clone());
+        config
     }
 
     // ---- Time ----

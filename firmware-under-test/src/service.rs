@@ -7,10 +7,10 @@
 //! | `Sys.GetInfo`       | none                                          | `{app, fw_version, fw_id, arch, id, uptime_ms}` |
 //! | `Sys.Reboot`        | `{delay_ms}`                                  | `null`, then a reboot |
 //! | `OTA.Status`        | none                                          | `{state, msg, progress_percent, is_committed, commit_timeout, partition}` |
-//! | `OTA.Begin`         | `{timeout, commit_timeout, size}`             | `null` |
+//! | `OTA.Begin`         | `{timeout, commit_timeout, size, ignore_same_version}` | `null` |
 //! | `OTA.Write`         | `{offset, data}` (base64)                     | `null`; an offset already received is acknowledged, not applied again; a gap is refused |
 //! | `OTA.End`           | none                                          | `{state, msg}`; a reboot follows an applied update |
-//! | `OTA.Update`        | `{url, commit_timeout}` or `{section, blob_url, commit_timeout}` | replied when the pull ends |
+//! | `OTA.Update`        | `{url, commit_timeout, ignore_same_version}` or `{section, blob_url, commit_timeout}` | replied when the pull ends |
 //! | `OTA.Commit`        | none                                          | `null`; −1 when already committed |
 //! | `OTA.Revert`        | none                                          | `null`, then a reboot; −1 when committed |
 //! | `OTA.GetBootState`  | none                                          | `{active_slot, is_committed, revert_slot, commit_timeout}` (`revert_slot` −1 for none) |
@@ -75,6 +75,17 @@ fn seconds(params: &Value, key: &str) -> Result<Option<u32>, RpcError> {
     uint(params, key)?
         .map(|v| u32::try_from(v).map_err(|_| malformed(format!("{key} is too large"))))
         .transpose()
+}
+
+/// An optional boolean param; 0 and 1 are taken too, as query strings carry them.
+fn flag(params: &Value, key: &str) -> Result<Option<bool>, RpcError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) if v.as_u64() == Some(0) => Ok(Some(false)),
+        Some(v) if v.as_u64() == Some(1) => Ok(Some(true)),
+        Some(_) => Err(malformed(format!("{key} must be true or false"))),
+    }
 }
 
 fn string<'a>(params: &'a Value, key: &str) -> Result<Option<&'a str>, RpcError> {
@@ -151,7 +162,8 @@ fn begin<F: NorFlash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<V
     let timeout_s = uint(params, "timeout")?;
     let commit_timeout_s = seconds(params, "commit_timeout")?.unwrap_or(0);
     let size = uint(params, "size")?;
-    let options = UpdateOptions { commit_timeout_s, ignore_same_version: false };
+    let ignore_same_version = flag(params, "ignore_same_version")?.unwrap_or(false);
+    let options = UpdateOptions { commit_timeout_s, ignore_same_version };
     app.update_begin(Source::Rpc, options, size, timeout_s.map(|s| s * 1000), now_ms)?;
     Ok(Value::Null)
 }
@@ -184,7 +196,8 @@ fn pull<F: NorFlash>(app: &mut App<F>, params: &Value) -> Reply {
         }
         let commit_timeout_s =
             seconds(params, "commit_timeout")?.unwrap_or(app.config().update_commit_timeout_s);
-        Ok(PullRequest { url, commit_timeout_s, ignore_same_version: false })
+        let ignore_same_version = flag(params, "ignore_same_version")?.unwrap_or(false);
+        Ok(PullRequest { url, commit_timeout_s, ignore_same_version })
     })();
     match request {
         Ok(request) => Reply::Pull(request),

@@ -9,7 +9,7 @@
 //! | `power_on`    | spawns the process on the flash file, reads stdout to `ready` (`serial=`, `http=`), opens the pty |
 //! | `power_cut`   | SIGKILL, and waits for the process to end |
 //! | `reboot`      | `Sys.Reboot`, then the `reboot:` line and an answer; a hung or bricked device is power-cycled |
-//! | `wait(ms)`    | sleeps `ms / time_scale`: the device's clock runs `time_scale` times as fast |
+//! | `wait(ms)`    | sleeps until `ms / time_scale` of wall time have passed since the last action (or wait) ended: the device's clock runs `time_scale` times as fast, and the runner's own queries in between are not counted |
 //! | `push` rpc    | `OTA.Status`, `OTA.Begin`, `OTA.Write`s, `OTA.End` over the pty ([`rpc_client::ota_push`]) |
 //! | `push` http   | `POST /update`, multipart: the bundle as a file part, then `commit_timeout` |
 //! | `push` pull   | serves the bundle from a loopback HTTP server of its own, then `OTA.Update {url}` |
@@ -137,6 +137,11 @@ pub struct VirtualBoard {
     process: Option<Process>,
     armed: Option<Cut>,
     log: Arc<Mutex<Log>>,
+    /// Where the next `wait` counts from: the end of the last action that changed the device,
+    /// plus the waits since ([`VirtualBoard::settle_mark`]).
+    wait_mark: Instant,
+    /// An action ran since the mark was set; the next query or wait moves the mark to its end.
+    acted: bool,
 }
 
 impl VirtualBoard {
@@ -171,6 +176,23 @@ impl VirtualBoard {
             process: None,
             armed: None,
             log: Arc::new(Mutex::new(log)),
+            wait_mark: Instant::now(),
+            acted: true,
+        }
+    }
+
+    /// Notes that an action changes the device now.
+    fn act(&mut self) {
+        self.acted = true;
+    }
+
+    /// Queries and waits call this first: when an action ran since the mark, it ended just
+    /// now, and waits count from here. So the runner's own queries between an action and a wait
+    /// (the status before every step, an `expect`) cost no device time, as on the simulator,
+    /// where time moves only when a step makes it.
+    fn settle_mark(&mut self) {
+        if std::mem::take(&mut self.acted) {
+            self.wait_mark = Instant::now();
         }
     }
 
@@ -310,21 +332,17 @@ impl VirtualBoard {
         };
         let _ = process.child.wait();
         // The stderr reader may still be moving the last lines into the console.
-        for reader in process.readers.drain(..) {
-            let _ = reader.join();
-        }
+        settle_readers(process, Duration::from_secs(1));
         BoardError::new(format!("virtual-board exited ({status}) {when}; its console:\n    {}", self.tail()))
             .help("see the trial's console.txt; run virtual-board by hand with the same arguments to reproduce it")
     }
 
-    /// SIGKILL, and waits for the process and its readers to end.
+    /// SIGKILL, and waits for the process (and briefly for its readers) to end.
     fn stop(&mut self, mut process: Process) {
         drop(process.serial.take());
         let _ = process.child.kill();
         let _ = process.child.wait();
-        for reader in process.readers.drain(..) {
-            let _ = reader.join();
-        }
+        settle_readers(&mut process, Duration::from_millis(200));
     }
 
     /// Whether the process has ended (or ends within a moment: it may be exiting as we ask).
@@ -540,12 +558,12 @@ impl VirtualBoard {
             params["ignore_same_version"] = json!(true);
         }
         if let Some(keep) = cut_after {
-            let process = self.process()?;
-            let client =
-                process.serial.as_mut().ok_or_else(|| BoardError::new("the serial line is not open"))?;
-            if let Client::Serial(serial) = client
-                && let Err(e) = serial.send("OTA.Update", params)
-            {
+            // The reply would come when the pull ends, which it never does: send, do not wait.
+            let sent = match self.process()?.serial.as_mut() {
+                Some(Client::Serial(serial)) => serial.send("OTA.Update", params),
+                _ => return Err(BoardError::new("the virtual board's serial line is not open")),
+            };
+            if let Err(e) = sent {
                 return Err(self.transport(e, "asking for a pull"));
             }
             server.await_served(self.startup_timeout()).map_err(|what| {
@@ -644,12 +662,23 @@ impl Drop for VirtualBoard {
     }
 }
 
+/// Waits up to `timeout` for the output readers to reach the end of the pipes (a process that
+/// left a child holding them open would keep them waiting), then lets them go.
+fn settle_readers(process: &mut Process, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while process.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    process.readers.clear();
+}
+
 /// Where the `virtual-board` executable is: the board file's `binary`, else next to the
 /// running executable (or its parent folder, for `cargo test`'s `deps/`), else on `PATH`.
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, BoardError> {
     if let Some(path) = configured {
         return if path.is_file() {
-            Ok(path.to_path_buf())
+            // `Command` looks a bare name up on PATH; the board file meant this one.
+            Ok(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
         } else {
             Err(BoardError::new(format!("the virtual board binary {} does not exist", path.display()))
                 .help("build it with `cargo build -p ota-firmware --bin virtual-board`, or fix `binary` in the board file"))
@@ -688,6 +717,7 @@ impl Board for VirtualBoard {
     }
 
     fn start_trial(&mut self, _seed: u64) -> BoardResult<()> {
+        self.act();
         if let Some(process) = self.process.take() {
             self.stop(process);
         }
@@ -719,6 +749,7 @@ impl Board for VirtualBoard {
     }
 
     fn provision(&mut self, bundle: &[u8]) -> BoardResult<()> {
+        self.act();
         if let Some(process) = self.process.take() {
             self.stop(process);
         }
@@ -735,6 +766,7 @@ impl Board for VirtualBoard {
     }
 
     fn power_on(&mut self) -> BoardResult<()> {
+        self.act();
         if self.process.is_some() {
             return Ok(());
         }
@@ -751,6 +783,7 @@ impl Board for VirtualBoard {
     }
 
     fn power_cut(&mut self) -> BoardResult<()> {
+        self.act();
         if self.process.is_some() {
             self.cut("by the runner");
         }
@@ -773,6 +806,7 @@ impl Board for VirtualBoard {
     }
 
     fn push(&mut self, request: &PushRequest<'_>) -> BoardResult<PushResult> {
+        self.act();
         let cut_after = match self.armed.take() {
             Some(Cut::AtFraction(f)) => Some((request.bundle.len() as f64 * f) as usize),
             _ => None,
@@ -787,8 +821,12 @@ impl Board for VirtualBoard {
         }
     }
 
+    /// Sleeps until `ms` of device time (`ms / time_scale` of wall time) have passed since the
+    /// mark: the end of the last action, or of the last wait.
     fn wait(&mut self, ms: u64) -> BoardResult<()> {
-        std::thread::sleep(Duration::from_millis(ms / u64::from(self.config.time_scale)));
+        self.settle_mark();
+        self.wait_mark += Duration::from_micros(ms.saturating_mul(1000) / u64::from(self.config.time_scale));
+        std::thread::sleep(self.wait_mark.saturating_duration_since(Instant::now()));
         if let Some(process) = self.process.as_mut()
             && let Ok(Some(_)) = process.child.try_wait()
         {
@@ -801,6 +839,7 @@ impl Board for VirtualBoard {
     }
 
     fn commit(&mut self) -> BoardResult<Result<(), Refusal>> {
+        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -808,6 +847,7 @@ impl Board for VirtualBoard {
     }
 
     fn revert(&mut self) -> BoardResult<Result<(), Refusal>> {
+        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -820,6 +860,7 @@ impl Board for VirtualBoard {
     }
 
     fn reboot(&mut self) -> BoardResult<()> {
+        self.act();
         if self.process.is_none() {
             return Ok(());
         }
@@ -842,6 +883,7 @@ impl Board for VirtualBoard {
         set_as_revert: bool,
         commit_timeout_s: Option<u32>,
     ) -> BoardResult<Result<u8, Refusal>> {
+        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -863,6 +905,7 @@ impl Board for VirtualBoard {
     }
 
     fn write_file(&mut self, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>> {
+        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -871,6 +914,7 @@ impl Board for VirtualBoard {
     }
 
     fn read_file(&mut self, name: &str) -> BoardResult<Result<Option<Vec<u8>>, Refusal>> {
+        self.settle_mark();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -888,6 +932,7 @@ impl Board for VirtualBoard {
     }
 
     fn status(&mut self) -> BoardResult<Status> {
+        self.settle_mark();
         if self.process.is_none() {
             return Ok(Status { activity: Activity::Off, boot_state: None });
         }
