@@ -323,3 +323,38 @@ fn pull_from_a_url_with_the_device_headers() {
     wait_for_version(&board, "2.0.0");
     assert_eq!(rpc_http(&board, "Sys.GetInfo", json!({}))["fw_version"], "2.0.0");
 }
+
+#[test]
+fn polling_from_conf9_pulls_with_the_device_headers_and_a_304_changes_nothing() {
+    let board = provisioned("poll");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/fw.zip", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        stream.write_all(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n").unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    use base64::Engine as _;
+    let conf = json!({"device": {"id": "site-7"}, "update": {"url": url, "interval": 1}}).to_string();
+    let data = base64::engine::general_purpose::STANDARD.encode(conf);
+    rpc_http(&board, "FS.Put", json!({"filename": "conf9.json", "data": data}));
+    let head = server.join().unwrap();
+    assert!(head.starts_with("GET /fw.zip HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("X-MGOS-Device-ID: site-7 -"), "{head}");
+    assert!(head.contains("X-MGOS-FW-Version: host 1.0.0 b-1.0.0"), "{head}");
+    let status = rpc_http(&board, "OTA.Status", json!({}));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut status = status;
+    while status["msg"] != "Not Modified" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        status = rpc_http(&board, "OTA.Status", json!({}));
+    }
+    assert_eq!((status["state"].clone(), status["msg"].clone()), (json!(0), json!("Not Modified")));
+    assert_eq!(rpc_http(&board, "Sys.GetInfo", json!({}))["fw_version"], "1.0.0");
+}
