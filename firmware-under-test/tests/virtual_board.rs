@@ -295,10 +295,9 @@ fn a_power_cut_in_the_middle_of_a_flash_operation_leaves_a_device_that_boots() {
     assert!(out.contains("Update applied, finalizing"), "the update then succeeds: {out}");
 }
 
-#[test]
-fn pull_from_a_url_with_the_device_headers() {
-    let board = provisioned("pull");
-    let zip = bundle("2.0.0", Some(Behaviour::Healthy));
+/// A server on loopback that answers one request with `response`; the thread returns the
+/// request's head.
+fn serve_once(response: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/fw.zip", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
@@ -309,12 +308,19 @@ fn pull_from_a_url_with_the_device_headers() {
             stream.read_exact(&mut byte).unwrap();
             head.push(byte[0]);
         }
-        stream
-            .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", zip.len()).as_bytes())
-            .unwrap();
-        stream.write_all(&zip).unwrap();
+        stream.write_all(&response).unwrap();
         String::from_utf8(head).unwrap()
     });
+    (url, server)
+}
+
+#[test]
+fn pull_from_a_url_with_the_device_headers() {
+    let board = provisioned("pull");
+    let zip = bundle("2.0.0", Some(Behaviour::Healthy));
+    let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", zip.len()).into_bytes();
+    response.extend_from_slice(&zip);
+    let (url, server) = serve_once(response);
     let reply = rpc_http(&board, "OTA.Update", json!({"url": url, "commit_timeout": 300}));
     assert_eq!(reply, json!({"state": 3, "msg": "Update applied, finalizing"}));
     let head = server.join().unwrap();
@@ -327,19 +333,7 @@ fn pull_from_a_url_with_the_device_headers() {
 #[test]
 fn polling_from_conf9_pulls_with_the_device_headers_and_a_304_changes_nothing() {
     let board = provisioned("poll");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/fw.zip", listener.local_addr().unwrap());
-    let server = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        stream.write_all(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n").unwrap();
-        String::from_utf8(head).unwrap()
-    });
+    let (url, server) = serve_once(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n".to_vec());
     use base64::Engine as _;
     let conf = json!({"device": {"id": "site-7"}, "update": {"url": url, "interval": 1}}).to_string();
     let data = base64::engine::general_purpose::STANDARD.encode(conf);
