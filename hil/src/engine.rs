@@ -153,6 +153,7 @@ fn run_step(
     seed: u64,
     before: &[Status],
 ) -> Result<Vec<String>, StepError> {
+    board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
     if let Some(cut) = step.cut {
         board.arm_cut(cut)?;
     }

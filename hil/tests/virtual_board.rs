@@ -304,3 +304,24 @@ fn hil_call_without_a_device_says_what_to_check() {
     let http = hil(&["call", "Sys.GetInfo", "--port", "http://127.0.0.1:9/rpc", "--timeout", "2s"], &dir.0);
     assert_eq!(http.status.code(), Some(2), "{}", text(&http));
 }
+
+/// A step's `timeout` bounds every wait the board does for it, and the error says what it was
+/// still waiting for.
+#[test]
+fn a_step_timeout_ends_the_wait_and_names_it() {
+    let _one = one_at_a_time();
+    let Some(_) = virtual_board() else { return };
+    let dir = TempDir::new("step-timeout");
+    let scenario = "name = \"too little time\"\n\
+         [[step]]\nprovision = { version = \"1.0.0\" }\n\
+         [[step]]\npower_on = true\ntimeout = \"1ms\"\n";
+    let file = dir.0.join("timeout.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let (output, report) = run_scenarios(&dir.0, &[file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "an infrastructure error: {}", text(&output));
+    let trial = &report["trials"][0];
+    assert_eq!(trial["outcome"], "error", "{}", text(&output));
+    let message = trial["message"].as_str().unwrap();
+    assert!(message.starts_with("step 2 (line 4): "), "{message}");
+    assert!(message.contains("still waiting for it"), "{message}");
+}

@@ -181,6 +181,13 @@ pub trait Board {
     /// Device time now, in milliseconds.
     fn device_ms(&self) -> u64;
 
+    /// The step about to run may take at most `timeout` of real time: every wait the board
+    /// does for it ends by then, saying what it was still waiting for. Boards whose steps never
+    /// wait (the simulator, on virtual time) ignore it.
+    fn step_timeout(&mut self, timeout: std::time::Duration) {
+        let _ = timeout;
+    }
+
     /// Timeline events since the last call, with their device time.
     fn drain_events(&mut self) -> Vec<(u64, EventKind)>;
     /// Console lines since the last call.

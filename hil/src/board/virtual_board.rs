@@ -142,6 +142,8 @@ pub struct VirtualBoard {
     wait_mark: Instant,
     /// An action ran since the mark was set; the next query or wait moves the mark to its end.
     acted: bool,
+    /// When the current step's timeout runs out; every wait ends by then.
+    step_deadline: Option<Instant>,
 }
 
 impl VirtualBoard {
@@ -178,6 +180,7 @@ impl VirtualBoard {
             log: Arc::new(Mutex::new(log)),
             wait_mark: Instant::now(),
             acted: true,
+            step_deadline: None,
         }
     }
 
@@ -197,7 +200,15 @@ impl VirtualBoard {
     }
 
     fn startup_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.startup_timeout_ms)
+        self.capped(Duration::from_millis(self.config.startup_timeout_ms))
+    }
+
+    /// `wanted`, cut short by the step's timeout (the scenario's `timeout`) when that ends first.
+    fn capped(&self, wanted: Duration) -> Duration {
+        match self.step_deadline {
+            Some(deadline) => wanted.min(deadline.saturating_duration_since(Instant::now())),
+            None => wanted,
+        }
     }
 
     fn flash_path(&self) -> BoardResult<PathBuf> {
@@ -395,6 +406,7 @@ impl VirtualBoard {
         params: Value,
         timeout: Duration,
     ) -> BoardResult<Result<Value, RpcErr>> {
+        let timeout = self.capped(timeout);
         let process = self.process()?;
         let client = process
             .serial
@@ -947,6 +959,10 @@ impl Board for VirtualBoard {
 
     fn drain_events(&mut self) -> Vec<(u64, EventKind)> {
         std::mem::take(&mut lock(&self.log).events)
+    }
+
+    fn step_timeout(&mut self, timeout: Duration) {
+        self.step_deadline = Some(Instant::now() + timeout);
     }
 
     fn drain_console(&mut self) -> Vec<String> {
