@@ -113,6 +113,22 @@ impl core::fmt::Display for Hex<'_> {
     }
 }
 
+impl Part {
+    /// A part with its name and no field given.
+    pub fn named(name: PartName) -> Part {
+        Part {
+            name,
+            kind: None,
+            src: None,
+            size_bytes: None,
+            addr: None,
+            cs_sha1: None,
+            cs_sha256: None,
+            update: None,
+        }
+    }
+}
+
 impl Manifest {
     /// Parses `manifest.json`. `platform` and `parts` are required; `name`, `version` and
     /// `build_id` are optional, as real bundles lack some of them.
@@ -190,16 +206,7 @@ fn parse_parts(p: &mut Parser<'_>) -> Result<heapless::Vec<Part, PARTS_MAX>, Man
 /// One part's object.
 fn parse_part(p: &mut Parser<'_>, name: PartName) -> Result<Part, ManifestError> {
     p.begin_object().map_err(|e| value_error(e, "part", 0))?;
-    let mut part = Part {
-        name,
-        kind: None,
-        src: None,
-        size_bytes: None,
-        addr: None,
-        cs_sha1: None,
-        cs_sha256: None,
-        update: None,
-    };
+    let mut part = Part::named(name);
     let mut key_buf = [0u8; KEY_MAX_BYTES];
     while let Some(key) = p.next_key(&mut key_buf).map_err(parse_error)? {
         match key {
@@ -334,16 +341,7 @@ mod tests {
     }
 
     fn part(name: &str) -> Part {
-        Part {
-            name: PartName::new(name).unwrap(),
-            kind: None,
-            src: None,
-            size_bytes: None,
-            addr: None,
-            cs_sha1: None,
-            cs_sha256: None,
-            update: None,
-        }
+        Part::named(PartName::new(name).unwrap())
     }
 
     /// Byte offset of the `n`th (from 0) `needle` in `doc`.

@@ -196,40 +196,12 @@ fn replay(args: &Args, point: Point) -> ExitCode {
 }
 
 fn random(args: &Args) -> ExitCode {
-    let started = std::time::Instant::now();
-    let mut failures = 0;
-    for seed in args.seed..args.seed + args.schedules {
-        match schedule::run(seed, args.steps) {
-            Ok(outcome) if args.schedules == 1 => {
-                for line in &outcome.trace {
-                    println!("{line}");
-                }
-                println!(
-                    "seed {seed}: {} steps, every invariant held, trace hash {:016x}",
-                    args.steps, outcome.trace_hash
-                );
-            }
-            Ok(_) => {}
-            Err(failure) => {
-                failures += 1;
-                if args.schedules == 1 {
-                    for line in &failure.trace {
-                        println!("{line}");
-                    }
-                }
-                eprintln!("FAILED seed {} at step {}: {}", failure.seed, failure.step, failure.what);
-                eprintln!("  replay: {}", failure.replay_command(args.steps));
-            }
-        }
-    }
-    if args.schedules > 1 {
-        println!(
-            "{} schedules of {} steps from seed {}: {failures} failed, {:.2} s",
-            args.schedules,
-            args.steps,
-            args.seed,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    let batch = schedule::run_many(args.seed, args.schedules, args.steps);
+    batch.print(|seed| {
+        format!(
+            "cargo run --release -p ota-sim --example sweep -- --random --seed {seed} --steps {}",
+            args.steps
+        )
+    });
+    if batch.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

@@ -294,3 +294,58 @@ fn trace_of(device: &Device) -> Vec<String> {
 pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
+
+/// A batch of schedules: `count` seeds from `first_seed`.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub first_seed: u64,
+    pub count: u64,
+    pub steps: usize,
+    pub failures: Vec<ScheduleFailure>,
+    /// The outcome, when the batch was one schedule that held: its trace is worth showing.
+    pub single: Option<Outcome>,
+    pub seconds: f64,
+}
+
+/// Runs `count` schedules of `steps` steps, seeds `first_seed..first_seed + count`.
+pub fn run_many(first_seed: u64, count: u64, steps: usize) -> Batch {
+    let started = std::time::Instant::now();
+    let mut batch = Batch { first_seed, count, steps, failures: Vec::new(), single: None, seconds: 0.0 };
+    for seed in first_seed..first_seed + count {
+        match run(seed, steps) {
+            Ok(outcome) if count == 1 => batch.single = Some(outcome),
+            Ok(_) => {}
+            Err(failure) => batch.failures.push(failure),
+        }
+    }
+    batch.seconds = started.elapsed().as_secs_f64();
+    batch
+}
+
+impl Batch {
+    /// Prints the batch as the command lines show it: a single schedule's trace, every failure
+    /// with the replay command `replay(seed)` gives, and a summary line.
+    pub fn print(&self, replay: impl Fn(u64) -> String) {
+        let single_trace = self.single.as_ref().map(|o| &o.trace).or(self.failures.first().map(|f| &f.trace));
+        if self.count == 1
+            && let Some(trace) = single_trace
+        {
+            trace.iter().for_each(|line| println!("{line}"));
+        }
+        if let Some(outcome) = &self.single {
+            println!("seed {}: every invariant held, trace hash {:016x}", outcome.seed, outcome.trace_hash);
+        }
+        for f in &self.failures {
+            eprintln!("FAILED seed {} at step {}: {}", f.seed, f.step, f.what);
+            eprintln!("  replay: {}", replay(f.seed));
+        }
+        println!(
+            "{} random schedules of {} steps from seed {}: {} failed, {:.2} s",
+            self.count,
+            self.steps,
+            self.first_seed,
+            self.failures.len(),
+            self.seconds
+        );
+    }
+}

@@ -478,22 +478,19 @@ impl Board for SimBoard {
                 ));
             }
         }
-        let started = std::time::Instant::now();
-        for s in seed..seed + spec.random_schedules {
-            if let Err(f) = ota_sim::schedule::run(s, spec.random_steps) {
+        if spec.random_schedules > 0 {
+            let batch = ota_sim::schedule::run_many(seed, spec.random_schedules, spec.random_steps);
+            for f in &batch.failures {
                 report.failures.push(format!(
                     "random schedule seed {} step {}: {}\n  replay: hil sweep --random 1 --seed {} --steps {}",
                     f.seed, f.step, f.what, f.seed, spec.random_steps
                 ));
             }
-        }
-        if spec.random_schedules > 0 {
-            let seconds = started.elapsed().as_secs_f64();
-            report.seconds += seconds;
+            report.seconds += batch.seconds;
             report.points += spec.random_schedules * spec.random_steps as u64;
             report.lines.push(format!(
                 "random schedules: {} of {} steps from seed {seed}, {:.2} s",
-                spec.random_schedules, spec.random_steps, seconds
+                spec.random_schedules, spec.random_steps, batch.seconds
             ));
         }
         Ok(report)

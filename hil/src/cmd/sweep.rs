@@ -161,30 +161,7 @@ fn replay(args: &Args, script: Script, point: Point) -> Result<ExitCode, Command
 }
 
 fn random(args: &Args, schedules: u64) -> ExitCode {
-    let started = std::time::Instant::now();
-    let mut failures = 0;
-    for seed in args.seed..args.seed + schedules {
-        match schedule::run(seed, args.steps) {
-            Ok(outcome) if schedules == 1 => {
-                outcome.trace.iter().for_each(|line| println!("{line}"));
-                println!("seed {seed}: every invariant held, trace hash {:016x}", outcome.trace_hash);
-            }
-            Ok(_) => {}
-            Err(f) => {
-                failures += 1;
-                if schedules == 1 {
-                    f.trace.iter().for_each(|line| println!("{line}"));
-                }
-                eprintln!("FAILED seed {} at step {}: {}", f.seed, f.step, f.what);
-                eprintln!("  replay: hil sweep --random 1 --seed {} --steps {}", f.seed, args.steps);
-            }
-        }
-    }
-    println!(
-        "{schedules} random schedules of {} steps from seed {}: {failures} failed, {:.2} s",
-        args.steps,
-        args.seed,
-        started.elapsed().as_secs_f64()
-    );
-    if failures > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    let batch = schedule::run_many(args.seed, schedules, args.steps);
+    batch.print(|seed| format!("hil sweep --random 1 --seed {seed} --steps {}", args.steps));
+    if batch.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
