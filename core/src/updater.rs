@@ -386,6 +386,13 @@ impl<B: AsMut<[u8]>> Updater<B> {
         self.options.commit_timeout_s = commit_timeout_s;
     }
 
+    /// Sets whether a bundle of the running version is skipped. It may arrive after the bundle
+    /// (an `ignore_same_version` form field after the file part): [`Updater::finish`] then
+    /// reports [`Outcome::UpToDate`] and writes no record.
+    pub fn set_ignore_same_version(&mut self, ignore_same_version: bool) {
+        self.options.ignore_same_version = ignore_same_version;
+    }
+
     /// The slot being written.
     pub fn target(&self) -> Slot {
         self.target
@@ -727,6 +734,7 @@ impl<B: AsMut<[u8]>> Updater<B> {
     pub fn finish<F: NorFlash>(mut self, flash: &mut F) -> Result<Outcome, UpdateError> {
         match self.phase {
             Phase::UpToDate => return Ok(Outcome::UpToDate),
+            Phase::WriteFinished if self.is_running_version() => return Ok(Outcome::UpToDate),
             Phase::WriteFinished => {}
             Phase::Failed(kind) => return Err(fail(kind, self.running())),
             _ => return Err(self.fail(UpdateErrorKind::Incomplete)),

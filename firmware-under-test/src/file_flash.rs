@@ -24,6 +24,7 @@ pub struct FileFlash {
     ops: u64,
     /// Die in the middle of this operation (1-based).
     cut_at_op: Option<u64>,
+    cut_at_phase: Option<ota_app::Phase>,
 }
 
 impl FileFlash {
@@ -47,7 +48,13 @@ impl FileFlash {
         } else {
             file.read_exact_at(&mut mem, 0)?;
         }
-        Ok(FileFlash { file, mem, ops: 0, cut_at_op: None })
+        Ok(FileFlash { file, mem, ops: 0, cut_at_op: None, cut_at_phase: None })
+    }
+
+    /// Arms the power cut of `--power-cut-at-phase`: the first flash operation after the
+    /// application marks `phase` dies half done.
+    pub fn cut_power_at_phase(&mut self, phase: ota_app::Phase) {
+        self.cut_at_phase = Some(phase);
     }
 
     /// Arms the power cut of `--power-cut-after-ops`.
@@ -84,6 +91,19 @@ impl FileFlash {
     fn die(&self, what: &str) -> ! {
         eprintln!("virtual-board: power cut in the middle of flash operation {} ({what})", self.ops);
         std::process::abort()
+    }
+}
+
+impl ota_app::Flash for FileFlash {
+    fn ops_done(&self) -> u64 {
+        self.ops
+    }
+
+    fn phase_starts(&mut self, phase: ota_app::Phase) {
+        if self.cut_at_phase == Some(phase) {
+            self.cut_at_phase = None;
+            self.cut_at_op = Some(self.ops + 1);
+        }
     }
 }
 

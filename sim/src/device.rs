@@ -1,6 +1,8 @@
-//! The simulated device: the boot loader's decision, then the application — first-boot
+//! The simulated device: `ota-app`'s application — the boot loader's decision, the first-boot
 //! filesystem merge, the firmware's behaviour read from its image, the commit timer — on a strict
-//! NOR flash, with a virtual clock the simulation owns.
+//! NOR flash, with a virtual clock the simulation owns. This module is a port, as the virtual
+//! board is: it holds the flash, the clock, the watchdog and the boot loop, and every decision is
+//! the application's or the core's.
 //!
 //! Verbs are named after the domain: [`Device::power_on`], [`Device::power_cut`],
 //! [`Device::power_cut_at_op`], [`Device::reboot`], [`Device::advance_ms`], [`Device::update`],
@@ -8,23 +10,21 @@
 //! `advance_ms`, so a 300 s commit timeout costs nothing. Every verb on a device whose power is
 //! off does nothing and says so.
 
-use std::cell::RefCell;
 use std::fmt;
 
-use ota_core::boot::{self, BootOutcome};
-use ota_core::control::{self, ControlError, SnapshotOptions, TimerVerdict};
+use ota_app::app::Resume;
+use ota_app::{App, Finished, RpcError, Settings, Source, Stamped, Start, Tick};
+use ota_core::control::SnapshotOptions;
 use ota_core::layout::{Layout, Region, Slot};
-use ota_core::log;
 use ota_core::manifest::Platform;
-use ota_core::merge;
-use ota_core::state::BootState;
-use ota_core::updater::{self, Outcome, Progress, UpdateError, UpdateOptions, Updater};
+use ota_core::updater::{self, Outcome, UpdateError, UpdateOptions, Updater};
+
+pub use ota_app::Event;
 
 use crate::flash::{CutWhen, Geometry, PowerCut, SimFlash, Snapshot};
-use crate::image::{self, Behaviour};
+use crate::image::Behaviour;
 use crate::lfs;
 use crate::rng::Rng;
-use crate::shared::Shared;
 
 pub const WRITE_BYTES: usize = 4;
 pub const ERASE_BYTES: usize = 4096;
@@ -46,7 +46,7 @@ pub struct Config {
     pub boot_loops_max: u32,
     /// Seed of the flash's fault randomness. Default 0.
     pub seed: u64,
-    /// The platform the device reports; a bundle's `platform` must start with it. Default "esp32".
+    /// The platform the device reports; a bundle's `platform` must match it. Default "esp32".
     pub platform: String,
     /// The work buffer the firmware gives the updater and the snapshot copy; it sets how much
     /// one program writes (at most 4 KiB). Default 4096.
@@ -88,6 +88,28 @@ impl Config {
     pub fn flash_bytes(&self) -> u32 {
         self.layout().fs[1].end() as u32
     }
+
+    /// What the application is built with on this device.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            platform: self.platform.clone(),
+            app_name: "ota-sim".into(),
+            default_device_id: "sim".into(),
+            watchdog_ms: self.watchdog_ms,
+            work_buffer_bytes: self.work_buffer_bytes,
+            ..Settings::default()
+        }
+    }
+}
+
+impl<const W: usize, const E: usize> ota_app::Flash for SimFlash<W, E> {
+    fn ops_done(&self) -> u64 {
+        self.mutating_ops()
+    }
+
+    fn powered(&self) -> bool {
+        self.is_powered()
+    }
 }
 
 /// What the device is doing.
@@ -105,49 +127,6 @@ pub enum Run {
     Bricked { why: String },
 }
 
-/// Something that happened, for the trace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    PowerOn,
-    PowerLost { op: Option<u64> },
-    Boot { slot: Slot, reason: String },
-    Merged { copied: u32, kept_new: u32 },
-    MergeFailed { why: String },
-    Crashed,
-    WatchdogReset,
-    Committed,
-    TimerExpired,
-    Reverted,
-    UpdateApplied { slot: Slot },
-    UpdateRefused { why: String },
-    Snapshot { slot: Slot },
-    Bricked { why: String },
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::PowerOn => f.write_str("power on"),
-            Event::PowerLost { op: Some(op) } => write!(f, "power lost at flash op {op}"),
-            Event::PowerLost { op: None } => f.write_str("power lost"),
-            Event::Boot { slot, reason } => write!(f, "boot {slot} ({reason})"),
-            Event::Merged { copied, kept_new } => {
-                write!(f, "fs merged: {copied} copied, {kept_new} kept from the image")
-            }
-            Event::MergeFailed { why } => write!(f, "fs merge failed: {why}"),
-            Event::Crashed => f.write_str("firmware crashed at boot"),
-            Event::WatchdogReset => f.write_str("watchdog reset"),
-            Event::Committed => f.write_str("committed"),
-            Event::TimerExpired => f.write_str("commit timer expired"),
-            Event::Reverted => f.write_str("reverted"),
-            Event::UpdateApplied { slot } => write!(f, "update applied to {slot}"),
-            Event::UpdateRefused { why } => write!(f, "update refused: {why}"),
-            Event::Snapshot { slot } => write!(f, "snapshot in {slot}"),
-            Event::Bricked { why } => write!(f, "BRICKED: {why}"),
-        }
-    }
-}
-
 /// Why a verb could not be carried out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceError {
@@ -155,8 +134,10 @@ pub enum DeviceError {
     Off,
     /// No firmware runs to take the request.
     NotRunning,
+    /// The application refused, with Mongoose OS's code and message.
+    Refused(RpcError),
+    /// Provisioning failed.
     Update(UpdateError),
-    Control(ControlError),
     Fs(String),
 }
 
@@ -165,26 +146,31 @@ impl fmt::Display for DeviceError {
         match self {
             DeviceError::Off => f.write_str("the device has no power"),
             DeviceError::NotRunning => f.write_str("no firmware is running"),
+            DeviceError::Refused(e) => f.write_str(&e.message),
             DeviceError::Update(e) => write!(f, "{e}"),
-            DeviceError::Control(e) => write!(f, "{e}"),
             DeviceError::Fs(e) => write!(f, "filesystem: {e}"),
         }
     }
 }
 
-/// A saved device: flash, clock, run state and trace length.
+/// A saved device: flash, clock, run state, the application's RAM and the trace.
 #[derive(Clone, Debug)]
 pub struct DeviceSnapshot {
     flash: Snapshot,
     now_ms: u64,
     run: Run,
-    trace_len: usize,
+    app: Option<Resume>,
+    trace: Vec<(u64, Event)>,
+    trace_ops: Vec<u64>,
 }
 
 pub struct Device {
     config: Config,
     layout: Layout,
-    flash: RefCell<Flash>,
+    settings: Settings,
+    /// The flash while no application holds it (off, booting, hung, bricked).
+    idle_flash: Option<Flash>,
+    app: Option<Box<App<Flash>>>,
     now_ms: u64,
     run: Run,
     trace: Vec<(u64, Event)>,
@@ -192,6 +178,8 @@ pub struct Device {
     trace_ops: Vec<u64>,
     buf: Vec<u8>,
 }
+
+const HELD: &str = "the flash is held by the application or the device";
 
 impl Device {
     /// A device with an erased flash and no power.
@@ -201,9 +189,11 @@ impl Device {
         let flash = Flash::new(&geometry, Rng::new(config.seed).derive("flash"));
         let buf = vec![0; config.work_buffer_bytes];
         Device {
+            settings: config.settings(),
             config,
             layout,
-            flash: RefCell::new(flash),
+            idle_flash: Some(flash),
+            app: None,
             now_ms: 0,
             run: Run::Off,
             trace: Vec::new(),
@@ -221,7 +211,24 @@ impl Device {
     }
 
     pub fn flash(&mut self) -> &mut Flash {
-        self.flash.get_mut()
+        match &mut self.app {
+            Some(app) => app.flash_mut(),
+            None => self.idle_flash.as_mut().expect(HELD),
+        }
+    }
+
+    fn flash_ref(&self) -> &Flash {
+        match &self.app {
+            Some(app) => app.flash(),
+            None => self.idle_flash.as_ref().expect(HELD),
+        }
+    }
+
+    /// Takes the flash back from the application, which stops.
+    fn park(&mut self) {
+        if let Some(app) = self.app.take() {
+            self.idle_flash = Some(app.into_flash());
+        }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -237,8 +244,24 @@ impl Device {
     }
 
     fn note(&mut self, event: Event) {
+        let ops = self.flash_ref().mutating_ops();
         self.trace.push((self.now_ms, event));
-        self.trace_ops.push(self.flash.get_mut().mutating_ops());
+        self.trace_ops.push(ops);
+    }
+
+    fn note_all(&mut self, events: Vec<Stamped>) {
+        for stamped in events {
+            self.trace.push((stamped.ms, stamped.event));
+            self.trace_ops.push(stamped.ops);
+        }
+    }
+
+    /// Notes what the application did since the last call.
+    fn drain(&mut self) {
+        if let Some(app) = self.app.as_mut() {
+            let events = app.take_events();
+            self.note_all(events);
+        }
     }
 
     /// For each trace event, the mutating flash operations done when it was noted: the
@@ -249,19 +272,28 @@ impl Device {
 
     pub fn snapshot(&self) -> DeviceSnapshot {
         DeviceSnapshot {
-            flash: self.flash.borrow().snapshot(),
+            flash: self.flash_ref().snapshot(),
             now_ms: self.now_ms,
             run: self.run.clone(),
-            trace_len: self.trace.len(),
+            app: self.app.as_ref().map(|app| app.resume_point().expect("no update session between verbs")),
+            trace: self.trace.clone(),
+            trace_ops: self.trace_ops.clone(),
         }
     }
 
+    /// Puts the device back as it was at `snapshot`, trace included, whatever ran since.
     pub fn restore(&mut self, snapshot: &DeviceSnapshot) {
-        self.flash.get_mut().restore(&snapshot.flash);
+        self.park();
+        let mut flash = self.idle_flash.take().expect(HELD);
+        flash.restore(&snapshot.flash);
+        match &snapshot.app {
+            Some(point) => self.app = Some(Box::new(App::resume(flash, point.clone()))),
+            None => self.idle_flash = Some(flash),
+        }
         self.now_ms = snapshot.now_ms;
         self.run = snapshot.run.clone();
-        self.trace.truncate(snapshot.trace_len);
-        self.trace_ops.truncate(snapshot.trace_len);
+        self.trace.clone_from(&snapshot.trace);
+        self.trace_ops.clone_from(&snapshot.trace_ops);
     }
 
     fn device_info(&self) -> updater::Device {
@@ -272,9 +304,10 @@ impl Device {
     /// Writes `zip` as the committed image of slot 0, as a factory station does, and formats
     /// slot 0's filesystem if the bundle has none. The device stays off.
     pub fn provision(&mut self, zip: &[u8]) -> Result<(), DeviceError> {
+        self.park();
         let layout = self.layout;
         let device = self.device_info();
-        let flash = self.flash.get_mut();
+        let flash = self.idle_flash.as_mut().expect(HELD);
         flash.power_on();
         let mut updater =
             Updater::begin_provision(flash, &layout, device, &mut self.buf).map_err(DeviceError::Update)?;
@@ -295,14 +328,16 @@ impl Device {
         if self.run != Run::Off {
             return;
         }
-        self.flash.get_mut().power_on();
+        self.flash().power_on();
         self.note(Event::PowerOn);
         self.reset();
     }
 
     /// The power goes now.
     pub fn power_cut(&mut self) {
-        self.flash.get_mut().power_cut();
+        self.drain();
+        self.flash().power_cut();
+        self.park();
         if self.run != Run::Off {
             self.run = Run::Off;
             self.note(Event::PowerLost { op: None });
@@ -311,12 +346,12 @@ impl Device {
 
     /// Arms a power cut at mutating flash operation `at_op` (counted from the flash's creation).
     pub fn power_cut_at_op(&mut self, at_op: u64, when: CutWhen) {
-        self.flash.get_mut().power_cut_at(PowerCut { at_op, when });
+        self.flash().power_cut_at(PowerCut { at_op, when });
     }
 
     /// Mutating flash operations so far.
     pub fn flash_ops(&self) -> u64 {
-        self.flash.borrow().mutating_ops()
+        self.flash_ref().mutating_ops()
     }
 
     /// A reset with the power on (RPC reboot, crash, watchdog).
@@ -326,13 +361,16 @@ impl Device {
         }
     }
 
-    /// Checks whether a flash error was the power going; if so the device is off.
+    /// Notes the application's events, then checks whether the power went; if so the device is
+    /// off.
     fn lost_power(&mut self) -> bool {
-        if self.flash.get_mut().is_powered() {
+        self.drain();
+        if self.flash_ref().is_powered() {
             return false;
         }
+        self.park();
         if self.run != Run::Off {
-            let op = Some(self.flash.get_mut().mutating_ops().saturating_sub(1));
+            let op = Some(self.flash_ref().mutating_ops().saturating_sub(1));
             self.run = Run::Off;
             self.note(Event::PowerLost { op });
         }
@@ -342,29 +380,58 @@ impl Device {
     /// The boot loader, then the application's start, until a firmware runs or hangs, the power
     /// goes, or too many boots in a row fail.
     fn reset(&mut self) {
+        self.drain();
+        self.park();
         self.run = Run::Booting;
         for _ in 0..self.config.boot_loops_max {
-            let layout = self.layout;
-            let outcome = boot::boot(self.flash.get_mut(), &layout, &mut self.buf);
-            let (slot, state) = match outcome {
-                Err(_) if self.lost_power() => return,
-                Err(e) => return self.brick(format!("boot loader could not read the flash: {e}")),
-                Ok(BootOutcome::NotProvisioned) => {
-                    return self.brick("no boot state: never provisioned".into());
+            let flash = self.idle_flash.take().expect(HELD);
+            let mut events = Vec::new();
+            let start = ota_app::start(flash, self.layout, self.settings.clone(), self.now_ms, &mut events);
+            self.note_all(events);
+            match start {
+                Start::Running(app) => {
+                    self.app = Some(app);
+                    if self.lost_power() {
+                        return;
+                    }
+                    return self.running();
                 }
-                Ok(BootOutcome::NoBootableImage) => {
-                    return self.brick("no slot holds an image that verifies".into());
+                Start::Hung { flash, slot } => {
+                    self.idle_flash = Some(flash);
+                    if !self.lost_power() {
+                        self.run = Run::Hung { slot, since_ms: self.now_ms };
+                    }
+                    return;
                 }
-                Ok(BootOutcome::Boot { slot, reason, state }) => {
-                    self.note(Event::Boot { slot, reason: format!("{reason:?}") });
-                    (slot, state.record.state)
+                Start::Reset { flash } => {
+                    self.idle_flash = Some(flash);
+                    if self.lost_power() {
+                        return;
+                    }
                 }
-            };
-            if self.start(slot, &state) || self.run == Run::Off {
-                return;
+                Start::Bricked { flash, why } => {
+                    self.idle_flash = Some(flash);
+                    if !self.lost_power() {
+                        self.run = Run::Bricked { why };
+                    }
+                    return;
+                }
             }
         }
         self.brick(format!("{} boots in a row without a running firmware", self.config.boot_loops_max));
+    }
+
+    /// The application started: it runs, and what is due at once (a commit timeout of 0) runs.
+    fn running(&mut self) {
+        let app = self.app.as_mut().expect("the application just started");
+        let version = app.version().0;
+        self.run = Run::Running {
+            slot: app.slot(),
+            boot_ms: app.boot_ms(),
+            behaviour: app.behaviour(),
+            version: Some(version).filter(|v| !v.is_empty()),
+        };
+        self.tick();
     }
 
     fn brick(&mut self, why: String) {
@@ -372,193 +439,98 @@ impl Device {
         self.run = Run::Bricked { why };
     }
 
-    /// The application starts on `slot`. False when it did not get to run (crash, failed merge,
-    /// power lost): the caller boots again unless the power is off.
-    fn start(&mut self, slot: Slot, state: &BootState) -> bool {
-        if state.first_boot_a && state.merge_fs && !self.merge(slot, state) {
-            return false;
-        }
-        let mut header = [0u8; image::HEADER_BYTES];
-        self.flash.get_mut().peek(self.layout.app(slot).offset, &mut header);
-        let (behaviour, version) = image::parse_header(&header);
-        match behaviour {
-            Behaviour::CrashesAtBoot => {
-                self.note(Event::Crashed);
-                false
-            }
-            Behaviour::Hangs => {
-                self.run = Run::Hung { slot, since_ms: self.now_ms };
-                true
-            }
-            _ => {
-                self.run = Run::Running { slot, boot_ms: self.now_ms, behaviour, version };
-                if behaviour == Behaviour::Healthy && !state.committed {
-                    let _ = self.commit();
-                }
-                let _ = self.tick();
-                true
-            }
-        }
-    }
-
-    /// The first-boot merge: the revert slot's filesystem into the new one. A merge that fails
-    /// for any reason but the power reverts, as Mongoose OS's failed init does.
-    fn merge(&mut self, slot: Slot, state: &BootState) -> bool {
-        let old_slot = state.revert.expect("a first boot has a revert slot");
-        let (old, new) = (self.layout.fs(old_slot), self.layout.fs(slot));
-        let fresh = state.slot(slot).fs_len_bytes == 0;
-        let result = merge_regions(&self.flash, old, new, fresh, &mut self.buf);
-        match result {
-            Ok((copied, kept_new)) => {
-                self.note(Event::Merged { copied, kept_new });
-                true
-            }
-            Err(_) if self.lost_power() => false,
-            Err(why) => {
-                self.note(Event::MergeFailed { why });
-                let layout = self.layout;
-                if control::revert(self.flash.get_mut(), &layout).is_ok() {
-                    self.note(Event::Reverted);
-                }
-                self.lost_power();
-                false
-            }
-        }
-    }
-
-    /// The next instant something is due: the watchdog, a firmware's own commit, or the commit
-    /// deadline.
+    /// The next instant something is due: the watchdog, or the application's timers.
     fn next_due_ms(&mut self) -> Option<u64> {
-        match self.run.clone() {
-            Run::Hung { since_ms, .. } => Some(since_ms + self.config.watchdog_ms),
-            Run::Running { boot_ms, behaviour, .. } => {
-                let layout = self.layout;
-                let state = log::read(self.flash.get_mut(), &layout).ok()??.record.state;
-                if state.committed {
-                    return None;
-                }
-                let own = match behaviour {
-                    Behaviour::CommitsAfter { seconds } => Some(boot_ms + seconds as u64 * 1000),
-                    _ => None,
-                };
-                let deadline =
-                    (state.commit_timeout_s > 0).then(|| boot_ms + state.commit_timeout_s as u64 * 1000);
-                [own, deadline].into_iter().flatten().min()
-            }
+        match (&self.run, self.app.as_mut()) {
+            (Run::Hung { since_ms, .. }, _) => Some(since_ms.saturating_add(self.config.watchdog_ms)),
+            (Run::Running { .. }, Some(app)) => app.next_due_ms(),
             _ => None,
         }
     }
 
     /// Lets `ms` of virtual time pass, handling everything that falls due on the way.
     pub fn advance_ms(&mut self, ms: u64) {
-        let target_ms = self.now_ms + ms;
+        let target_ms = self.now_ms.saturating_add(ms);
         // Each step either ends the loop or handles one due event; a run can fall due a bounded
         // number of times (commit, expiry, watchdog) per boot, and boots are bounded.
         for _ in 0..64 * self.config.boot_loops_max {
             let Some(due_ms) = self.next_due_ms().filter(|&due| due <= target_ms) else { break };
             self.now_ms = self.now_ms.max(due_ms);
-            match self.run.clone() {
-                Run::Hung { .. } => {
-                    self.note(Event::WatchdogReset);
-                    self.reset();
-                }
-                Run::Running { boot_ms, behaviour: Behaviour::CommitsAfter { seconds }, .. }
-                    if boot_ms + seconds as u64 * 1000 == due_ms =>
-                {
-                    let _ = self.commit();
-                }
-                _ => {
-                    let _ = self.tick();
-                }
+            if let Run::Hung { .. } = self.run {
+                self.note(Event::WatchdogReset);
+                self.reset();
+            } else {
+                self.tick();
             }
         }
         self.now_ms = target_ms;
     }
 
-    /// Runs the commit timer now.
-    fn tick(&mut self) -> Result<(), DeviceError> {
-        let Run::Running { boot_ms, .. } = self.run else { return Err(DeviceError::NotRunning) };
-        let layout = self.layout;
-        let state = self.read_state()?;
-        match control::commit_timer(&state, boot_ms, self.now_ms) {
-            TimerVerdict::CommitNow => self.commit(),
-            TimerVerdict::Expired => {
-                self.note(Event::TimerExpired);
-                let result = control::revert(self.flash.get_mut(), &layout);
-                self.control_result(result.map(|_| ()))?;
-                self.note(Event::Reverted);
-                self.reset();
-                Ok(())
-            }
-            _ => Ok(()),
+    /// Runs the application's timers now; a reboot it asks for happens at once.
+    fn tick(&mut self) {
+        let now_ms = self.now_ms;
+        let Some(app) = self.app.as_mut() else { return };
+        let tick = app.tick(now_ms);
+        if self.lost_power() {
+            return;
+        }
+        if let Tick::Reboot { .. } = tick {
+            self.reset();
         }
     }
 
-    fn read_state(&mut self) -> Result<BootState, DeviceError> {
-        let layout = self.layout;
-        let result = control::read(self.flash.get_mut(), &layout).map(|l| l.record.state);
-        self.control_result(result)
-    }
-
-    fn control_result<T>(&mut self, result: Result<T, ControlError>) -> Result<T, DeviceError> {
-        match result {
-            Ok(value) => Ok(value),
-            Err(_) if self.lost_power() => Err(DeviceError::Off),
-            Err(e) => Err(DeviceError::Control(e)),
-        }
-    }
-
-    fn running(&self) -> Result<(), DeviceError> {
-        match self.run {
-            Run::Running { .. } => Ok(()),
-            Run::Off => Err(DeviceError::Off),
+    fn app(&mut self) -> Result<&mut App<Flash>, DeviceError> {
+        match (&self.run, self.app.as_deref_mut()) {
+            (Run::Running { .. }, Some(app)) => Ok(app),
+            (Run::Off, _) => Err(DeviceError::Off),
             _ => Err(DeviceError::NotRunning),
         }
     }
 
+    /// Ends a verb: notes the events, and turns a refusal into the power going when it did.
+    fn settle<T>(&mut self, result: Result<T, RpcError>) -> Result<T, DeviceError> {
+        if self.lost_power() {
+            return Err(DeviceError::Off);
+        }
+        result.map_err(DeviceError::Refused)
+    }
+
     /// `OTA.Commit`.
     pub fn commit(&mut self) -> Result<(), DeviceError> {
-        self.running()?;
-        let layout = self.layout;
-        let result = control::commit(self.flash.get_mut(), &layout);
-        self.control_result(result)?;
-        self.note(Event::Committed);
-        Ok(())
+        let now_ms = self.now_ms;
+        let result = self.app()?.commit(now_ms);
+        self.settle(result)
     }
 
     /// `OTA.Revert`: back to the revert slot, then a reboot.
     pub fn revert(&mut self) -> Result<(), DeviceError> {
-        self.running()?;
-        let layout = self.layout;
-        let result = control::revert(self.flash.get_mut(), &layout);
-        self.control_result(result)?;
-        self.note(Event::Reverted);
+        let now_ms = self.now_ms;
+        let result = self.app()?.revert(now_ms);
+        self.settle(result)?;
         self.reset();
         Ok(())
     }
 
     /// `OTA.CreateSnapshot`.
     pub fn create_snapshot(&mut self, options: SnapshotOptions) -> Result<Slot, DeviceError> {
-        self.running()?;
-        let layout = self.layout;
-        let result = control::create_snapshot(self.flash.get_mut(), &layout, &options, &mut self.buf);
-        let slot = self.control_result(result)?;
-        self.note(Event::Snapshot { slot });
-        Ok(slot)
+        let now_ms = self.now_ms;
+        let result = self.app()?.create_snapshot(&options, now_ms);
+        self.settle(result)
     }
 
-    /// Streams `zip` to the updater in `chunk_bytes` pieces. A bundle that is applied reboots the
-    /// device into it, as Mongoose OS does after "Update applied, finalizing".
+    /// Streams `zip` to the application's update session in `chunk_bytes` pieces. A bundle
+    /// that is applied reboots the device into it, as Mongoose OS does after "Update applied,
+    /// finalizing".
     pub fn update(
         &mut self,
         zip: &[u8],
         chunk_bytes: usize,
         options: UpdateOptions,
-    ) -> Result<Outcome, DeviceError> {
+    ) -> Result<Finished, DeviceError> {
         self.update_until(zip, chunk_bytes, options, None)
     }
 
-    /// Like [`Device::update`], but the power goes once the updater has taken
+    /// Like [`Device::update`], but the power goes once the application has taken
     /// `power_cut_after_bytes` bytes of the bundle (a cut at a fraction of the upload).
     pub fn update_until(
         &mut self,
@@ -566,89 +538,49 @@ impl Device {
         chunk_bytes: usize,
         options: UpdateOptions,
         power_cut_after_bytes: Option<usize>,
-    ) -> Result<Outcome, DeviceError> {
-        self.running()?;
+    ) -> Result<Finished, DeviceError> {
+        let now_ms = self.now_ms;
         let sent = power_cut_after_bytes.map_or(zip.len(), |n| n.min(zip.len()));
-        let result = self.stream(&zip[..sent], chunk_bytes, options, power_cut_after_bytes.is_some());
-        match result {
-            Ok(outcome) => {
-                if let Outcome::Applied { slot, .. } = outcome {
-                    self.note(Event::UpdateApplied { slot });
-                    self.reset();
-                }
-                Ok(outcome)
-            }
-            Err(_) if self.lost_power() => Err(DeviceError::Off),
-            Err(e) => {
-                self.note(Event::UpdateRefused { why: e.to_string() });
-                Err(DeviceError::Update(e))
-            }
+        let app = self.app()?;
+        let result = stream(app, &zip[..sent], chunk_bytes, options, now_ms);
+        if power_cut_after_bytes.is_some() && result.is_ok() {
+            self.flash().power_cut();
+            self.lost_power();
+            return Err(DeviceError::Off);
         }
-    }
-
-    /// Feeds the updater. With `cut_at_end`, the power goes after the last byte instead of the
-    /// update being finished.
-    fn stream(
-        &mut self,
-        zip: &[u8],
-        chunk_bytes: usize,
-        options: UpdateOptions,
-        cut_at_end: bool,
-    ) -> Result<Outcome, UpdateError> {
-        let layout = self.layout;
-        let device = self.device_info();
-        let flash = self.flash.get_mut();
-        let mut updater = Updater::begin(flash, &layout, device, options, &mut self.buf)?;
-        for chunk in zip.chunks(chunk_bytes.max(1)) {
-            if updater.process(flash, chunk)? != Progress::NeedMore {
-                break;
-            }
+        let result = result.and_then(|id| self.app.as_mut().expect("running").update_end(id, now_ms));
+        let finished = self.settle(result)?;
+        if let Finished::Applied { .. } = finished {
+            self.reset();
         }
-        if cut_at_end {
-            let aborted = updater.abort();
-            flash.power_cut();
-            return Err(aborted);
-        }
-        updater.finish(flash)
+        Ok(finished)
     }
 
     /// The user writes a file on the running firmware's filesystem (as `conf9.json` is written
     /// when the user changes the device's configuration).
     pub fn write_user_file(&mut self, name: &str, data: &[u8]) -> Result<(), DeviceError> {
-        let Run::Running { slot, .. } = self.run else { return self.running() };
-        let region = self.layout.fs(slot);
-        let result = lfs::write_file(self.flash.get_mut(), region, name, data);
-        match result {
-            Ok(()) => Ok(()),
-            Err(_) if self.lost_power() => Err(DeviceError::Off),
-            Err(e) => Err(DeviceError::Fs(e.to_string())),
-        }
+        let result = self.app()?.write_file(name, data);
+        self.settle(result)
     }
 
     /// A file of the running firmware's filesystem.
     pub fn read_user_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DeviceError> {
-        let Run::Running { slot, .. } = self.run else { return self.running().map(|_| None) };
-        let region = self.layout.fs(slot);
-        lfs::read_file(self.flash.get_mut(), region, name).map_err(|e| DeviceError::Fs(e.to_string()))
+        let result = self.app()?.read_file(name);
+        self.settle(result)
     }
 }
 
-/// Merges the filesystem in `old` into the one in `new` (formatting `new` first when the bundle
-/// shipped none). Returns (copied, kept from the image).
-fn merge_regions(
-    flash: &RefCell<Flash>,
-    old: Region,
-    new: Region,
-    fresh: bool,
-    buf: &mut [u8],
-) -> Result<(u32, u32), String> {
-    if fresh {
-        lfs::format(&mut Shared(flash), new).map_err(|e| e.to_string())?;
+/// Opens an update session and feeds it `zip`; the session stays open for `update_end`.
+fn stream(
+    app: &mut App<Flash>,
+    zip: &[u8],
+    chunk_bytes: usize,
+    options: UpdateOptions,
+    now_ms: u64,
+) -> Result<ota_app::SessionId, RpcError> {
+    let id = app.update_begin(Source::Rpc, options, Some(zip.len() as u64), None, now_ms)?;
+    for chunk in zip.chunks(chunk_bytes.max(1)) {
+        app.update_data(id, chunk, now_ms)?;
     }
-    let mut old_flash = Shared(flash);
-    let mut new_flash = Shared(flash);
-    let mut old_fs = lfs::LfsFs::mount(&mut old_flash, old).map_err(|e| format!("old filesystem: {e}"))?;
-    let mut new_fs = lfs::LfsFs::mount(&mut new_flash, new).map_err(|e| format!("new filesystem: {e}"))?;
-    let report = merge::merge(&mut old_fs, &mut new_fs, buf).map_err(|e| e.to_string())?;
-    Ok((report.copied, report.kept_new))
+    Ok(id)
 }

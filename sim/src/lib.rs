@@ -2,9 +2,15 @@
 
 pub mod device;
 pub mod flash;
-pub mod image;
-pub mod lfs;
 pub mod rng;
 pub mod schedule;
-pub mod shared;
 pub mod sweep;
+
+/// The firmware-behaviour model lives in the application; the simulator builds images with it.
+pub use ota_app::image;
+/// LittleFS lives in its own portable crate; the simulator's tests and fixtures use it.
+pub use ota_lfs as lfs;
+/// One flash, several users at once.
+pub mod shared {
+    pub use ota_lfs::Shared;
+}

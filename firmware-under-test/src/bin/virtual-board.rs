@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use ota_firmware::board::{self, Options, USAGE};
 
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(why) => {

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ota_core::layout::{Layout, Slot};
+use ota_app::{Event, Phase, Stamped};
+use ota_core::layout::{Layout, Region, Slot};
 use ota_core::updater::{self, Updater};
 
 use crate::app::{self, App, RpcError, Settings, Start, Tick};
@@ -31,18 +32,20 @@ pub struct Options {
     pub serial: bool,
     pub provision: Option<PathBuf>,
     pub power_cut_after_ops: Option<u64>,
+    pub power_cut_at_phase: Option<Phase>,
     pub platform: String,
     pub app_slot_kib: u32,
     pub fs_slot_kib: u32,
     pub device_id: String,
     pub watchdog_ms: u64,
     pub time_scale: u64,
+    pub clock_start_ms: u64,
 }
 
 pub const USAGE: &str =
     "usage: virtual-board --flash FILE [--http 127.0.0.1:PORT] [--serial pty|none] [--provision BUNDLE]
-                     [--power-cut-after-ops N] [--platform NAME] [--app-slot-kib N] [--fs-slot-kib N]
-                     [--device-id ID] [--watchdog DURATION] [--time-scale N]";
+                     [--power-cut-after-ops N] [--power-cut-at-phase PHASE] [--platform NAME] [--app-slot-kib N] [--fs-slot-kib N]
+                     [--device-id ID] [--watchdog DURATION] [--time-scale N] [--clock-start-ms N]";
 
 impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -52,12 +55,14 @@ impl Options {
             serial: true,
             provision: None,
             power_cut_after_ops: None,
+            power_cut_at_phase: None,
             platform: "host".into(),
             app_slot_kib: 1536,
             fs_slot_kib: 256,
             device_id: "virtual-board".into(),
             watchdog_ms: 10_000,
             time_scale: 1,
+            clock_start_ms: 0,
         };
         let mut flash = None;
         let mut it = args.into_iter();
@@ -75,12 +80,14 @@ impl Options {
                 }
                 "--provision" => o.provision = Some(PathBuf::from(value()?)),
                 "--power-cut-after-ops" => o.power_cut_after_ops = Some(number(&flag, &value()?)?),
+                "--power-cut-at-phase" => o.power_cut_at_phase = Some(phase(&value()?)?),
                 "--platform" => o.platform = value()?,
                 "--app-slot-kib" => o.app_slot_kib = number(&flag, &value()?)?,
                 "--fs-slot-kib" => o.fs_slot_kib = number(&flag, &value()?)?,
                 "--device-id" => o.device_id = value()?,
                 "--watchdog" => o.watchdog_ms = duration_ms(&value()?)?,
                 "--time-scale" => o.time_scale = number(&flag, &value()?)?,
+                "--clock-start-ms" => o.clock_start_ms = number(&flag, &value()?)?,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -105,13 +112,20 @@ impl Options {
         Ok(o)
     }
 
+    /// The flash map: two 4 KiB boot-state areas, then the app slots, then the fs slots.
     pub fn layout(&self) -> Layout {
-        ota_sim::device::Config {
-            app_slot_bytes: self.app_slot_kib * 1024,
-            fs_slot_bytes: self.fs_slot_kib * 1024,
-            ..Default::default()
-        }
-        .layout()
+        let e = ERASE_BYTES;
+        let (app, fs) = (self.app_slot_kib * 1024, self.fs_slot_kib * 1024);
+        let app0 = 2 * e;
+        let fs0 = app0 + 2 * app;
+        Layout::new(
+            e,
+            WRITE_BYTES,
+            [Region::new(0, e), Region::new(e, e)],
+            [Region::new(app0, app), Region::new(app0 + app, app)],
+            [Region::new(fs0, fs), Region::new(fs0 + fs, fs)],
+        )
+        .unwrap_or_else(|e| panic!("the virtual board's layout, checked by Options::parse: {e}"))
     }
 
     pub fn settings(&self) -> Settings {
@@ -123,6 +137,16 @@ impl Options {
             ..Settings::default()
         }
     }
+}
+
+/// The erase unit and write unit of the virtual board's flash, as on the ESP32.
+const ERASE_BYTES: u32 = 4096;
+const WRITE_BYTES: u32 = 4;
+
+fn phase(text: &str) -> Result<Phase, String> {
+    serde_json::from_value(serde_json::Value::String(text.into())).map_err(|_| {
+        format!("--power-cut-at-phase is one of write, finalize, merge, commit, revert, snapshot, not {text:?}")
+    })
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
@@ -140,20 +164,62 @@ fn duration_ms(text: &str) -> Result<u64, String> {
     n.parse::<u64>().map(|n| n * scale).map_err(|_| format!("{text:?} is not a duration"))
 }
 
-/// The device's clock: the wall clock since the process started, times the time scale.
-#[derive(Clone, Copy, Debug)]
+/// The device's clock: device milliseconds that run `scale` times as fast as the wall clock,
+/// and that a test rig may freeze and step (`Board.Clock`), so that what falls due between two
+/// checks never depends on how fast the host is.
+#[derive(Clone, Debug)]
 pub struct Clock {
-    start: Instant,
+    state: Arc<Mutex<ClockState>>,
     scale: u64,
 }
 
+#[derive(Debug)]
+struct ClockState {
+    /// Device time when the clock last started or stopped.
+    base_ms: u64,
+    /// When it last started; `None` while frozen.
+    running_since: Option<Instant>,
+}
+
 impl Clock {
-    pub fn new(scale: u64) -> Clock {
-        Clock { start: Instant::now(), scale: scale.max(1) }
+    /// A running clock that reads `start_ms` now.
+    pub fn new(scale: u64, start_ms: u64) -> Clock {
+        let state = ClockState { base_ms: start_ms, running_since: Some(Instant::now()) };
+        Clock { state: Arc::new(Mutex::new(state)), scale: scale.max(1) }
     }
 
     pub fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 * self.scale
+        Self::read(&lock(&self.state), self.scale)
+    }
+
+    fn read(state: &ClockState, scale: u64) -> u64 {
+        let run = state.running_since.map_or(0, |t| (t.elapsed().as_millis() as u64).saturating_mul(scale));
+        state.base_ms.saturating_add(run)
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        lock(&self.state).running_since.is_none()
+    }
+
+    /// Stops the clock where it is.
+    pub fn freeze(&self) {
+        let mut state = lock(&self.state);
+        state.base_ms = Self::read(&state, self.scale);
+        state.running_since = None;
+    }
+
+    /// Lets the clock run again from where it stopped.
+    pub fn resume(&self) {
+        let mut state = lock(&self.state);
+        if state.running_since.is_none() {
+            state.running_since = Some(Instant::now());
+        }
+    }
+
+    /// Sets a frozen clock to `ms` (never backwards).
+    fn set(&self, ms: u64) {
+        let mut state = lock(&self.state);
+        state.base_ms = state.base_ms.max(ms);
     }
 
     /// Real time to sleep for `device_ms` of device time.
@@ -184,6 +250,19 @@ impl Console {
         let text = format!("[{now_ms:>9} ms] {line}");
         eprintln!("{text}");
         self.serial_write(format!("{text}\r\n").as_bytes());
+    }
+
+    /// An event as its JSON line, on stderr and the serial line.
+    pub fn event(&self, stamped: &Stamped) {
+        let line = stamped.console_line();
+        eprintln!("{line}");
+        self.serial_write(format!("{line}\r\n").as_bytes());
+    }
+
+    pub fn events(&self, events: Vec<Stamped>) {
+        for stamped in &events {
+            self.event(stamped);
+        }
     }
 }
 
@@ -228,35 +307,40 @@ impl Device {
     fn boot(&mut self, mut flash: FileFlash) {
         for _ in 0..BOOT_LOOPS_MAX {
             let now = self.clock.now_ms();
-            match app::start(flash, self.layout, self.settings.clone(), now) {
-                Start::Running(mut app) => {
-                    for note in app.take_notes() {
-                        self.console.log(now, &note);
-                    }
-                    let (version, _) = app.version();
-                    self.console.log(now, &format!("running {version} in {}", app.slot()));
+            let mut events = Vec::new();
+            let start = app::start(flash, self.layout, self.settings.clone(), now, &mut events);
+            self.console.events(events);
+            match start {
+                Start::Running(app) => {
                     self.life = Some(Life::Running(app));
+                    // What is due at once (a commit timeout of 0) runs before anything else.
+                    self.tick();
                     return;
                 }
                 Start::Hung { flash, slot } => {
-                    self.console.log(now, &format!("firmware in {slot} hangs; the watchdog will reset it"));
                     self.life = Some(Life::Hung { flash, since_ms: now, slot });
                     return;
                 }
-                Start::Reset { flash: f, why } => {
-                    self.console.log(now, &why);
-                    flash = f;
-                }
+                Start::Reset { flash: f } => flash = f,
                 Start::Bricked { flash, why } => {
-                    self.console.log(now, &format!("BRICKED: {why}"));
                     self.life = Some(Life::Bricked { flash, why });
                     return;
                 }
             }
         }
         let why = format!("{BOOT_LOOPS_MAX} boots in a row without a running firmware");
-        self.console.log(self.clock.now_ms(), &format!("BRICKED: {why}"));
+        self.event(Event::Bricked { why: why.clone() });
         self.life = Some(Life::Bricked { flash, why });
+    }
+
+    /// An event of the port's own (the watchdog, a brick after a boot loop).
+    fn event(&self, event: Event) {
+        let ops = match &self.life {
+            Some(Life::Running(app)) => app.flash().ops(),
+            Some(Life::Hung { flash, .. } | Life::Bricked { flash, .. }) => flash.ops(),
+            None => 0,
+        };
+        self.console.event(&Stamped { ms: self.clock.now_ms(), ops, event });
     }
 
     pub fn settings_device_id(&self) -> String {
@@ -267,7 +351,6 @@ impl Device {
     pub fn reboot(&mut self, why: &str) {
         println!("reboot: {why}");
         let _ = std::io::stdout().flush();
-        self.console.log(self.clock.now_ms(), &format!("reboot: {why}"));
         let flash = match self.life.take().expect("the device has a life between calls") {
             Life::Running(app) => (*app).into_flash(),
             Life::Hung { flash, .. } | Life::Bricked { flash, .. } => flash,
@@ -281,9 +364,7 @@ impl Device {
         match self.life.as_mut() {
             Some(Life::Running(app)) => {
                 let result = f(app, now);
-                for note in app.take_notes() {
-                    self.console.log(now, &note);
-                }
+                self.console.events(app.take_events());
                 Ok(result)
             }
             Some(Life::Hung { slot, .. }) => Err(RpcError::new(-1, format!("the firmware in {slot} hangs"))),
@@ -300,10 +381,15 @@ impl Device {
         let now = self.clock.now_ms();
         let watchdog = self.settings.watchdog_ms;
         let tick = match self.life.as_mut() {
-            Some(Life::Hung { since_ms, .. }) if now >= *since_ms + watchdog => {
+            Some(Life::Hung { since_ms, .. }) if now >= since_ms.saturating_add(watchdog) => {
+                self.event(Event::WatchdogReset);
                 Tick::Reboot { why: "watchdog".into() }
             }
-            Some(Life::Running(app)) => app.tick(now),
+            Some(Life::Running(app)) => {
+                let tick = app.tick(now);
+                self.console.events(app.take_events());
+                tick
+            }
             _ => Tick::Nothing,
         };
         if let Tick::Reboot { why } = tick {
@@ -319,7 +405,8 @@ impl Device {
         let Some(Life::Running(app)) = self.life.as_mut() else { return None };
         let config = app.config();
         let url = config.update_url.clone()?;
-        if config.update_interval_s == 0 || now < self.last_poll_ms + config.update_interval_s * 1000 {
+        let interval_ms = config.update_interval_s.saturating_mul(1000);
+        if interval_ms == 0 || now < self.last_poll_ms.saturating_add(interval_ms) {
             return None;
         }
         self.last_poll_ms = now;
@@ -333,10 +420,40 @@ impl Device {
         })
     }
 
+    /// `Board.CutAtPhase`: the first flash operation after the application marks `phase` dies
+    /// half done.
+    pub fn arm_cut_at_phase(&mut self, phase: Phase) {
+        match self.life.as_mut() {
+            Some(Life::Running(app)) => app.flash_mut().cut_power_at_phase(phase),
+            Some(Life::Hung { flash, .. } | Life::Bricked { flash, .. }) => flash.cut_power_at_phase(phase),
+            None => {}
+        }
+    }
+
+    /// `Board.Clock {advance_ms}`: with the clock frozen, lets `ms` of device time pass, running
+    /// everything that falls due on the way at the time it falls due (reboots included), then
+    /// leaves the clock frozen at the end. Returns the device time, and pulls polling started.
+    pub fn advance(&mut self, ms: u64) -> (u64, Vec<crate::service::PullRequest>) {
+        self.clock.freeze();
+        let target = self.clock.now_ms().saturating_add(ms);
+        let mut pulls = Vec::new();
+        // Each round handles one due thing; a boot has a bounded number of them, and a hung or
+        // rebooting device is bounded by the watchdog, so this many rounds is never reached in
+        // practice; it bounds a device that keeps rebooting.
+        for _ in 0..1024 {
+            let Some(due) = self.next_due_ms().filter(|&due| due <= target) else { break };
+            self.clock.set(due);
+            pulls.extend(self.tick());
+        }
+        self.clock.set(target);
+        pulls.extend(self.tick());
+        (self.clock.now_ms(), pulls)
+    }
+
     /// Device time when something is next due, for the timer thread's sleep.
     pub fn next_due_ms(&mut self) -> Option<u64> {
         match self.life.as_mut() {
-            Some(Life::Hung { since_ms, .. }) => Some(*since_ms + self.settings.watchdog_ms),
+            Some(Life::Hung { since_ms, .. }) => Some(since_ms.saturating_add(self.settings.watchdog_ms)),
             Some(Life::Running(app)) => app.next_due_ms(),
             _ => None,
         }
@@ -374,31 +491,43 @@ pub fn run(options: Options) -> Result<(), String> {
 pub fn spawn(options: Options) -> Result<Ports, String> {
     let layout = options.layout();
     let size = layout.fs[1].end() as u32;
+    let existed = options.flash.exists();
     let mut flash =
         FileFlash::open(&options.flash, size).map_err(|e| format!("{}: {e}", options.flash.display()))?;
     if let Some(path) = &options.provision {
-        let bundle = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        provision(&mut flash, &layout, &options.platform, &bundle).map_err(|e| {
-            format!(
-                "provisioning {} failed: {e}; no boot-state record points at what was written",
-                path.display()
-            )
-        })?;
+        let provisioned = std::fs::read(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bundle| provision(&mut flash, &layout, &options.platform, &bundle))
+            .map_err(|e| format!("provisioning {} failed: {e}", path.display()));
+        if let Err(why) = provisioned {
+            // A flash file this run created holds nothing anyone asked for: it goes.
+            drop(flash);
+            let kept = if existed {
+                "the flash file keeps its old boot state: no record points at what was written"
+            } else {
+                let _ = std::fs::remove_file(&options.flash);
+                "no flash file was left behind"
+            };
+            return Err(format!("{why}; {kept}"));
+        }
     }
     if let Some(op) = options.power_cut_after_ops {
         flash.cut_power_at_op(op);
     }
-    let clock = Clock::new(options.time_scale);
+    if let Some(phase) = options.power_cut_at_phase {
+        flash.cut_power_at_phase(phase);
+    }
+    let clock = Clock::new(options.time_scale, options.clock_start_ms);
     let console = Console::default();
-    let device = Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock, console.clone())));
+    let device = Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock.clone(), console.clone())));
     let serial = options.serial.then(|| serial::start(device.clone(), console.clone())).transpose()?;
     let http = options.http.as_deref().map(|addr| web::start(device.clone(), addr)).transpose()?;
-    std::thread::spawn(move || timers(&device, clock));
+    std::thread::spawn(move || timers(&device, &clock));
     Ok(Ports { serial, http })
 }
 
 /// The timer thread: what falls due, polling, and sleeping until the next thing is due.
-fn timers(device: &SharedDevice, clock: Clock) {
+fn timers(device: &SharedDevice, clock: &Clock) {
     loop {
         let (poll, due) = {
             let mut d = lock(device);
@@ -432,7 +561,7 @@ pub fn provision(
     if let updater::Outcome::Provisioned { state } = outcome
         && state.record.state.slots[0].fs_len_bytes == 0
     {
-        ota_sim::lfs::format(flash, layout.fs(Slot::S0)).map_err(|e| e.to_string())?;
+        ota_lfs::format(flash, layout.fs(Slot::S0)).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 use ota_core::updater::UpdateOptions;
 
 use super::{SharedDevice, lock};
-use crate::app::{RpcError, Source};
+use crate::app::RpcError;
+use ota_app::Source;
 use crate::http::client::{DeviceIdentity, PullClient, PullOutcome};
 use crate::service::PullRequest;
 
@@ -15,10 +16,10 @@ pub fn run(device: &SharedDevice, request: &PullRequest) -> Result<&'static str,
         commit_timeout_s: request.commit_timeout_s,
         ignore_same_version: request.ignore_same_version,
     };
-    let client = {
+    let (id, client) = {
         let mut d = lock(device);
         d.with_app(|app, now| {
-            app.update_begin(Source::Pull, options, None, None, now)?;
+            let id = app.update_begin(Source::Pull, options, None, None, now)?;
             let (fw_version, fw_id) = app.version();
             let config = app.config();
             let settings = app.settings();
@@ -32,22 +33,22 @@ pub fn run(device: &SharedDevice, request: &PullRequest) -> Result<&'static str,
             };
             let mut client = PullClient::new(identity);
             client.extra_headers = config.update_extra_http_headers;
-            Ok::<_, RpcError>(client)
+            Ok::<_, RpcError>((id, client))
         })??
     };
     let fetched = client.get(&request.url, |piece| {
-        lock(device).with_app(|app, now| app.update_data(piece, now)).and_then(|r| r).map_err(|e| e.message)
+        lock(device).with_app(|app, now| app.update_data(id, piece, now)).and_then(|r| r).map_err(|e| e.message)
     });
     let mut d = lock(device);
     match fetched {
         Ok(PullOutcome::NotModified) => {
-            d.with_app(|app, _| app.update_not_modified())?;
+            d.with_app(|app, now| app.update_not_modified(id, now))?;
             Ok("Not Modified")
         }
-        Ok(PullOutcome::Done { .. }) => d.with_app(|app, now| app.update_end(now).map(|f| f.message()))?,
+        Ok(PullOutcome::Done { .. }) => d.with_app(|app, now| app.update_end(id, now).map(|f| f.message()))?,
         Err(e) => {
             // A network error leaves the session open; an updater error already closed it.
-            d.with_app(|app, _| app.update_abort(&format!("pull failed: {e}")))?;
+            d.with_app(|app, now| app.update_abort(id, &format!("pull failed: {e}"), now))?;
             Err(RpcError::new(e.code, e.message))
         }
     }

@@ -56,8 +56,12 @@ pub fn handle_frame(device: &SharedDevice, json: &[u8], reply: impl FnOnce(Strin
     }
 }
 
-/// Runs a method on the device; a device that is hung or bricked answers with an error.
+/// Runs a method on the device; a device that is hung or bricked answers with an error. The
+/// board's own methods (`Board.*`, for a test rig) answer whatever the firmware does.
 pub fn call(device: &SharedDevice, method: &str, params: &Value) -> Reply {
+    if let Some(reply) = board_method(device, method, params) {
+        return reply;
+    }
     let mut d = lock(device);
     let uptime = d.clock.now_ms();
     match d.with_app(|app, now| service::dispatch(app, method, params, now, uptime)) {
@@ -72,4 +76,51 @@ fn respond(request: &Request, id: &str, outcome: Result<Value, RpcError>) -> Opt
         Err(e) if e.code == 404 => Response::no_handler(request, id),
         Err(e) => Response::error(request, id, e.code as i64, e.message),
     }
+}
+
+/// The virtual board's own methods, which a real board has as wires, not as RPC:
+///
+/// | method        | params                                   | result |
+/// |---------------|------------------------------------------|--------|
+/// | `Board.Clock` | `{"freeze": true}`, `{"resume": true}` or `{"advance_ms": N}` | `{now_ms, frozen}` |
+/// | `Board.CutAtPhase` | `{phase}`: write, finalize, boot, merge, commit, revert, snapshot | `null`; the first flash operation after the phase starts dies half done, as a power cut |
+fn board_method(device: &SharedDevice, method: &str, params: &Value) -> Option<Reply> {
+    let reply = match method {
+        "Board.Clock" => {
+            let mut d = lock(device);
+            if params.get("freeze").and_then(Value::as_bool) == Some(true) {
+                d.clock.freeze();
+            }
+            if params.get("resume").and_then(Value::as_bool) == Some(true) {
+                d.clock.resume();
+            }
+            if let Some(ms) = params.get("advance_ms") {
+                let Some(ms) = ms.as_u64().filter(|&ms| ms <= ota_app::app::DELAY_MAX_MS) else {
+                    let bound = ota_app::app::DELAY_MAX_MS;
+                    return Some(Reply::Error(RpcError::new(-1, format!("advance_ms must be 0 to {bound}"))));
+                };
+                let (_, pulls) = d.advance(ms);
+                for pull in pulls {
+                    let device = device.clone();
+                    std::thread::spawn(move || super::pull::run(&device, &pull));
+                }
+            }
+            Reply::Result(serde_json::json!({"now_ms": d.clock.now_ms(), "frozen": d.clock.is_frozen()}))
+        }
+        "Board.CutAtPhase" => {
+            let phase = params.get("phase").cloned().map(serde_json::from_value::<ota_app::Phase>);
+            match phase {
+                Some(Ok(phase)) => {
+                    lock(device).arm_cut_at_phase(phase);
+                    Reply::Result(Value::Null)
+                }
+                _ => Reply::Error(RpcError::new(
+                    -1,
+                    "Malformed request: phase is one of write, finalize, boot, merge, commit, revert, snapshot",
+                )),
+            }
+        }
+        _ => return None,
+    };
+    Some(reply)
 }

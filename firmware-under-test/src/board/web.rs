@@ -20,7 +20,8 @@ use ota_core::updater::UpdateOptions;
 use serde_json::Value;
 
 use super::{SharedDevice, lock};
-use crate::app::{RpcError, Source};
+use crate::app::{RpcError, SessionId};
+use ota_app::Source;
 use crate::http::multipart::{UploadEvent, UploadForm};
 use crate::http::request::{RequestEvent, RequestHead, RequestParser};
 use crate::http::response::Response;
@@ -52,10 +53,10 @@ fn serve(device: &SharedDevice, mut stream: TcpStream) {
             Ok(0) | Err(_) => {
                 // The client went away mid-request: an upload it started is abandoned.
                 if let Some(Route::Upload(upload)) = &route
-                    && upload.started
+                    && let Some(id) = upload.session
                 {
-                    let _ = lock(device)
-                        .with_app(|app, _| app.update_abort("Update aborted: the upload was cut off"));
+                    let why = "Update aborted: the upload was cut off";
+                    let _ = lock(device).with_app(|app, now| app.update_abort(id, why, now));
                 }
                 return;
             }
@@ -107,7 +108,8 @@ enum Route {
 
 struct Upload {
     form: Option<UploadForm>,
-    started: bool,
+    /// The update session this upload opened: its bytes go there and nowhere else.
+    session: Option<SessionId>,
     /// The first thing that went wrong: the response to give at the end.
     refused: Option<Response>,
 }
@@ -160,7 +162,7 @@ impl Route {
                 Ok(message) => Response::text(200, format!("(1) {message}\r\n")),
                 Err(e) => Response::text(500, format!("({}) {}\r\n", e.code, e.message)),
             },
-            Route::Commit => ok_or_error(lock(device).with_app(|app, _| app.commit()).and_then(|r| r)),
+            Route::Commit => ok_or_error(lock(device).with_app(|app, now| app.commit(now)).and_then(|r| r)),
             Route::Revert => ok_or_error(lock(device).with_app(|app, now| app.revert(now)).and_then(|r| r)),
             Route::Frame(body) => frame(device, &body),
             Route::Method { method, query, body } => method_call(device, &method, query, &body),
@@ -192,7 +194,7 @@ fn update_route(device: &SharedDevice, head: &RequestHead) -> Route {
             return Route::Answer(Response::text(400, "POST updates are disabled.\r\n"));
         }
         return match UploadForm::new(content_type) {
-            Ok(form) => Route::Upload(Box::new(Upload { form: Some(form), started: false, refused: None })),
+            Ok(form) => Route::Upload(Box::new(Upload { form: Some(form), session: None, refused: None })),
             Err(e) => Route::Answer(Response::from_error(&e)),
         };
     }
@@ -220,7 +222,7 @@ impl Upload {
             return;
         }
         let Some(form) = self.form.as_mut() else { return };
-        let (started, refused) = (&mut self.started, &mut self.refused);
+        let (session, refused) = (&mut self.session, &mut self.refused);
         let result = form.feed(piece, |event| -> Result<(), crate::http::HttpError> {
             match event {
                 UploadEvent::BundleStart { .. } => {
@@ -234,15 +236,16 @@ impl Upload {
                         app.update_begin(Source::Push, options, None, None, now).map_err(refusal)
                     });
                     match outcome.map_err(refusal).and_then(|r| r) {
-                        Ok(()) => *started = true,
+                        Ok(id) => *session = Some(id),
                         Err(response) => *refused = Some(response),
                     }
                 }
-                UploadEvent::BundleData(bytes) if *started && refused.is_none() => {
+                UploadEvent::BundleData(bytes) if refused.is_none() => {
+                    let Some(id) = *session else { return Ok(()) };
                     if let Err(e) =
-                        lock(device).with_app(|app, now| app.update_data(bytes, now)).and_then(|r| r)
+                        lock(device).with_app(|app, now| app.update_data(id, bytes, now)).and_then(|r| r)
                     {
-                        *started = false;
+                        *session = None;
                         *refused = Some(refusal(e));
                     }
                 }
@@ -257,8 +260,8 @@ impl Upload {
     }
 
     fn abort(&mut self, device: &SharedDevice) {
-        if std::mem::take(&mut self.started) {
-            let _ = lock(device).with_app(|app, _| app.update_abort("Update aborted"));
+        if let Some(id) = self.session.take() {
+            let _ = lock(device).with_app(|app, now| app.update_abort(id, "Update aborted", now));
         }
     }
 
@@ -272,29 +275,47 @@ impl Upload {
             self.abort(device);
             return Response::from_error(&e);
         }
-        if !self.started {
+        let Some(id) = self.session.take() else {
             return Response::text(400, "Update aborted: the form has no file part\r\n");
-        }
+        };
         let commit_timeout = form.field("commit_timeout").map(|v| v.trim().parse::<u32>());
+        let ignore_same_version = form.field("ignore_same_version").map(|v| form_flag(v.trim()));
         let mut d = lock(device);
         let outcome = d.with_app(|app, now| {
-            match commit_timeout {
-                Some(Ok(s)) => app.update_set_commit_timeout(s),
-                Some(Err(_)) => {
-                    app.update_abort("Update aborted");
-                    return Err(RpcError::new(
-                        -1,
-                        "Malformed request: commit_timeout is not a whole number of seconds",
-                    ));
+            let malformed = |what: &str| RpcError::new(-1, format!("Malformed request: {what}"));
+            let options = match (commit_timeout, ignore_same_version) {
+                (Some(Err(_)), _) => Err(malformed("commit_timeout is not a whole number of seconds")),
+                (_, Some(None)) => Err(malformed("ignore_same_version is not true, false, 1 or 0")),
+                (commit_timeout, ignore) => Ok((commit_timeout.and_then(Result::ok), ignore.flatten())),
+            };
+            let (commit_timeout, ignore) = match options {
+                Ok(options) => options,
+                Err(e) => {
+                    app.update_abort(id, "Update aborted", now);
+                    return Err(e);
                 }
-                None => {}
+            };
+            if let Some(s) = commit_timeout {
+                app.update_set_commit_timeout(id, s)?;
             }
-            app.update_end(now)
+            if let Some(ignore) = ignore {
+                app.update_set_ignore_same_version(id, ignore)?;
+            }
+            app.update_end(id, now)
         });
         match outcome.and_then(|r| r) {
             Ok(finished) => Response::text(200, format!("{}\r\n", finished.message())),
             Err(e) => refusal(e),
         }
+    }
+}
+
+/// A form field's boolean, as curl users write it.
+fn form_flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
     }
 }
 

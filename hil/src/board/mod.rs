@@ -211,3 +211,37 @@ pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
         }
     }
 }
+
+/// The timeline event for a device event, when it marks one (phases, progress and the like do
+/// not). Every board turns the device's typed events into the timeline through this one place.
+pub(crate) fn timeline_event(event: &ota_app::Event, cut_how: &str) -> Option<EventKind> {
+    use ota_app::Event;
+    Some(match event {
+        Event::PowerOn => EventKind::PowerOn,
+        Event::PowerLost { op } => {
+            let how = if op.is_some() && !cut_how.is_empty() { cut_how.to_string() } else { "power cut".into() };
+            EventKind::PowerCut { op: *op, how }
+        }
+        Event::Boot { slot, reason } => EventKind::Boot { slot: *slot, reason: reason.to_string() },
+        Event::Merged { copied, .. } => EventKind::Merge { copied: *copied },
+        Event::MergeFailed { why } => EventKind::Note { text: format!("merge failed: {why}") },
+        Event::Crashed => EventKind::Crash,
+        Event::Hung { slot } => EventKind::Note { text: format!("firmware in slot {slot} hangs") },
+        Event::WatchdogReset => EventKind::WatchdogReset,
+        Event::Committed => EventKind::Commit,
+        Event::TimerExpired => EventKind::Note { text: "commit timer expired".into() },
+        Event::Reverted => EventKind::Revert { why: "revert".into() },
+        Event::UpdateApplied { slot } => EventKind::UpdateApplied { slot: *slot },
+        Event::UpToDate => EventKind::Note { text: "up to date: nothing written".into() },
+        Event::UpdateRefused { why } | Event::UpdateAborted { why } => {
+            EventKind::Refused { message: why.clone() }
+        }
+        Event::Snapshot { slot } => EventKind::Note { text: format!("snapshot in slot {slot}") },
+        Event::Bricked { why } => EventKind::Bricked { why: why.clone() },
+        Event::Running { .. }
+        | Event::UpdateStarted { .. }
+        | Event::Phase { .. }
+        | Event::UpdateProgress { .. }
+        | Event::Rebooting { .. } => return None,
+    })
+}

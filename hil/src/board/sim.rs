@@ -10,7 +10,8 @@
 use ota_core::control::SnapshotOptions;
 use ota_core::layout::{Layout, Slot};
 use ota_core::log;
-use ota_core::updater::{Outcome, UpdateOptions};
+use ota_app::{BootReason, Finished};
+use ota_core::updater::UpdateOptions;
 use ota_sim::device::{self, Device, DeviceError, Event, Run};
 use ota_sim::flash::{CutWhen as SimCutWhen, Op, OpRecord};
 use ota_sim::sweep::{self, Fixture};
@@ -154,7 +155,9 @@ impl SimBoard {
                 std::iter::from_fn(|| op_iter.next_if(|o| o.index < ops_done)).copied().collect();
             push_bursts(&mut self.events, *ms, &layout, &before);
             self.console.push(format!("[{ms:>9} ms] {event}"));
-            self.events.push((*ms, event_kind(event, &self.cut_how)));
+            if let Some(kind) = super::timeline_event(event, &self.cut_how) {
+                self.events.push((*ms, kind));
+            }
         }
         let rest: Vec<OpRecord> = op_iter.copied().collect();
         push_bursts(&mut self.events, now, &layout, &rest);
@@ -209,7 +212,7 @@ fn phase_start(
     }
     let ends_phase = |e: &Event| match phase {
         Phase::Finalize => matches!(e, Event::UpdateApplied { .. }),
-        Phase::Boot => matches!(e, Event::Boot { reason, .. } if reason == "Trial"),
+        Phase::Boot => matches!(e, Event::Boot { reason: BootReason::Trial, .. }),
         Phase::Merge => matches!(e, Event::Merged { .. }),
         Phase::Commit => matches!(e, Event::Committed),
         Phase::Revert => matches!(e, Event::Reverted),
@@ -263,29 +266,6 @@ fn push_bursts(events: &mut Vec<(u64, EventKind)>, ms: u64, layout: &Layout, ops
             _ => EventKind::Erase { lane, ops: 1, first_op: op.index, last_op: op.index },
         };
         events.push((ms, kind));
-    }
-}
-
-fn event_kind(event: &Event, cut_how: &str) -> EventKind {
-    match event {
-        Event::PowerOn => EventKind::PowerOn,
-        Event::PowerLost { op } => {
-            let how =
-                if op.is_some() && !cut_how.is_empty() { cut_how.to_string() } else { "power cut".into() };
-            EventKind::PowerCut { op: *op, how }
-        }
-        Event::Boot { slot, reason } => EventKind::Boot { slot: slot.index() as u8, reason: reason.clone() },
-        Event::Merged { copied, .. } => EventKind::Merge { copied: *copied },
-        Event::MergeFailed { why } => EventKind::Note { text: format!("merge failed: {why}") },
-        Event::Crashed => EventKind::Crash,
-        Event::WatchdogReset => EventKind::WatchdogReset,
-        Event::Committed => EventKind::Commit,
-        Event::TimerExpired => EventKind::Note { text: "commit timer expired".into() },
-        Event::Reverted => EventKind::Revert { why: "revert".into() },
-        Event::UpdateApplied { slot } => EventKind::UpdateApplied { slot: slot.index() as u8 },
-        Event::UpdateRefused { why } => EventKind::Refused { message: why.clone() },
-        Event::Snapshot { slot } => EventKind::Note { text: format!("snapshot in slot {}", slot.index()) },
-        Event::Bricked { why } => EventKind::Bricked { why: why.clone() },
     }
 }
 
@@ -364,7 +344,7 @@ impl Board for SimBoard {
         let off = *self.device()?.run() == Run::Off;
         Ok(match result {
             Ok(_) if off => PushResult::PowerLost,
-            Ok(Outcome::UpToDate) => PushResult::UpToDate,
+            Ok(Finished::UpToDate) => PushResult::UpToDate,
             Ok(_) => PushResult::Applied,
             Err(DeviceError::Off) => PushResult::PowerLost,
             Err(e) => PushResult::Refused { message: e.to_string() },

@@ -21,6 +21,9 @@
 //!   still commits on the first healthy boot, as Mongoose OS does).
 //! - **CommitsAfter(s)**: runs, and commits `s` seconds after boot.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 pub const MAGIC: [u8; 8] = *b"OTASIMFW";
 pub const HEADER_BYTES: usize = 40;
 const VERSION_BYTES: usize = 24;
@@ -102,7 +105,7 @@ pub fn parse_header(bytes: &[u8]) -> (Behaviour, Option<String>) {
     };
     let raw = &bytes[16..HEADER_BYTES];
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    (behaviour, std::str::from_utf8(&raw[..len]).ok().map(str::to_string))
+    (behaviour, core::str::from_utf8(&raw[..len]).ok().map(str::to_string))
 }
 
 #[cfg(test)]

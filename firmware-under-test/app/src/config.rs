@@ -12,7 +12,11 @@
 //! | `update.enable_post`     | true             | whether `POST /update` takes bundles |
 //! | `update.extra_http_headers` | none          | extra request headers for pulls, `"Name: value"` pairs separated by CR LF |
 
-use crate::app::Settings;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::app::{DELAY_MAX_MS, Settings};
 
 pub const USER_FILE: &str = "conf9.json";
 
@@ -55,11 +59,24 @@ impl Config {
         let update = |key: &str| json.pointer(&format!("/update/{key}"));
         config.update_url =
             update("url").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
-        config.update_interval_s = update("interval").and_then(|v| v.as_u64()).unwrap_or(0);
+        let bound_s = DELAY_MAX_MS / 1000;
+        match update("interval").and_then(|v| v.as_u64()) {
+            Some(s) if s > bound_s => {
+                config.problem = Some(format!(
+                    "update.interval {s} is over {bound_s} s (one week): polling is off"
+                ));
+            }
+            other => config.update_interval_s = other.unwrap_or(0),
+        }
         config.update_commit_timeout_s =
             update("commit_timeout").and_then(|v| v.as_u64()).map_or(0, |v| v.min(u32::MAX as u64) as u32);
-        if let Some(t) = update("timeout").and_then(|v| v.as_u64()) {
-            config.update_timeout_s = t;
+        match update("timeout").and_then(|v| v.as_u64()) {
+            Some(t) if t > bound_s => {
+                config.problem =
+                    Some(format!("update.timeout {t} is over {bound_s} s (one week): the default stays"));
+            }
+            Some(t) => config.update_timeout_s = t,
+            None => {}
         }
         if let Some(b) = update("enable_post").and_then(|v| v.as_bool()) {
             config.update_enable_post = b;
@@ -78,6 +95,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     #[test]
     fn conf9_overlays_the_defaults() {

@@ -2,7 +2,7 @@
 //!
 //! This is the C reference implementation (littlefs 2.9, built by `littlefs2-sys`) driven
 //! through its raw bindings, with the flash reached through `embedded_storage`'s [`NorFlash`], so
-//! the same code runs on [`SimFlash`](crate::flash::SimFlash) and on a plain RAM flash. It gives
+//! the same code runs on the simulator's `SimFlash` and on a plain RAM flash. It gives
 //! three things:
 //!
 //! - [`LfsFs`], a mounted filesystem implementing [`ota_core::fs::FileSystem`] for the merge;
@@ -32,7 +32,7 @@
 //! forward CRC: after a power cut tears a metadata commit, a 2.0 mount takes the torn bytes after
 //! the last good commit for erased flash and appends the next commit on top of them, a second
 //! program without an erase. Real NOR usually survives that (littlefs reads the commit back and
-//! relocates on a mismatch), but it is exactly what [`SimFlash`](crate::flash::SimFlash) refuses.
+//! relocates on a mismatch), but it is exactly what the simulator's `SimFlash` refuses.
 //! Version 2.1 records a CRC of the next program unit's erased state with every commit, so a mount
 //! after a torn commit sees the damage and compacts into the pair's other block, erasing first.
 //! One case stays undetectable by any software: a torn unit whose bits all kept their erased value
@@ -54,6 +54,9 @@
 //! mounts again first, as the device would after a reboot.
 
 use core::ffi::{c_char, c_int, c_void};
+
+mod shared;
+pub use shared::Shared;
 use std::fmt;
 use std::ptr::{self, NonNull};
 
@@ -258,7 +261,7 @@ impl<E: fmt::Debug> std::error::Error for Error<E> {}
 /// A mounted LittleFS in `region` of a flash, seen as the merge's flat root directory.
 ///
 /// To open the old and the new fs slot of one flash at once, as the merge does, give each a
-/// [`Shared`](crate::shared::Shared) handle on the same `RefCell`.
+/// [`Shared`] handle on the same `RefCell`.
 pub struct LfsFs<'f, F: NorFlash> {
     flash: &'f mut F,
     engine: Engine<F>,
@@ -939,6 +942,6 @@ impl<F: NorFlash> Engine<F> {
 }
 
 /// The flash an image is built in: RAM, with the smallest erase unit any block size is a multiple
-/// of. It does not catch a second program: littlefs on [`SimFlash`](crate::flash::SimFlash) is what
+/// of. It does not catch a second program: littlefs on the simulator's `SimFlash` is what
 /// the tests hold to the rules.
 type ImageFlash<'a> = RamFlash<'a, 4, { BLOCK_MIN_BYTES as usize }>;

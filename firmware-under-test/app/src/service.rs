@@ -23,14 +23,18 @@
 //! An unknown method is 404 "No handler for X"; malformed params are −1 "Malformed request: …",
 //! and nothing is changed.
 
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use base64::Engine as _;
-use embedded_storage::nor_flash::NorFlash;
 use ota_core::control::{BootStatePatch, SnapshotOptions};
 use ota_core::layout::Slot;
 use ota_core::updater::UpdateOptions;
 use serde_json::{Value, json};
 
-use crate::app::{App, RpcError, Source};
+use crate::app::{App, DELAY_MAX_MS, Flash, RpcError};
+use crate::event::Source;
 
 /// A pull the caller must carry out (it needs the network), replying when it ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +61,7 @@ impl From<Result<Value, RpcError>> for Reply {
     }
 }
 
-fn malformed(what: impl std::fmt::Display) -> RpcError {
+fn malformed(what: impl core::fmt::Display) -> RpcError {
     RpcError::new(-1, format!("Malformed request: {what}"))
 }
 
@@ -104,7 +108,7 @@ fn bytes_param(params: &Value, key: &str) -> Result<Vec<u8>, RpcError> {
 }
 
 /// Carries out `method`.
-pub fn dispatch<F: NorFlash>(
+pub fn dispatch<F: Flash>(
     app: &mut App<F>,
     method: &str,
     params: &Value,
@@ -118,21 +122,19 @@ pub fn dispatch<F: NorFlash>(
     match method {
         "Sys.GetInfo" => Reply::Result(info(app, uptime_ms)),
         "Sys.Reboot" => uint(params, "delay_ms")
-            .map(|delay| {
-                app.schedule_reboot(now_ms, delay.unwrap_or(100));
-                Value::Null
-            })
+            .and_then(|delay| app.schedule_reboot(now_ms, delay.unwrap_or(100)))
+            .map(|_| Value::Null)
             .into(),
         "OTA.Status" => Reply::Result(app.status()),
         "OTA.Begin" => begin(app, params, now_ms).into(),
         "OTA.Write" => write(app, params, now_ms).into(),
         "OTA.End" => end(app, now_ms).into(),
         "OTA.Update" => pull(app, params),
-        "OTA.Commit" => app.commit().map(|_| Value::Null).into(),
+        "OTA.Commit" => app.commit(now_ms).map(|_| Value::Null).into(),
         "OTA.Revert" => app.revert(now_ms).map(|_| Value::Null).into(),
         "OTA.GetBootState" => boot_state(app).into(),
         "OTA.SetBootState" => set_boot_state(app, params).into(),
-        "OTA.CreateSnapshot" => snapshot(app, params).into(),
+        "OTA.CreateSnapshot" => snapshot(app, params, now_ms).into(),
         "FS.Get" => fs_get(app, params).into(),
         "FS.Put" => fs_put(app, params).into(),
         "FS.List" => {
@@ -143,7 +145,7 @@ pub fn dispatch<F: NorFlash>(
 }
 
 /// `Sys.GetInfo`, as Mongoose OS answers it (the fields the OTA tools read).
-pub fn info<F: NorFlash>(app: &mut App<F>, uptime_ms: u64) -> Value {
+pub fn info<F: Flash>(app: &mut App<F>, uptime_ms: u64) -> Value {
     let (fw_version, fw_id) = app.version();
     let config = app.config();
     json!({
@@ -158,32 +160,52 @@ pub fn info<F: NorFlash>(app: &mut App<F>, uptime_ms: u64) -> Value {
     })
 }
 
-fn begin<F: NorFlash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
-    let timeout_s = uint(params, "timeout")?;
+fn begin<F: Flash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
+    let timeout_ms = match uint(params, "timeout")? {
+        Some(s) if s > DELAY_MAX_MS / 1000 => {
+            return Err(malformed(format!("timeout must be at most {} s", DELAY_MAX_MS / 1000)));
+        }
+        other => other.map(|s| s * 1000),
+    };
     let commit_timeout_s = seconds(params, "commit_timeout")?.unwrap_or(0);
     let size = uint(params, "size")?;
     let ignore_same_version = flag(params, "ignore_same_version")?.unwrap_or(false);
     let options = UpdateOptions { commit_timeout_s, ignore_same_version };
-    app.update_begin(Source::Rpc, options, size, timeout_s.map(|s| s * 1000), now_ms)?;
+    app.update_begin(Source::Rpc, options, size, timeout_ms, now_ms)?;
     Ok(Value::Null)
 }
 
-fn write<F: NorFlash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
+fn write<F: Flash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
     let offset = uint(params, "offset")?.ok_or_else(|| malformed("offset is required"))?;
     let data = bytes_param(params, "data")?;
-    if app.update_source().is_some_and(|s| s != Source::Rpc) {
-        return Err(RpcError::new(-1, "Another update is in progress (not started by OTA.Begin)"));
-    }
-    app.update_write(offset, &data, now_ms)?;
+    let id = rpc_session(app)?;
+    app.update_write(id, offset, &data, now_ms)?;
     Ok(Value::Null)
 }
 
-fn end<F: NorFlash>(app: &mut App<F>, now_ms: u64) -> Result<Value, RpcError> {
-    let finished = app.update_end(now_ms)?;
+/// The session `OTA.Begin` opened, or why there is none.
+fn rpc_session<F: Flash>(app: &mut App<F>) -> Result<crate::app::SessionId, RpcError> {
+    match (app.update_session_of(Source::Rpc), app.update_source()) {
+        (Some(id), _) => Ok(id),
+        (None, Some(_)) => Err(RpcError::new(-1, "Another update is in progress (not started by OTA.Begin)")),
+        (None, None) => Err(RpcError::new(-1, "No update in progress; call OTA.Begin first")),
+    }
+}
+
+/// `OTA.End`: ends the session `OTA.Begin` opened. A session another source opened (a push or
+/// a pull) is aborted instead, as `OTA.Begin`'s refusal promises; its remaining bytes are then
+/// refused, never written into a later session.
+fn end<F: Flash>(app: &mut App<F>, now_ms: u64) -> Result<Value, RpcError> {
+    if let (None, Some(source)) = (app.update_session_of(Source::Rpc), app.update_source()) {
+        app.update_abort_any("Update aborted by OTA.End", now_ms);
+        return Err(RpcError::new(-1, format!("Update aborted: the {source:?} update was stopped by OTA.End")));
+    }
+    let id = rpc_session(app)?;
+    let finished = app.update_end(id, now_ms)?;
     Ok(json!({ "state": 3, "msg": finished.message() }))
 }
 
-fn pull<F: NorFlash>(app: &mut App<F>, params: &Value) -> Reply {
+fn pull<F: Flash>(app: &mut App<F>, params: &Value) -> Reply {
     let request = (|| {
         let url = match (string(params, "url")?, string(params, "blob_url")?) {
             (Some(url), _) | (None, Some(url)) if !url.is_empty() => url.to_string(),
@@ -205,7 +227,7 @@ fn pull<F: NorFlash>(app: &mut App<F>, params: &Value) -> Reply {
     }
 }
 
-fn boot_state<F: NorFlash>(app: &mut App<F>) -> Result<Value, RpcError> {
+fn boot_state<F: Flash>(app: &mut App<F>) -> Result<Value, RpcError> {
     let s = app.boot_state()?;
     Ok(json!({
         "active_slot": s.active.index(),
@@ -226,7 +248,7 @@ fn slot_param(params: &Value, key: &str) -> Result<Option<Option<Slot>>, RpcErro
     }
 }
 
-fn set_boot_state<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn set_boot_state<F: Flash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
     let active_slot = match slot_param(params, "active_slot")? {
         Some(Some(slot)) => Some(slot),
         Some(None) => return Err(malformed("active_slot must be 0 or 1")),
@@ -246,17 +268,17 @@ fn set_boot_state<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value
     Ok(Value::Null)
 }
 
-fn snapshot<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn snapshot<F: Flash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
     let set_as_revert = match params.get("set_as_revert") {
         None | Some(Value::Null) => false,
         Some(v) => v.as_bool().ok_or_else(|| malformed("set_as_revert must be true or false"))?,
     };
     let options = SnapshotOptions { set_as_revert, commit_timeout_s: seconds(params, "commit_timeout")? };
-    let slot = app.create_snapshot(&options)?;
+    let slot = app.create_snapshot(&options, now_ms)?;
     Ok(json!({ "slot": slot.index() }))
 }
 
-fn fs_get<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn fs_get<F: Flash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
     let name = string(params, "filename")?.ok_or_else(|| malformed("filename is required"))?;
     let data = app.read_file(name)?.ok_or_else(|| RpcError::new(-2, format!("{name}: no such file")))?;
     let offset = (uint(params, "offset")?.unwrap_or(0) as usize).min(data.len());
@@ -268,7 +290,7 @@ fn fs_get<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcErr
     }))
 }
 
-fn fs_put<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn fs_put<F: Flash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
     let name = string(params, "filename")?.ok_or_else(|| malformed("filename is required"))?;
     let mut data = bytes_param(params, "data")?;
     if params.get("append").and_then(Value::as_bool) == Some(true)

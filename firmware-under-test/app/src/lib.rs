@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod image;
+pub mod service;
+
+pub use app::{App, Finished, Flash, RpcError, SessionId, Settings, Start, Tick, start};
+pub use event::{BootReason, Event, Phase, Source, Stamped};
