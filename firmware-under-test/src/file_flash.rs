@@ -17,6 +17,17 @@ use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNo
 pub const WRITE_BYTES: usize = 4;
 pub const ERASE_BYTES: usize = 4096;
 
+/// Where in the struck operation the power goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutWhen {
+    /// Before the operation changes anything.
+    Before,
+    /// Half way: the first half of a program's write units, or of an erase's range.
+    During,
+    /// After the operation completed.
+    After,
+}
+
 pub struct FileFlash {
     file: File,
     mem: Vec<u8>,
@@ -24,6 +35,7 @@ pub struct FileFlash {
     ops: u64,
     /// Die in the middle of this operation (1-based).
     cut_at_op: Option<u64>,
+    cut_when: CutWhen,
     cut_at_phase: Option<ota_app::Phase>,
 }
 
@@ -48,7 +60,7 @@ impl FileFlash {
         } else {
             file.read_exact_at(&mut mem, 0)?;
         }
-        Ok(FileFlash { file, mem, ops: 0, cut_at_op: None, cut_at_phase: None })
+        Ok(FileFlash { file, mem, ops: 0, cut_at_op: None, cut_when: CutWhen::During, cut_at_phase: None })
     }
 
     /// Arms the power cut of `--power-cut-at-phase`: the first flash operation after the
@@ -60,6 +72,14 @@ impl FileFlash {
     /// Arms the power cut of `--power-cut-after-ops`.
     pub fn cut_power_at_op(&mut self, op: u64) {
         self.cut_at_op = Some(op);
+        self.cut_when = CutWhen::During;
+    }
+
+    /// Arms a power cut `ops_from_now` mutating operations from now (0: the next one), struck
+    /// `when` (`Board.CutAtOp`).
+    pub fn cut_power_after(&mut self, ops_from_now: u64, when: CutWhen) {
+        self.cut_at_op = Some(self.ops.saturating_add(ops_from_now).saturating_add(1));
+        self.cut_when = when;
     }
 
     /// Mutating operations so far.
@@ -76,10 +96,10 @@ impl FileFlash {
         Ok(start..end)
     }
 
-    /// Counts an operation; true when this is the one the power dies in.
-    fn next_op(&mut self) -> bool {
+    /// Counts an operation; how the power dies in it, when it does.
+    fn next_op(&mut self) -> Option<CutWhen> {
         self.ops += 1;
-        self.cut_at_op == Some(self.ops)
+        (self.cut_at_op == Some(self.ops)).then_some(self.cut_when)
     }
 
     fn store(&mut self, range: std::ops::Range<usize>) -> Result<(), NorFlashErrorKind> {
@@ -88,8 +108,13 @@ impl FileFlash {
             .map_err(|_| NorFlashErrorKind::Other)
     }
 
-    fn die(&self, what: &str) -> ! {
-        eprintln!("virtual-board: power cut in the middle of flash operation {} ({what})", self.ops);
+    fn die(&self, what: &str, when: CutWhen) -> ! {
+        let when = match when {
+            CutWhen::Before => "before",
+            CutWhen::During => "in the middle of",
+            CutWhen::After => "after",
+        };
+        eprintln!("virtual-board: power cut {when} flash operation {} ({what})", self.ops);
         std::process::abort()
     }
 }
@@ -134,14 +159,18 @@ impl NorFlash for FileFlash {
             return Err(NorFlashErrorKind::NotAligned);
         }
         let range = self.range(from, (to - from) as usize)?;
-        if self.next_op() {
-            let half = range.start..range.start + range.len() / 2;
-            self.mem[half.clone()].fill(0xff);
-            let _ = self.store(half);
-            self.die("erase");
+        let cut = self.next_op();
+        let landed = match cut {
+            Some(CutWhen::Before) => 0,
+            Some(CutWhen::During) => range.len() / 2,
+            _ => range.len(),
+        };
+        self.mem[range.start..range.start + landed].fill(0xff);
+        self.store(range.start..range.start + landed)?;
+        if let Some(when) = cut {
+            self.die("erase", when);
         }
-        self.mem[range.clone()].fill(0xff);
-        self.store(range)
+        Ok(())
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
@@ -149,14 +178,18 @@ impl NorFlash for FileFlash {
             return Err(NorFlashErrorKind::NotAligned);
         }
         let range = self.range(offset, bytes.len())?;
-        let torn = self.next_op();
-        let landed = if torn { bytes.len() / WRITE_BYTES / 2 * WRITE_BYTES } else { bytes.len() };
+        let cut = self.next_op();
+        let landed = match cut {
+            Some(CutWhen::Before) => 0,
+            Some(CutWhen::During) => bytes.len() / WRITE_BYTES / 2 * WRITE_BYTES,
+            _ => bytes.len(),
+        };
         for (cell, b) in self.mem[range.start..range.start + landed].iter_mut().zip(bytes) {
             *cell &= b;
         }
         self.store(range.start..range.start + landed)?;
-        if torn {
-            self.die("program");
+        if let Some(when) = cut {
+            self.die("program", when);
         }
         Ok(())
     }

@@ -40,12 +40,13 @@ pub struct Options {
     pub watchdog_ms: u64,
     pub time_scale: u64,
     pub clock_start_ms: u64,
+    pub clock_frozen: bool,
 }
 
 pub const USAGE: &str =
     "usage: virtual-board --flash FILE [--http 127.0.0.1:PORT] [--serial pty|none] [--provision BUNDLE]
                      [--power-cut-after-ops N] [--power-cut-at-phase PHASE] [--platform NAME] [--app-slot-kib N] [--fs-slot-kib N]
-                     [--device-id ID] [--watchdog DURATION] [--time-scale N] [--clock-start-ms N]";
+                     [--device-id ID] [--watchdog DURATION] [--time-scale N] [--clock-start-ms N] [--clock-frozen]";
 
 impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -63,6 +64,7 @@ impl Options {
             watchdog_ms: 10_000,
             time_scale: 1,
             clock_start_ms: 0,
+            clock_frozen: false,
         };
         let mut flash = None;
         let mut it = args.into_iter();
@@ -88,6 +90,7 @@ impl Options {
                 "--watchdog" => o.watchdog_ms = duration_ms(&value()?)?,
                 "--time-scale" => o.time_scale = number(&flag, &value()?)?,
                 "--clock-start-ms" => o.clock_start_ms = number(&flag, &value()?)?,
+                "--clock-frozen" => o.clock_frozen = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -430,6 +433,17 @@ impl Device {
         }
     }
 
+    /// `Board.CutAtOp`: the power goes at the `ops_from_now`-th mutating flash operation.
+    pub fn arm_cut_after(&mut self, ops_from_now: u64, when: crate::file_flash::CutWhen) {
+        match self.life.as_mut() {
+            Some(Life::Running(app)) => app.flash_mut().cut_power_after(ops_from_now, when),
+            Some(Life::Hung { flash, .. } | Life::Bricked { flash, .. }) => {
+                flash.cut_power_after(ops_from_now, when)
+            }
+            None => {}
+        }
+    }
+
     /// `Board.Clock {advance_ms}`: with the clock frozen, lets `ms` of device time pass, running
     /// everything that falls due on the way at the time it falls due (reboots included), then
     /// leaves the clock frozen at the end. Returns the device time, and pulls polling started.
@@ -518,6 +532,9 @@ pub fn spawn(options: Options) -> Result<Ports, String> {
         flash.cut_power_at_phase(phase);
     }
     let clock = Clock::new(options.time_scale, options.clock_start_ms);
+    if options.clock_frozen {
+        clock.freeze();
+    }
     let console = Console::default();
     let device = Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock.clone(), console.clone())));
     let serial = options.serial.then(|| serial::start(device.clone(), console.clone())).transpose()?;

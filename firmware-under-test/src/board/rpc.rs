@@ -83,6 +83,7 @@ fn respond(request: &Request, id: &str, outcome: Result<Value, RpcError>) -> Opt
 /// | method        | params                                   | result |
 /// |---------------|------------------------------------------|--------|
 /// | `Board.Clock` | `{"freeze": true}`, `{"resume": true}` or `{"advance_ms": N}` | `{now_ms, frozen}` |
+/// | `Board.CutAtOp` | `{op, when}`: the power goes at the `op`-th mutating flash operation from now (0: the next), `before`, `during` or `after` it | `null` |
 /// | `Board.CutAtPhase` | `{phase}`: write, finalize, boot, merge, commit, revert, snapshot | `null`; the first flash operation after the phase starts dies half done, as a power cut |
 fn board_method(device: &SharedDevice, method: &str, params: &Value) -> Option<Reply> {
     let reply = match method {
@@ -106,6 +107,25 @@ fn board_method(device: &SharedDevice, method: &str, params: &Value) -> Option<R
                 }
             }
             Reply::Result(serde_json::json!({"now_ms": d.clock.now_ms(), "frozen": d.clock.is_frozen()}))
+        }
+        "Board.CutAtOp" => {
+            let op = params.get("op").and_then(Value::as_u64);
+            let when = match params.get("when").and_then(Value::as_str).unwrap_or("during") {
+                "before" => Some(crate::file_flash::CutWhen::Before),
+                "during" => Some(crate::file_flash::CutWhen::During),
+                "after" => Some(crate::file_flash::CutWhen::After),
+                _ => None,
+            };
+            match (op, when) {
+                (Some(op), Some(when)) => {
+                    lock(device).arm_cut_after(op, when);
+                    Reply::Result(Value::Null)
+                }
+                _ => Reply::Error(RpcError::new(
+                    -1,
+                    "Malformed request: op is a non-negative integer, when is before, during or after",
+                )),
+            }
         }
         "Board.CutAtPhase" => {
             let phase = params.get("phase").cloned().map(serde_json::from_value::<ota_app::Phase>);

@@ -9,22 +9,28 @@
 //! | `power_on`    | spawns the process on the flash file, reads stdout to `ready` (`serial=`, `http=`), opens the pty |
 //! | `power_cut`   | SIGKILL, and waits for the process to end |
 //! | `reboot`      | `Sys.Reboot`, then the `reboot:` line and an answer; a hung or bricked device is power-cycled |
-//! | `wait(ms)`    | sleeps until `ms / time_scale` of wall time have passed since the last action (or wait) ended: the device's clock runs `time_scale` times as fast, and the runner's own queries in between are not counted |
+//! | `wait(ms)`    | `Board.Clock {advance_ms}`: the device's clock, frozen while the runner drives it, moves by exactly `ms`, and everything that falls due on the way runs at its time before the call returns |
 //! | `push` rpc    | `OTA.Status`, `OTA.Begin`, `OTA.Write`s, `OTA.End` over the pty ([`rpc_client::ota_push`]) |
 //! | `push` http   | `POST /update`, multipart: the bundle as a file part, then `commit_timeout` |
 //! | `push` pull   | serves the bundle from a loopback HTTP server of its own, then `OTA.Update {url}` |
 //! | status, files | `Sys.GetInfo`, `OTA.GetBootState`, `FS.Get`, `FS.Put` |
 //!
-//! After an applied update the runner waits for the `reboot:` line and for the device to answer
-//! again, so the next step meets the new image (or what the boot loader chose instead). A cut at
-//! a fraction of an upload sends that fraction, then SIGKILLs the process: over RPC every write
-//! sent was acknowledged; over HTTP and pull the runner waits for the device's `OTA.Status` to
-//! settle, so a few bytes more or less may have reached the flash. The process can only be cut
-//! at a fixed flash operation counted from its start, so cuts at an operation or a phase of a step
-//! are not offered, nor sweeps.
+//! The runner starts the process with its clock frozen (`--clock-frozen`, `--clock-start-ms`
+//! carrying the device time across power cycles), so nothing falls due while the runner checks:
+//! the result of a scenario never depends on how fast the host is. After an applied update the
+//! runner advances the clock past the reboot delay, waits for the `reboot:` line and for the
+//! device to answer again, so the next step meets the new image (or what the boot loader chose
+//! instead).
 //!
-//! Device time on the timeline is the wall time since the trial started times `time_scale`; the
-//! console carries the device's own lines (stderr), each with its uptime.
+//! Cuts: at a fraction of an upload the runner sends that fraction, then SIGKILLs the process
+//! (over RPC every write sent was acknowledged; over HTTP and pull the runner waits for the
+//! device's `OTA.Status` to settle, so a few bytes more or less may have reached the flash). At
+//! a flash operation of a step (`Board.CutAtOp`) or at a named phase (`Board.CutAtPhase`, armed
+//! on the phase marker the application emits), the board's flash dies in that operation, leaving
+//! a torn write in the flash file. Sweeps are not offered.
+//!
+//! Device time on the timeline is the device's own: every event comes as an `@ota` JSON line on
+//! the process's stderr, stamped with device milliseconds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -44,8 +50,10 @@ use super::{
 };
 use crate::board::config::VirtualConfig;
 use crate::result::EventKind;
+use ota_app::Stamped;
+use ota_app::app::REBOOT_DELAY_MS;
 use crate::rpc_client::{self, Client, OtaOutcome, OtaPush, RpcErr, TransportError};
-use crate::scenario::model::{Cut, Transport};
+use crate::scenario::model::{Cut, CutWhen, Transport};
 
 /// The executable's name, next to `hil` or on `PATH`.
 pub const BINARY: &str = "virtual-board";
@@ -67,20 +75,28 @@ const BUSY: &str = "update is already in progress";
 
 /// Timeline and console, shared with the threads that read the process's output.
 struct Log {
-    started: Instant,
-    time_scale: u64,
+    /// The device's time as last seen (an event's stamp, a clock reply).
+    device_ms: u64,
     console: Vec<String>,
     events: Vec<(u64, EventKind)>,
 }
 
 impl Log {
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64 * self.time_scale
+        self.device_ms
     }
 
     fn event(&mut self, kind: EventKind) {
         let at = self.now_ms();
         self.events.push((at, kind));
+    }
+
+    /// A typed event from the device's console.
+    fn device_event(&mut self, stamped: Stamped) {
+        self.device_ms = self.device_ms.max(stamped.ms);
+        if let Some(kind) = super::timeline_event(&stamped.event, "") {
+            self.events.push((stamped.ms, kind));
+        }
     }
 
     fn console(&mut self, line: String) {
@@ -137,11 +153,6 @@ pub struct VirtualBoard {
     process: Option<Process>,
     armed: Option<Cut>,
     log: Arc<Mutex<Log>>,
-    /// Where the next `wait` counts from: the end of the last action that changed the device,
-    /// plus the waits since ([`VirtualBoard::settle_mark`]).
-    wait_mark: Instant,
-    /// An action ran since the mark was set; the next query or wait moves the mark to its end.
-    acted: bool,
     /// When the current step's timeout runs out; every wait ends by then.
     step_deadline: Option<Instant>,
 }
@@ -157,18 +168,13 @@ impl VirtualBoard {
         };
         let capabilities = Capabilities {
             transports: vec![Transport::Rpc, Transport::Http, Transport::Pull],
-            cut_at_op: false,
+            cut_at_op: true,
             cut_at_fraction: true,
-            cut_at_phase: false,
+            cut_at_phase: true,
             sweep: false,
             virtual_time: false,
         };
-        let log = Log {
-            started: Instant::now(),
-            time_scale: u64::from(config.time_scale),
-            console: Vec::new(),
-            events: Vec::new(),
-        };
+        let log = Log { device_ms: 0, console: Vec::new(), events: Vec::new() };
         VirtualBoard {
             info,
             capabilities,
@@ -178,24 +184,7 @@ impl VirtualBoard {
             process: None,
             armed: None,
             log: Arc::new(Mutex::new(log)),
-            wait_mark: Instant::now(),
-            acted: true,
             step_deadline: None,
-        }
-    }
-
-    /// Notes that an action changes the device now.
-    fn act(&mut self) {
-        self.acted = true;
-    }
-
-    /// Queries and waits call this first: when an action ran since the mark, it ended just
-    /// now, and waits count from here. So the runner's own queries between an action and a wait
-    /// (the status before every step, an `expect`) cost no device time, as on the simulator,
-    /// where time moves only when a step makes it.
-    fn settle_mark(&mut self) {
-        if std::mem::take(&mut self.acted) {
-            self.wait_mark = Instant::now();
         }
     }
 
@@ -249,6 +238,7 @@ impl VirtualBoard {
             .args(["--app-slot-kib", &(self.config.app_slot_bytes / 1024).to_string()])
             .args(["--fs-slot-kib", &(self.config.fs_slot_bytes / 1024).to_string()])
             .args(["--time-scale", &self.config.time_scale.to_string()])
+            .args(["--clock-frozen", "--clock-start-ms", &lock(&self.log).device_ms.to_string()])
             .args(extra);
         match wiring {
             Wiring::Channels => command.args(["--serial", "pty", "--http", &self.config.http]),
@@ -274,8 +264,8 @@ impl VirtualBoard {
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     let mut log = lock(&log);
-                    if let Some(kind) = event_of(&line) {
-                        log.event(kind);
+                    if let Some(stamped) = Stamped::from_console_line(&line) {
+                        log.device_event(stamped);
                     }
                     log.console(line);
                 }
@@ -429,8 +419,25 @@ impl VirtualBoard {
         }
     }
 
-    /// Waits for the process's next `reboot:` line, then for the device to answer again.
+    /// Lets `ms` of device time pass on the device's frozen clock; everything due on the way
+    /// runs before this returns.
+    fn advance(&mut self, ms: u64) -> BoardResult<()> {
+        let timeout = self.startup_timeout();
+        match self.call_timeout("Board.Clock", json!({ "advance_ms": ms }), timeout)? {
+            Ok(reply) => {
+                let now = reply.get("now_ms").and_then(Value::as_u64).unwrap_or_default();
+                let mut log = lock(&self.log);
+                log.device_ms = log.device_ms.max(now);
+                Ok(())
+            }
+            Err(e) => Err(BoardError::new(format!("Board.Clock refused to advance {ms} ms: {}", e.message))),
+        }
+    }
+
+    /// Waits for the process's next `reboot:` line, then for the device to answer again. The
+    /// clock moves past the reboot delay first, as it would on a running device.
     fn await_reboot(&mut self, after: &str) -> BoardResult<()> {
+        self.advance(REBOOT_DELAY_MS)?;
         let timeout = self.startup_timeout();
         let deadline = Instant::now() + timeout;
         loop {
@@ -622,6 +629,54 @@ impl VirtualBoard {
         Ok(())
     }
 
+    /// Arms the armed cut on the device's flash, when it is one the device strikes itself (at
+    /// an operation or a phase of the step); returns how it will strike.
+    fn arm_on_device(&mut self) -> BoardResult<Option<String>> {
+        let (method, params, how) = match self.armed.take() {
+            Some(Cut::AtOp { op, when }) => {
+                let when = match when {
+                    CutWhen::Before => "before",
+                    CutWhen::During => "during",
+                    CutWhen::After => "after",
+                };
+                let how = format!("{when} flash op {op} of the step");
+                ("Board.CutAtOp", json!({ "op": op, "when": when }), how)
+            }
+            Some(Cut::AtPhase(phase)) => {
+                let how = format!("during the first flash op of the {} phase", phase.name());
+                ("Board.CutAtPhase", json!({ "phase": phase.name() }), how)
+            }
+            other => {
+                self.armed = other;
+                return Ok(None);
+            }
+        };
+        match self.call(method, params)? {
+            Ok(_) => Ok(Some(how)),
+            Err(e) => Err(BoardError::new(format!("{method} refused: {}", e.message))),
+        }
+    }
+
+    /// After a step with a cut armed on the device: the process must have died in the armed
+    /// operation, which is the power cut. A process still alive means the step never reached it.
+    fn device_cut_struck<T>(&mut self, result: BoardResult<T>, how: &str) -> BoardResult<()> {
+        if self.process.is_some() && !self.exited() {
+            let what = match result {
+                Ok(_) => "the step ended".to_string(),
+                Err(e) => format!("the step failed: {}", e.message),
+            };
+            return Err(BoardError::new(format!("the power cut {how} never struck: {what}"))
+                .help("the step has no such flash operation or phase on this board"));
+        }
+        if let Some(process) = self.process.take() {
+            self.stop(process);
+        }
+        let how = format!("power cut {how}");
+        self.hil_line(&how);
+        self.note(EventKind::PowerCut { op: None, how });
+        Ok(())
+    }
+
     /// The armed cut strikes: SIGKILL.
     fn cut(&mut self, how: &str) {
         if let Some(process) = self.process.take() {
@@ -729,14 +784,13 @@ impl Board for VirtualBoard {
     }
 
     fn start_trial(&mut self, _seed: u64) -> BoardResult<()> {
-        self.act();
         if let Some(process) = self.process.take() {
             self.stop(process);
         }
         self.armed = None;
         {
             let mut log = lock(&self.log);
-            log.started = Instant::now();
+            log.device_ms = 0;
             log.console.clear();
             log.events.clear();
         }
@@ -761,7 +815,6 @@ impl Board for VirtualBoard {
     }
 
     fn provision(&mut self, bundle: &[u8]) -> BoardResult<()> {
-        self.act();
         if let Some(process) = self.process.take() {
             self.stop(process);
         }
@@ -778,7 +831,6 @@ impl Board for VirtualBoard {
     }
 
     fn power_on(&mut self) -> BoardResult<()> {
-        self.act();
         if self.process.is_some() {
             return Ok(());
         }
@@ -795,7 +847,6 @@ impl Board for VirtualBoard {
     }
 
     fn power_cut(&mut self) -> BoardResult<()> {
-        self.act();
         if self.process.is_some() {
             self.cut("by the runner");
         }
@@ -803,13 +854,8 @@ impl Board for VirtualBoard {
     }
 
     fn arm_cut(&mut self, cut: Cut) -> BoardResult<()> {
-        match cut {
-            Cut::AtFraction(_) => {
-                self.armed = Some(cut);
-                Ok(())
-            }
-            _ => Err(BoardError::new("the virtual board cuts the power at a fraction of an upload only")),
-        }
+        self.armed = Some(cut);
+        Ok(())
     }
 
     fn disarm_cut(&mut self) -> BoardResult<()> {
@@ -818,40 +864,36 @@ impl Board for VirtualBoard {
     }
 
     fn push(&mut self, request: &PushRequest<'_>) -> BoardResult<PushResult> {
-        self.act();
-        let cut_after = match self.armed.take() {
+        let cut_after = match self.armed {
             Some(Cut::AtFraction(f)) => Some((request.bundle.len() as f64 * f) as usize),
             _ => None,
         };
         if self.process.is_none() {
+            self.armed = None;
             return Ok(PushResult::PowerLost);
         }
-        match request.transport {
+        let device_cut = self.arm_on_device()?;
+        let result = match request.transport {
             Transport::Rpc => self.push_rpc(request, cut_after),
             Transport::Http => self.push_http(request, cut_after),
             Transport::Pull => self.push_pull(request, cut_after),
+        };
+        match device_cut {
+            Some(how) => self.device_cut_struck(result, &how).map(|_| PushResult::PowerLost),
+            None => result,
         }
     }
 
-    /// Sleeps until `ms` of device time (`ms / time_scale` of wall time) have passed since the
-    /// mark: the end of the last action, or of the last wait.
     fn wait(&mut self, ms: u64) -> BoardResult<()> {
-        self.settle_mark();
-        self.wait_mark += Duration::from_micros(ms.saturating_mul(1000) / u64::from(self.config.time_scale));
-        std::thread::sleep(self.wait_mark.saturating_duration_since(Instant::now()));
-        if let Some(process) = self.process.as_mut()
-            && let Ok(Some(_)) = process.child.try_wait()
-        {
-            let mut process = self.process.take().expect("checked above");
-            let e = self.died(&mut process, "during a wait");
-            self.stop(process);
-            return Err(e);
+        if self.process.is_none() {
+            let mut log = lock(&self.log);
+            log.device_ms = log.device_ms.saturating_add(ms);
+            return Ok(());
         }
-        Ok(())
+        self.advance(ms)
     }
 
     fn commit(&mut self) -> BoardResult<Result<(), Refusal>> {
-        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -859,7 +901,6 @@ impl Board for VirtualBoard {
     }
 
     fn revert(&mut self) -> BoardResult<Result<(), Refusal>> {
-        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -872,7 +913,6 @@ impl Board for VirtualBoard {
     }
 
     fn reboot(&mut self) -> BoardResult<()> {
-        self.act();
         if self.process.is_none() {
             return Ok(());
         }
@@ -895,7 +935,6 @@ impl Board for VirtualBoard {
         set_as_revert: bool,
         commit_timeout_s: Option<u32>,
     ) -> BoardResult<Result<u8, Refusal>> {
-        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -917,7 +956,6 @@ impl Board for VirtualBoard {
     }
 
     fn write_file(&mut self, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>> {
-        self.act();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -926,7 +964,6 @@ impl Board for VirtualBoard {
     }
 
     fn read_file(&mut self, name: &str) -> BoardResult<Result<Option<Vec<u8>>, Refusal>> {
-        self.settle_mark();
         if self.process.is_none() {
             return Ok(Err("the device is off".into()));
         }
@@ -944,7 +981,6 @@ impl Board for VirtualBoard {
     }
 
     fn status(&mut self) -> BoardResult<Status> {
-        self.settle_mark();
         if self.process.is_none() {
             return Ok(Status { activity: Activity::Off, boot_state: None });
         }
@@ -980,44 +1016,6 @@ fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     base64::engine::general_purpose::STANDARD.decode(text)
 }
 
-/// A timeline event for a console line of the device (`[   1234 ms] text`), when it marks one.
-fn event_of(line: &str) -> Option<EventKind> {
-    let text = line.split_once("] ").map_or(line, |(_, text)| text);
-    let slot_after = |prefix: &str| {
-        text.strip_prefix(prefix)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u8>().ok()
-    };
-    if let Some(slot) = slot_after("boot slot ") {
-        let reason = text.split_once('(').map_or("", |(_, r)| r.trim_end_matches(')')).to_string();
-        return Some(EventKind::Boot { slot, reason });
-    }
-    if let Some(slot) = slot_after("update applied to slot ") {
-        return Some(EventKind::UpdateApplied { slot });
-    }
-    if let Some(rest) = text.strip_prefix("fs merged: ") {
-        let copied = rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        return Some(EventKind::Merge { copied });
-    }
-    if let Some(why) = text.strip_prefix("BRICKED: ") {
-        return Some(EventKind::Bricked { why: why.into() });
-    }
-    if let Some(why) = text.strip_prefix("update failed: ") {
-        return Some(EventKind::Refused { message: why.into() });
-    }
-    match text {
-        t if t.starts_with("committed") => Some(EventKind::Commit),
-        t if t.starts_with("reverted") => Some(EventKind::Revert { why: "OTA.Revert".into() }),
-        t if t.starts_with("reboot: commit timer expired") => {
-            Some(EventKind::Revert { why: "commit timer expired".into() })
-        }
-        "reboot: watchdog" => Some(EventKind::WatchdogReset),
-        "firmware crashed at boot" => Some(EventKind::Crash),
-        "commit timer expired" => Some(EventKind::Note { text: "commit timer expired".into() }),
-        _ => None,
-    }
-}
-
-/// Sends the head of `POST /update` and the first `keep` bytes of the bundle, and leaves the
-/// request unfinished; the stream is returned so that it stays open until the cut.
 fn http_upload_prefix(addr: &str, request: &PushRequest<'_>, keep: usize) -> std::io::Result<TcpStream> {
     const BOUNDARY: &str = "hil-virtual-board-upload";
     let head = format!(
@@ -1130,22 +1128,31 @@ fn serve_bundle(stream: &mut TcpStream, bundle: &[u8], cut_after: Option<usize>)
 mod tests {
     use super::*;
 
+    /// The device's typed event lines become timeline events at their device time; other lines
+    /// are console text only.
     #[test]
-    fn console_lines_become_timeline_events() {
-        let check = |line: &str| event_of(line).map(|e| format!("{e:?}"));
+    fn device_event_lines_become_timeline_events_at_device_time() {
+        let mut log = Log { device_ms: 0, console: Vec::new(), events: Vec::new() };
+        for line in [
+            r#"@ota {"ms":12,"ops":3,"event":"boot","slot":1,"reason":{"kind":"trial"}}"#,
+            r#"@ota {"ms":40,"event":"update_applied","slot":1}"#,
+            r#"[       50 ms] boot slot 0 (Trial)"#,
+            r#"@ota {"ms":70,"event":"merged","copied":2,"kept_new":1}"#,
+            r#"@ota {"ms":75,"event":"phase","phase":"commit"}"#,
+        ] {
+            if let Some(stamped) = Stamped::from_console_line(line) {
+                log.device_event(stamped);
+            }
+        }
+        let seen: Vec<String> = log.events.iter().map(|(ms, e)| format!("{ms} {e:?}")).collect();
         assert_eq!(
-            check("[       12 ms] boot slot 1 (Trial)").as_deref(),
-            Some("Boot { slot: 1, reason: \"Trial\" }")
+            seen,
+            [
+                "12 Boot { slot: 1, reason: \"Trial\" }",
+                "40 UpdateApplied { slot: 1 }",
+                "70 Merge { copied: 2 }",
+            ]
         );
-        assert_eq!(
-            check("[0 ms] update applied to slot 1; rebooting").as_deref(),
-            Some("UpdateApplied { slot: 1 }")
-        );
-        assert_eq!(
-            check("[0 ms] fs merged: 2 copied, 1 kept from the image").as_deref(),
-            Some("Merge { copied: 2 }")
-        );
-        assert_eq!(check("[0 ms] reboot: watchdog").as_deref(), Some("WatchdogReset"));
-        assert_eq!(check("[0 ms] running 1.0.0 in slot 0"), None);
+        assert_eq!(log.device_ms, 75, "the device's time is the last stamp seen");
     }
 }
