@@ -14,9 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use ota_app::image::Image;
 use ota_bundle::Bundle;
 use ota_firmware::board::{self, Options};
-use ota_sim::image::Image;
 use serde_json::{Value, json};
 
 fn main() {
@@ -72,7 +72,7 @@ fn main() {
 }
 
 fn bundle(version: &str, app_kib: usize) -> Vec<u8> {
-    let fs = ota_sim::lfs::build_image(64 * 1024, 4096, &[("app.json", version.as_bytes())]);
+    let fs = ota_lfs::build_image(64 * 1024, 4096, &[("app.json", version.as_bytes())]);
     Bundle::new("bench", "host")
         .version(version)
         .app(Image::new(version, app_kib * 1024).bytes())

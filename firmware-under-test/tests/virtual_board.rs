@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ota_app::image::{Behaviour, Image};
 use ota_bundle::Bundle;
-use ota_sim::image::{Behaviour, Image};
 use serde_json::{Value, json};
 
 struct Board {
@@ -39,7 +39,7 @@ fn bundle(version: &str, behaviour: Option<Behaviour>) -> Vec<u8> {
         Some(b) => Image::new(version, 40_000).behaviour(b).bytes(),
         None => (0..40_000u32).map(|i| (i as u8) ^ version.as_bytes()[0]).collect(),
     };
-    let fs = ota_sim::lfs::build_image(64 * 1024, 4096, &[("app.json", version.as_bytes())]);
+    let fs = ota_lfs::build_image(64 * 1024, 4096, &[("app.json", version.as_bytes())]);
     Bundle::new("fw", "host").version(version).build_id(&format!("b-{version}")).app(app).fs(fs).build()
 }
 

@@ -48,6 +48,8 @@ pub enum TransportError {
     Open { port: String, reason: String },
     /// The other side of the line is gone: the board powered off (or its process died).
     Closed { port: String },
+    /// Nothing accepted the connection: a wrong address or port, not a board that went away.
+    Refused { port: String, reason: String },
     /// No reply to `method` within `waited`.
     Timeout { port: String, method: String, waited: Duration },
     /// Reading or writing failed otherwise.
@@ -66,6 +68,9 @@ impl TransportError {
             TransportError::Closed { .. } => {
                 "the device went away (powered off, unplugged, or its process ended); power it on and try again"
             }
+            TransportError::Refused { .. } => {
+                "nothing listens there: check the address and port (the board prints its `http=` line at start)"
+            }
             TransportError::Timeout { .. } => {
                 "the device did not answer: check that it runs and that the port is its RPC channel"
             }
@@ -80,6 +85,7 @@ impl fmt::Display for TransportError {
         match self {
             TransportError::Open { port, reason } => write!(f, "cannot open {port}: {reason}"),
             TransportError::Closed { port } => write!(f, "{port}: the other side closed (the board is off)"),
+            TransportError::Refused { port, reason } => write!(f, "cannot connect to {port}: {reason}"),
             TransportError::Timeout { port, method, waited } => {
                 write!(f, "{port}: no reply to {method} within {:.1} s", waited.as_secs_f64())
             }
@@ -311,7 +317,13 @@ impl HttpClient {
                 if e.is_timeout() {
                     TransportError::Timeout { port: self.url.clone(), method: method.into(), waited: timeout }
                 } else if e.is_connect() {
-                    TransportError::Closed { port: self.url.clone() }
+                    let mut reason = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(cause) = source {
+                        reason = format!("{reason}: {cause}");
+                        source = cause.source();
+                    }
+                    TransportError::Refused { port: self.url.clone(), reason }
                 } else {
                     TransportError::Io { port: self.url.clone(), reason: e.to_string() }
                 }

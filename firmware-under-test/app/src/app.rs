@@ -130,11 +130,19 @@ fn control_error(e: ControlError) -> RpcError {
 pub enum Start<F> {
     Running(Box<App<F>>),
     /// The firmware did not get to run (a crash at boot, a failed merge): boot again.
-    Reset { flash: F },
+    Reset {
+        flash: F,
+    },
     /// The firmware hangs: the watchdog resets the device after `watchdog_ms`.
-    Hung { flash: F, slot: Slot },
+    Hung {
+        flash: F,
+        slot: Slot,
+    },
     /// Nothing boots.
-    Bricked { flash: F, why: String },
+    Bricked {
+        flash: F,
+        why: String,
+    },
 }
 
 /// Where the OTA machinery stands, as `OTA.Status` reports it (`mgos_ota_state`).
@@ -189,7 +197,9 @@ impl Finished {
 pub enum Tick {
     Nothing,
     /// Reboot now (a scheduled reboot, or the commit deadline passed and the state reverted).
-    Reboot { why: String },
+    Reboot {
+        why: String,
+    },
 }
 
 /// The running application. It owns the flash while it runs; [`App::into_flash`] gives it back
@@ -318,7 +328,8 @@ pub fn start<F: Flash>(
     }
     let manifest_version = state.slot(slot).version.as_str().to_string();
     let simulated = header_version.is_some();
-    let version = if manifest_version.is_empty() { header_version.unwrap_or_default() } else { manifest_version };
+    let version =
+        if manifest_version.is_empty() { header_version.unwrap_or_default() } else { manifest_version };
     out.push(&mut flash, Event::Running { slot: slot.index() as u8, version: version.clone() });
     let mut app = App {
         flash,
@@ -378,8 +389,10 @@ fn merge_into<F: NorFlash>(
         ota_lfs::format(&mut Shared(&cell), new).map_err(|e| e.to_string())?;
     }
     let (mut old_flash, mut new_flash) = (Shared(&cell), Shared(&cell));
-    let mut old_fs = ota_lfs::LfsFs::mount(&mut old_flash, old).map_err(|e| format!("old filesystem: {e}"))?;
-    let mut new_fs = ota_lfs::LfsFs::mount(&mut new_flash, new).map_err(|e| format!("new filesystem: {e}"))?;
+    let mut old_fs =
+        ota_lfs::LfsFs::mount(&mut old_flash, old).map_err(|e| format!("old filesystem: {e}"))?;
+    let mut new_fs =
+        ota_lfs::LfsFs::mount(&mut new_flash, new).map_err(|e| format!("new filesystem: {e}"))?;
     let report = merge::merge(&mut old_fs, &mut new_fs, buf).map_err(|e| e.to_string())?;
     Ok((report.copied, report.kept_new))
 }
@@ -641,12 +654,20 @@ impl<F: Flash> App<F> {
 
     /// `OTA.Write {offset, data}`: a write below what was received is acknowledged and not
     /// applied again (mos retries with the same offset); a write past it is a gap and refused.
-    pub fn update_write(&mut self, id: SessionId, offset: u64, data: &[u8], now_ms: u64) -> Result<(), RpcError> {
+    pub fn update_write(
+        &mut self,
+        id: SessionId,
+        offset: u64,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<(), RpcError> {
         let received = self.session_mut(id)?.received;
         if offset > received {
             return Err(RpcError::new(
                 -1,
-                format!("Write at offset {offset} leaves a gap: {received} bytes received so far; nothing applied"),
+                format!(
+                    "Write at offset {offset} leaves a gap: {received} bytes received so far; nothing applied"
+                ),
             ));
         }
         let already = (received - offset).min(data.len() as u64) as usize;
@@ -683,7 +704,11 @@ impl<F: Flash> App<F> {
     }
 
     /// Sets the commit timeout of session `id` (a form field that came after the bundle).
-    pub fn update_set_commit_timeout(&mut self, id: SessionId, commit_timeout_s: u32) -> Result<(), RpcError> {
+    pub fn update_set_commit_timeout(
+        &mut self,
+        id: SessionId,
+        commit_timeout_s: u32,
+    ) -> Result<(), RpcError> {
         self.session_mut(id)?.updater.set_commit_timeout_s(commit_timeout_s);
         Ok(())
     }
@@ -901,8 +926,7 @@ impl<F: Flash> App<F> {
         let session = self.session.as_ref().map(|s| s.last_progress_ms.saturating_add(s.timeout_ms));
         // The firmware's own commit and the deadline only matter on a trial.
         let own = trial.and(self.own_commit_ms());
-        let deadline =
-            trial.map(|state| self.boot_ms.saturating_add(state.commit_timeout_s as u64 * 1000));
+        let deadline = trial.map(|state| self.boot_ms.saturating_add(state.commit_timeout_s as u64 * 1000));
         [self.reboot_at_ms, session, own, deadline].into_iter().flatten().min()
     }
 }

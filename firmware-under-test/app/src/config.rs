@@ -62,9 +62,8 @@ impl Config {
         let bound_s = DELAY_MAX_MS / 1000;
         match update("interval").and_then(|v| v.as_u64()) {
             Some(s) if s > bound_s => {
-                config.problem = Some(format!(
-                    "update.interval {s} is over {bound_s} s (one week): polling is off"
-                ));
+                config.problem =
+                    Some(format!("update.interval {s} is over {bound_s} s (one week): polling is off"));
             }
             other => config.update_interval_s = other.unwrap_or(0),
         }

@@ -198,7 +198,10 @@ fn rpc_session<F: Flash>(app: &mut App<F>) -> Result<crate::app::SessionId, RpcE
 fn end<F: Flash>(app: &mut App<F>, now_ms: u64) -> Result<Value, RpcError> {
     if let (None, Some(source)) = (app.update_session_of(Source::Rpc), app.update_source()) {
         app.update_abort_any("Update aborted by OTA.End", now_ms);
-        return Err(RpcError::new(-1, format!("Update aborted: the {source:?} update was stopped by OTA.End")));
+        return Err(RpcError::new(
+            -1,
+            format!("Update aborted: the {source:?} update was stopped by OTA.End"),
+        ));
     }
     let id = rpc_session(app)?;
     let finished = app.update_end(id, now_ms)?;

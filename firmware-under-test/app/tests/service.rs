@@ -2,15 +2,15 @@
 //! end, through reboots.
 
 use base64::Engine as _;
-use ota_bundle::Bundle;
-use ota_core::flash::RamFlash;
-use ota_core::layout::{Layout, Slot};
-use ota_core::updater::Updater;
 use ota_app::app::{self, App, Settings, Start, Tick};
 use ota_app::image::{Behaviour, Image};
 use ota_app::service::{self, PullRequest, Reply};
 use ota_app::{Event, Stamped};
+use ota_bundle::Bundle;
+use ota_core::flash::RamFlash;
 use ota_core::layout::Region;
+use ota_core::layout::{Layout, Slot};
+use ota_core::updater::Updater;
 use serde_json::{Value, json};
 
 type Flash<'a> = RamFlash<'a, 4, 4096>;
@@ -91,11 +91,7 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// Pushes `zip` with OTA.Begin/Write/End in 512-byte writes, retrying every fifth write.
-fn push<F: ota_app::Flash>(
-    app: &mut App<F>,
-    zip: &[u8],
-    commit_timeout: u32,
-) -> Value {
+fn push<F: ota_app::Flash>(app: &mut App<F>, zip: &[u8], commit_timeout: u32) -> Value {
     call(app, "OTA.Begin", json!({"timeout": 600, "commit_timeout": commit_timeout, "size": zip.len()}), 0)
         .unwrap();
     for (i, chunk) in zip.chunks(512).enumerate() {
@@ -288,7 +284,10 @@ fn commit_timeout_0_commits_only_after_the_new_images_first_healthy_boot() {
         assert_eq!(boot_state(&mut app)["active_slot"], 0, "and it is what runs");
     }
     let (mut app, events) = boot_until_running(reboot_flash(app, 100), 100);
-    assert!(events.contains(&Event::Boot { slot: 1, reason: ota_app::event::BootReason::Trial }), "{events:?}");
+    assert!(
+        events.contains(&Event::Boot { slot: 1, reason: ota_app::event::BootReason::Trial }),
+        "{events:?}"
+    );
     assert!(events.iter().any(|e| matches!(e, Event::Merged { .. })), "{events:?}");
     assert_eq!(app.tick(100), Tick::Nothing);
     assert_eq!(
@@ -321,7 +320,8 @@ fn commit_timeout_0_and_a_bundle_without_an_fs_part_keeps_conf9_and_a_mountable_
     let mut mem = vec![0u8; FLASH_BYTES];
     let mut app = device(&mut mem);
     write_conf(&mut app);
-    let no_fs = Bundle::new("fw", "host").version("2.0.0").build_id("b-2.0.0").app(vec![0x22; 30_000]).build();
+    let no_fs =
+        Bundle::new("fw", "host").version("2.0.0").build_id("b-2.0.0").app(vec![0x22; 30_000]).build();
     push(&mut app, &no_fs, 0);
     assert_eq!(app.tick(50), Tick::Nothing, "the running 1.0.0's timer does not commit 2.0.0");
     let (mut app, _) = boot_until_running(reboot_flash(app, 100), 100);
@@ -341,9 +341,15 @@ fn ota_commit_before_the_reboot_never_commits_the_image_that_has_not_run() {
     let mut app = device(&mut mem);
     push(&mut app, &bundle("2.0.0", vec![0x22; 30_000]), 300);
     let refused = call(&mut app, "OTA.Commit", Value::Null, 50).unwrap_err();
-    assert_eq!(refused.1, "the running slot 0 is not the active slot 1 (its image has not run yet); nothing committed");
+    assert_eq!(
+        refused.1,
+        "the running slot 0 is not the active slot 1 (its image has not run yet); nothing committed"
+    );
     let (mut app, events) = boot_until_running(reboot_flash(app, 100), 100);
-    assert!(events.contains(&Event::Boot { slot: 1, reason: ota_app::event::BootReason::Trial }), "{events:?}");
+    assert!(
+        events.contains(&Event::Boot { slot: 1, reason: ota_app::event::BootReason::Trial }),
+        "{events:?}"
+    );
     assert_eq!(boot_state(&mut app)["is_committed"], false, "2.0.0 is on its trial");
 }
 
@@ -399,7 +405,10 @@ fn a_stale_upload_never_writes_into_another_session() {
     assert_eq!(ended.1, "Update aborted: the Push update was stopped by OTA.End");
     call(&mut app, "OTA.Begin", json!({"size": zip.len()}), 0).unwrap();
     let stale = app.update_data(a, &zip[1000..2000], 0).unwrap_err();
-    assert_eq!(stale.message, "this upload's update session has ended; another (Rpc) runs now; nothing written");
+    assert_eq!(
+        stale.message,
+        "this upload's update session has ended; another (Rpc) runs now; nothing written"
+    );
     assert_eq!(app.update_received(), Some(0), "B's session took none of A's bytes");
     for (i, chunk) in zip.chunks(4096).enumerate() {
         call(&mut app, "OTA.Write", json!({"offset": i * 4096, "data": b64(chunk)}), 0).unwrap();

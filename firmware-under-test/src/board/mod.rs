@@ -148,7 +148,9 @@ const WRITE_BYTES: u32 = 4;
 
 fn phase(text: &str) -> Result<Phase, String> {
     serde_json::from_value(serde_json::Value::String(text.into())).map_err(|_| {
-        format!("--power-cut-at-phase is one of write, finalize, merge, commit, revert, snapshot, not {text:?}")
+        format!(
+            "--power-cut-at-phase is one of write, finalize, merge, commit, revert, snapshot, not {text:?}"
+        )
     })
 }
 
@@ -536,7 +538,8 @@ pub fn spawn(options: Options) -> Result<Ports, String> {
         clock.freeze();
     }
     let console = Console::default();
-    let device = Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock.clone(), console.clone())));
+    let device =
+        Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock.clone(), console.clone())));
     let serial = options.serial.then(|| serial::start(device.clone(), console.clone())).transpose()?;
     let http = options.http.as_deref().map(|addr| web::start(device.clone(), addr)).transpose()?;
     std::thread::spawn(move || timers(&device, &clock));

@@ -6,9 +6,9 @@ use ota_core::updater::UpdateOptions;
 
 use super::{SharedDevice, lock};
 use crate::app::RpcError;
-use ota_app::Source;
 use crate::http::client::{DeviceIdentity, PullClient, PullOutcome};
 use crate::service::PullRequest;
+use ota_app::Source;
 
 /// Runs the pull; returns Mongoose OS's status message, or the error with its code.
 pub fn run(device: &SharedDevice, request: &PullRequest) -> Result<&'static str, RpcError> {
@@ -37,7 +37,10 @@ pub fn run(device: &SharedDevice, request: &PullRequest) -> Result<&'static str,
         })??
     };
     let fetched = client.get(&request.url, |piece| {
-        lock(device).with_app(|app, now| app.update_data(id, piece, now)).and_then(|r| r).map_err(|e| e.message)
+        lock(device)
+            .with_app(|app, now| app.update_data(id, piece, now))
+            .and_then(|r| r)
+            .map_err(|e| e.message)
     });
     let mut d = lock(device);
     match fetched {
@@ -45,7 +48,9 @@ pub fn run(device: &SharedDevice, request: &PullRequest) -> Result<&'static str,
             d.with_app(|app, now| app.update_not_modified(id, now))?;
             Ok("Not Modified")
         }
-        Ok(PullOutcome::Done { .. }) => d.with_app(|app, now| app.update_end(id, now).map(|f| f.message()))?,
+        Ok(PullOutcome::Done { .. }) => {
+            d.with_app(|app, now| app.update_end(id, now).map(|f| f.message()))?
+        }
         Err(e) => {
             // A network error leaves the session open; an updater error already closed it.
             d.with_app(|app, now| app.update_abort(id, &format!("pull failed: {e}"), now))?;

@@ -21,11 +21,11 @@ use serde_json::Value;
 
 use super::{SharedDevice, lock};
 use crate::app::{RpcError, SessionId};
-use ota_app::Source;
 use crate::http::multipart::{UploadEvent, UploadForm};
 use crate::http::request::{RequestEvent, RequestHead, RequestParser};
 use crate::http::response::Response;
 use crate::service::{PullRequest, Reply};
+use ota_app::Source;
 
 /// Largest body of `POST /rpc` and `/rpc/<Method>` (a frame, not a bundle).
 const RPC_BODY_MAX_BYTES: usize = 64 * 1024;

@@ -219,7 +219,8 @@ pub(crate) fn timeline_event(event: &ota_app::Event, cut_how: &str) -> Option<Ev
     Some(match event {
         Event::PowerOn => EventKind::PowerOn,
         Event::PowerLost { op } => {
-            let how = if op.is_some() && !cut_how.is_empty() { cut_how.to_string() } else { "power cut".into() };
+            let how =
+                if op.is_some() && !cut_how.is_empty() { cut_how.to_string() } else { "power cut".into() };
             EventKind::PowerCut { op: *op, how }
         }
         Event::Boot { slot, reason } => EventKind::Boot { slot: *slot, reason: reason.to_string() },

@@ -7,10 +7,10 @@
 //! of a named phase: for a phase it runs the step once on a copy of the device to find where the
 //! phase starts, then runs it for real with the cut armed there.
 
+use ota_app::{BootReason, Finished};
 use ota_core::control::SnapshotOptions;
 use ota_core::layout::{Layout, Slot};
 use ota_core::log;
-use ota_app::{BootReason, Finished};
 use ota_core::updater::UpdateOptions;
 use ota_sim::device::{self, Device, DeviceError, Event, Run};
 use ota_sim::flash::{CutWhen as SimCutWhen, Op, OpRecord};

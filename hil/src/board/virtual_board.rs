@@ -50,10 +50,10 @@ use super::{
 };
 use crate::board::config::VirtualConfig;
 use crate::result::EventKind;
-use ota_app::Stamped;
-use ota_app::app::REBOOT_DELAY_MS;
 use crate::rpc_client::{self, Client, OtaOutcome, OtaPush, RpcErr, TransportError};
 use crate::scenario::model::{Cut, CutWhen, Transport};
+use ota_app::Stamped;
+use ota_app::app::REBOOT_DELAY_MS;
 
 /// The executable's name, next to `hil` or on `PATH`.
 pub const BINARY: &str = "virtual-board";

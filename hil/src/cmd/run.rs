@@ -143,8 +143,7 @@ fn summarize(run: &Run) -> ExitCode {
         println!("{errors} trials could not run (broken infrastructure)");
     }
     println!(
-        "hil: {passed} passed, {} failed, {skipped} skipped ({:.2} s, seed {})",
-        failed + errors,
+        "hil: {passed} passed, {failed} failed, {errors} errors, {skipped} skipped ({:.2} s, seed {})",
         run.duration.as_secs_f64(),
         run.seed
     );
