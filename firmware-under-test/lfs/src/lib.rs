@@ -1,70 +1,27 @@
-//! LittleFS v2 in a region of a NOR flash: the filesystem of each fs slot, as on Mongoose OS's ESP32.
-//!
-//! This is the C reference implementation (littlefs 2.9, built by `littlefs2-sys`) driven
-//! through its raw bindings, with the flash reached through `embedded_storage`'s [`NorFlash`], so
-//! the same code runs on the simulator's `SimFlash` and on a plain RAM flash. It gives
-//! three things:
-//!
-//! - [`LfsFs`], a mounted filesystem implementing [`ota_core::fs::FileSystem`] for the merge;
-//! - [`format`], [`mount_check`], [`read_file`], [`write_file`] and [`list_files`], one mount each,
-//!   for set-up and invariant checks;
-//! - [`build_image`], the filesystem image of a bundle's `fs` part (Mongoose OS's `fs.img`).
-//!
-//! # Geometry
-//!
-//! | littlefs setting | value | why |
-//! |---|---|---|
-//! | `block_size` | the flash's erase unit, `F::ERASE_SIZE` (4096 on ESP32) | a block is erased alone |
-//! | `block_count` | region size / block size, at run time | any fs region of at least 2 blocks |
-//! | `prog_size` | `F::WRITE_SIZE` (4) | littlefs programs each unit at most once per erase |
-//! | `read_size` | `F::READ_SIZE` (1) | |
-//! | `cache_size` | [`CACHE_BYTES`] (512), or the block if smaller | one read, one program, one file cache |
-//! | `lookahead_size` | [`LOOKAHEAD_BYTES`] (32) | one allocation scan covers 256 blocks |
-//! | `block_cycles` | [`BLOCK_CYCLES`] (500) | metadata moves after 500 erases, littlefs's suggested range |
-//! | `disk_version` | [`DISK_VERSION`] (2.1) | see below |
-//! | name, file, attribute, inline limits | littlefs's defaults (255, 2 GiB, 1022, 512) | |
-//!
-//! # Why the raw bindings and on-disk version 2.1
-//!
-//! The `littlefs2` crate's safe wrapper fixes two things this simulator cannot accept. Its
-//! `Storage::BLOCK_COUNT` is a compile-time constant, while fs regions come from a run-time
-//! [`Layout`](ota_core::layout::Layout). And it pins the on-disk version to 2.0, which has no
-//! forward CRC: after a power cut tears a metadata commit, a 2.0 mount takes the torn bytes after
-//! the last good commit for erased flash and appends the next commit on top of them, a second
-//! program without an erase. Real NOR usually survives that (littlefs reads the commit back and
-//! relocates on a mismatch), but it is exactly what the simulator's `SimFlash` refuses.
-//! Version 2.1 records a CRC of the next program unit's erased state with every commit, so a mount
-//! after a torn commit sees the damage and compacts into the pair's other block, erasing first.
-//! One case stays undetectable by any software: a torn unit whose bits all kept their erased value
-//! reads as erased while the simulator still counts it as programmed.
-//!
-//! # Power safety
-//!
-//! littlefs is copy-on-write: every change is a single metadata commit, so after a power cut the
-//! filesystem holds either the state before a call or the state after it. A write at offset 0 to an
-//! existing file is therefore atomic. Creating a file commits the empty file first and its data at
-//! the close, so a cut between leaves an empty file: the merge writes to a temporary name and
-//! renames it, which is atomic.
-//!
-//! # Mounting
-//!
-//! [`LfsFs`] stays mounted between calls, so littlefs keeps its allocator state and caches; each
-//! call opens and closes its file, so nothing is pending between calls. After a call fails with a
-//! flash error or littlefs's I/O or corruption error (a power cut, for instance), the next call
-//! mounts again first, as the device would after a reboot.
+#![doc = include_str!("../README.md")]
+#![no_std]
 
-use core::ffi::{c_char, c_int, c_void};
+extern crate alloc;
 
+#[cfg(any(target_os = "none", test))]
+mod libc;
 mod shared;
-pub use shared::Shared;
-use std::fmt;
-use std::ptr::{self, NonNull};
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ffi::{c_char, c_int, c_void};
+use core::fmt;
+use core::ptr::{self, NonNull};
 
 use embedded_storage::nor_flash::NorFlash;
 use littlefs2_sys as ll;
 use ota_core::flash::RamFlash;
 use ota_core::fs::FileSystem;
 use ota_core::layout::Region;
+
+pub use shared::Shared;
 
 /// Bytes of each littlefs cache: the read cache, the program cache and the open file's cache.
 /// Also the largest file littlefs stores inline in its directory (with a 4 KiB block).
@@ -73,7 +30,7 @@ pub const CACHE_BYTES: u32 = 512;
 pub const LOOKAHEAD_BYTES: u32 = 32;
 /// Erase cycles of a metadata block before littlefs moves it (wear levelling).
 pub const BLOCK_CYCLES: i32 = 500;
-/// The on-disk version written: 2.1, the first with forward CRCs (see the module documentation).
+/// The on-disk version written: 2.1, the first with forward CRCs (see the crate documentation).
 pub const DISK_VERSION: u32 = 0x0002_0001;
 /// Longest file name littlefs stores, in bytes (`LFS_NAME_MAX`).
 pub const NAME_MAX_BYTES: usize = ll::LFS_NAME_MAX as usize;
@@ -256,7 +213,7 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
     }
 }
 
-impl<E: fmt::Debug> std::error::Error for Error<E> {}
+impl<E: fmt::Debug> core::error::Error for Error<E> {}
 
 /// A mounted LittleFS in `region` of a flash, seen as the merge's flat root directory.
 ///
@@ -568,7 +525,7 @@ unsafe extern "C" fn lfs_read<F: NorFlash>(
     }
     // SAFETY: littlefs passes our configuration and a buffer of `size` bytes.
     let (bridge, buf) =
-        unsafe { (bridge::<F>(config), std::slice::from_raw_parts_mut(buffer.cast::<u8>(), size as usize)) };
+        unsafe { (bridge::<F>(config), core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size as usize)) };
     bridge.flash_op(block, off, size, |flash, address| flash.read(address, buf))
 }
 
@@ -584,7 +541,7 @@ unsafe extern "C" fn lfs_prog<F: NorFlash>(
     }
     // SAFETY: littlefs passes our configuration and a buffer of `size` bytes.
     let (bridge, data) =
-        unsafe { (bridge::<F>(config), std::slice::from_raw_parts(buffer.cast::<u8>(), size as usize)) };
+        unsafe { (bridge::<F>(config), core::slice::from_raw_parts(buffer.cast::<u8>(), size as usize)) };
     bridge.flash_op(block, off, size, |flash, address| flash.write(address, data))
 }
 
@@ -905,8 +862,9 @@ impl<F: NorFlash> Engine<F> {
         if len > name.len() {
             return Err(Error::NameTooLong { len_bytes: len, buf_bytes: name.len() });
         }
+        // A C `char` is signed on the host and unsigned on RISC-V: take its byte either way.
         for (to, &from) in name.iter_mut().zip(&info_name[..len]) {
-            *to = from as u8;
+            [*to] = from.to_ne_bytes();
         }
         Ok(Some(len))
     }
@@ -942,6 +900,6 @@ impl<F: NorFlash> Engine<F> {
 }
 
 /// The flash an image is built in: RAM, with the smallest erase unit any block size is a multiple
-/// of. It does not catch a second program: littlefs on the simulator's `SimFlash` is what
+/// of. It does not catch a second program: littlefs on the simulator's strict `SimFlash` is what
 /// the tests hold to the rules.
 type ImageFlash<'a> = RamFlash<'a, 4, { BLOCK_MIN_BYTES as usize }>;

@@ -1,7 +1,7 @@
 //! One flash, several users at once: the first-boot merge holds the old and the new filesystem,
 //! both regions of the same flash, at the same time.
 
-use std::cell::RefCell;
+use core::cell::RefCell;
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 
