@@ -22,7 +22,7 @@ use ota_core::layout::Region;
 type Check = fn() -> Result<(), String>;
 
 /// One check per device crate. To add a crate: its dependency line in Cargo.toml, and its line here.
-const CHECKS: &[(&str, Check)] = &[("ota-lfs", lfs_round_trip)];
+const CHECKS: &[(&str, Check)] = &[("ota-lfs", lfs_round_trip), ("ota-app", app_start_and_config)];
 
 /// Formats a LittleFS on a four-block RAM flash, writes a file and reads it back.
 fn lfs_round_trip() -> Result<(), String> {
@@ -39,6 +39,42 @@ fn lfs_round_trip() -> Result<(), String> {
         Some(read) => Err(format!("conf9.json reads back as {read:?}, not {CONTENT:?}")),
         None => Err(String::from("conf9.json is missing after it was written")),
     }
+}
+
+/// Starts the application on an erased flash (nothing is provisioned: the start says so, as a
+/// typed event), and reads a `conf9.json` through serde_json.
+fn app_start_and_config() -> Result<(), String> {
+    const APP_BYTES: u32 = 8 * 4096;
+    const FS_BYTES: u32 = 4 * 4096;
+    let e = 4096;
+    let layout = ota_core::layout::Layout::new(
+        e,
+        4,
+        [Region::new(0, e), Region::new(e, e)],
+        [Region::new(2 * e, APP_BYTES), Region::new(2 * e + APP_BYTES, APP_BYTES)],
+        [
+            Region::new(2 * e + 2 * APP_BYTES, FS_BYTES),
+            Region::new(2 * e + 2 * APP_BYTES + FS_BYTES, FS_BYTES),
+        ],
+    )
+    .map_err(|e| format!("{e}"))?;
+    let mut mem = vec![0xff; (2 * e + 2 * APP_BYTES + 2 * FS_BYTES) as usize];
+    let flash = RamFlash::<4, 4096>::new(&mut mem);
+    let settings = ota_app::Settings { work_buffer_bytes: 1024, ..ota_app::Settings::default() };
+    let mut events = alloc::vec::Vec::new();
+    match ota_app::start(flash, layout, settings.clone(), 0, &mut events) {
+        ota_app::Start::Bricked { why, .. } if why == "no boot state: never provisioned" => {}
+        _ => return Err(String::from("an erased flash did not start as \"never provisioned\"")),
+    }
+    let line = events.last().map(ota_app::Stamped::console_line).unwrap_or_default();
+    if !line.starts_with("@ota {\"ms\":0") {
+        return Err(format!("the last event's line is {line:?}"));
+    }
+    let config = ota_app::config::Config::from_user_file(Some(br#"{"device": {"id": "site-7"}}"#), &settings);
+    if config.device_id != "site-7" {
+        return Err(format!("conf9.json gave device id {:?}", config.device_id));
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "none"))]
@@ -63,8 +99,8 @@ mod device {
 
     use embedded_alloc::LlffHeap;
 
-    /// Each LittleFS mount takes about 2.5 KiB, and the check's RAM flash 16 KiB.
-    const HEAP_BYTES: usize = 32 * 1024;
+    /// Each LittleFS mount takes about 2.5 KiB, the checks' RAM flashes 16 and 104 KiB.
+    const HEAP_BYTES: usize = 96 * 1024;
 
     #[global_allocator]
     static HEAP: LlffHeap = LlffHeap::empty();
