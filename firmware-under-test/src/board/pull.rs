@@ -6,7 +6,8 @@ use ota_core::updater::UpdateOptions;
 
 use super::{SharedDevice, lock};
 use crate::app::{RpcError, Source};
-use crate::http::client::{DeviceIdentity, PullClient, PullOutcome};
+use crate::http::client::{DeviceIdentity, PullOutcome};
+use crate::net::PullClient;
 use crate::service::PullRequest;
 
 /// Runs the pull; returns Mongoose OS's status message, or the error with its code.
