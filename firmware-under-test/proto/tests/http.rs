@@ -5,6 +5,9 @@
 //! (`firmware-under-test/tests/pull.rs`); here its two pure halves are, byte by byte.
 
 use ota_proto::http::HttpError;
+use ota_proto::http::client::{
+    self, CODE_FAILED, DeviceIdentity, HttpUrl, Progress, PullError, PullOutcome, Reply, ResponseParser,
+};
 use ota_proto::http::multipart::{MultipartEvent, MultipartParser, UploadEvent, UploadForm};
 use ota_proto::http::request::{RequestEvent, RequestHead, RequestParser};
 use ota_proto::http::response::{CONTINUE_100, Response};
@@ -601,4 +604,115 @@ fn every_response_parses_back_with_its_body() {
     let head = String::from_utf8(bytes[..head_end].to_vec()).unwrap();
     assert!(head.contains(&format!("Content-Length: {}\r\n", response.body.len())));
     assert_eq!(&bytes[head_end..], response.body.as_slice());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pull client's request and response, without a socket
+
+fn identity() -> DeviceIdentity {
+    DeviceIdentity {
+        device_id: Some("esp32_0A1B2C".into()),
+        mac: None,
+        app: "demo".into(),
+        platform: "host".into(),
+        fw_version: "1.0.3".into(),
+        fw_id: "20250102-120000".into(),
+    }
+}
+
+fn pull_url() -> HttpUrl {
+    HttpUrl::parse("http://127.0.0.1:8000/fw.zip?v=1").unwrap()
+}
+
+/// Feeds a response in `pieces` as a socket loop would; returns how it ended, the body pieces the
+/// callback got, and whether the parser asked for more bytes after the last piece.
+fn read_response(pieces: &[&[u8]]) -> (Result<Progress, PullError>, Vec<Vec<u8>>) {
+    let mut parser = ResponseParser::new(&pull_url());
+    let mut body = Vec::new();
+    let mut on_body = |piece: &[u8]| -> Result<(), String> {
+        body.push(piece.to_vec());
+        Ok(())
+    };
+    let mut progress = Ok(Progress::More);
+    for piece in pieces {
+        progress = parser.feed(piece, &mut on_body);
+        if progress != Ok(Progress::More) {
+            break;
+        }
+    }
+    if progress == Ok(Progress::More) {
+        progress = Err(parser.closed());
+    }
+    (progress, body)
+}
+
+#[test]
+fn the_request_head_carries_the_device_headers_then_the_extra_headers() {
+    let extra = [("X-Fleet".to_string(), "lab".to_string())];
+    let head = client::request_head(&identity(), &extra, &pull_url()).unwrap();
+    insta::assert_snapshot!(head.replace("\r\n", "\n"), @r"
+    GET /fw.zip?v=1 HTTP/1.1
+    Host: 127.0.0.1:8000
+    User-Agent: demo/1.0.3 (ota-hil/0.1.0; host)
+    X-MGOS-Device-ID: esp32_0A1B2C -
+    X-MGOS-FW-Version: host 1.0.3 20250102-120000
+    X-Fleet: lab
+    Connection: close
+    ");
+    let with_user = HttpUrl::parse("http://u:p@h/a").unwrap();
+    let head = client::request_head(&identity(), &[], &with_user).unwrap();
+    assert!(head.contains("\r\nAuthorization: Basic dTpw\r\n"), "{head}");
+    let bad = [("X-Bad".to_string(), "a\r\nInjected: 1".to_string())];
+    assert_eq!(client::request_head(&identity(), &bad, &pull_url()).unwrap_err().code, -10);
+}
+
+#[test]
+fn a_response_decides_the_pull_from_its_head() {
+    let done = |bytes| Ok(Progress::Reply(Reply::Outcome(PullOutcome::Done { bytes })));
+    let (outcome, body) =
+        read_response(&[b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nfirst", b"-second", b"past"]);
+    assert_eq!((outcome, body), (done(12), vec![b"first".to_vec(), b"-second".to_vec()]));
+    let (outcome, _) = read_response(&[b"HTTP/1.1 304 Not Modified\r\n\r\n"]);
+    assert_eq!(outcome, Ok(Progress::Reply(Reply::Outcome(PullOutcome::NotModified))));
+    let (outcome, _) = read_response(&[b"HTTP/1.1 302 Found\r\nLocation: /b\r\n\r\n"]);
+    assert_eq!(outcome, Ok(Progress::Reply(Reply::Redirect("/b".into()))));
+    let (outcome, _) = read_response(&[b"HTTP/1.1 404 Not Found\r\n\r\n"]);
+    assert_eq!(outcome.unwrap_err().code, -404);
+    let (outcome, _) = read_response(&[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]);
+    assert_eq!(outcome.unwrap_err().message, "Invalid content-length, perhaps chunked-encoding");
+    let (outcome, _) = read_response(&[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"]);
+    assert_eq!(outcome.unwrap_err().message, "Update failed: connection closed after 5 of 10 body bytes");
+    let (outcome, _) = read_response(&[b"HTTP/1.1 200 OK\r\nContent-"]);
+    let closed = "Update failed: http://127.0.0.1:8000/fw.zip?v=1 closed the connection before the response head was complete";
+    assert_eq!(outcome.unwrap_err().message, closed);
+}
+
+#[test]
+fn reads_never_ask_for_bytes_past_the_body() {
+    let mut parser = ResponseParser::new(&pull_url());
+    assert_eq!(parser.read_size_max(), client::HEAD_READ_MAX_BYTES);
+    let mut sink = |_: &[u8]| -> Result<(), String> { Ok(()) };
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nab", &mut sink).unwrap();
+    assert_eq!(parser.read_size_max(), client::READ_PIECE_MAX_BYTES);
+    assert_eq!(parser.waiting_for(), "after 2 of 5000 body bytes");
+    parser.feed(&[0; 4096], &mut sink).unwrap();
+    assert_eq!(parser.read_size_max(), 5000 - 2 - 4096);
+    let mut refuse = |_: &[u8]| -> Result<(), String> { Err("Malformed archive (invalid header)".into()) };
+    let refused = parser.feed(b"x", &mut refuse).unwrap_err();
+    assert_eq!((refused.code, refused.message.as_str()), (CODE_FAILED, "Malformed archive (invalid header)"));
+    assert_eq!(parser.read_size_max(), 0, "a parser that gave an error reads no more");
+}
+
+proptest! {
+    #[test]
+    fn a_response_split_anywhere_gives_the_same_body_and_outcome(
+        cuts in proptest::collection::vec(0usize..80, 0..6),
+    ) {
+        // The body is the same bytes whatever the socket's pieces; only its cuts differ.
+        let response = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 20\r\n\r\n0123456789abcdefghijEXTRA";
+        let (outcome, body) = read_response(&split_at_cuts(response, &cuts));
+        prop_assert_eq!(outcome, Ok(Progress::Reply(Reply::Outcome(PullOutcome::Done { bytes: 20 }))));
+        prop_assert_eq!(body.concat(), b"0123456789abcdefghij".to_vec());
+        prop_assert!(body.iter().all(|piece| !piece.is_empty()));
+    }
 }
