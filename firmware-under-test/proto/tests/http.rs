@@ -716,3 +716,98 @@ proptest! {
         prop_assert!(body.iter().all(|piece| !piece.is_empty()));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Numbers from the wire
+
+/// The error a request parser gives for `request`, fed whole and then ended.
+fn request_error(request: &[u8]) -> HttpError {
+    let mut parser = RequestParser::new();
+    let fed: Result<Vec<_>, _> = parser.feed(request).collect();
+    fed.err().or_else(|| parser.finish().err()).expect("the request is refused")
+}
+
+/// Regression: a `Content-Length` or chunk size past `u64::MAX` was "not a number" or a "bad
+/// chunk-size line" (400), which hid that the number was merely too large; the pull client
+/// called such a length "perhaps chunked". Each now names the bound it passed.
+#[test]
+fn wire_numbers_past_u64_are_refused_naming_the_bound() {
+    let mut report = String::new();
+    for (name, request) in [
+        ("Content-Length u64::MAX", &b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n"[..]),
+        ("Content-Length u64::MAX + 1", b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n"),
+        (
+            "Content-Length of 40 digits",
+            b"POST / HTTP/1.1\r\nContent-Length: 9999999999999999999999999999999999999999\r\n\r\n",
+        ),
+        ("chunk size u64::MAX", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"),
+        (
+            "chunk size u64::MAX + 1",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+        ),
+        (
+            "chunk size u64::MAX after a chunk",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nffffffffffffffff\r\n",
+        ),
+    ] {
+        report.push_str(&format!("{name}: {}\n", request_error(request)));
+    }
+    for length in ["18446744073709551615", "18446744073709551616"] {
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nPK");
+        let (outcome, body) = read_response(&[response.as_bytes()]);
+        let shown = outcome.map_or_else(|e| e.to_string(), |p| format!("{p:?}"));
+        report.push_str(&format!(
+            "pull, Content-Length {length}: {shown} ({} body bytes)\n",
+            body.concat().len()
+        ));
+    }
+    insta::assert_snapshot!(report);
+}
+
+proptest! {
+    #[test]
+    fn any_decimal_content_length_gives_a_body_or_an_error_never_a_panic(digits in "[0-9]{1,45}") {
+        // Lengths of any size reach the parsers as text; both bound them without overflowing.
+        let request = format!("POST / HTTP/1.1\r\nContent-Length: {digits}\r\n\r\nabc");
+        let mut parser = RequestParser::new();
+        for event in parser.feed(request.as_bytes()) {
+            if event.is_err() {
+                break;
+            }
+        }
+        let _ = parser.finish();
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {digits}\r\n\r\nabc");
+        let (outcome, body) = read_response(&[response.as_bytes()]);
+        prop_assert!(body.concat().len() <= 3);
+        if let Ok(length) = digits.parse::<u64>() {
+            prop_assert_eq!(outcome.is_ok(), length <= 3, "{:?}", outcome);
+        } else {
+            prop_assert!(outcome.unwrap_err().message.contains("larger than the limit of 18446744073709551615 bytes"));
+        }
+    }
+
+    #[test]
+    fn any_hex_chunk_size_gives_a_chunk_or_an_error_never_a_panic(
+        first in 1u64..1000,
+        digits in "[0-9a-fA-F]{1,40}",
+    ) {
+        // The second chunk's size adds to the bytes already read; the sum must not overflow.
+        let request = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{first:x}\r\n{}\r\n{digits}\r\nabc",
+            "b".repeat(first as usize)
+        );
+        let mut parser = RequestParser::new();
+        let mut error = None;
+        for event in parser.feed(request.as_bytes()) {
+            if let Err(e) = event {
+                error = Some(e);
+                break;
+            }
+        }
+        let size = u64::from_str_radix(&digits, 16).ok();
+        match size {
+            Some(size) if size <= 16 * 1024 * 1024 - first => prop_assert!(error.is_none(), "{:?}", error),
+            _ => prop_assert_eq!(error.map(|e| e.status), Some(413)),
+        }
+    }
+}

@@ -185,9 +185,11 @@ impl RequestParser {
             State::RequestLine | State::Headers => {
                 cut(format!("after {} bytes of the request head", self.head_bytes + self.line.len()))
             }
-            State::Body { remaining } => {
-                cut(format!("after {} of {} body bytes", self.body_bytes, self.body_bytes + remaining))
-            }
+            State::Body { remaining } => cut(format!(
+                "after {} of {} body bytes",
+                self.body_bytes,
+                self.body_bytes.saturating_add(*remaining)
+            )),
             State::ChunkSize | State::ChunkData { .. } | State::ChunkDataEnd { .. } | State::Trailers => {
                 cut(format!("inside the chunked body, after {} body bytes", self.body_bytes))
             }
@@ -311,10 +313,10 @@ impl RequestParser {
             return Ok(n);
         }
         let line = core::mem::take(&mut self.line);
-        let size = parse_chunk_size(trim_line_end(&line))?;
+        let size = parse_chunk_size(trim_line_end(&line), self.body_max_bytes)?;
         if size == 0 {
             self.state = State::Trailers;
-        } else if size > self.body_max_bytes - self.body_bytes {
+        } else if size > self.body_max_bytes.saturating_sub(self.body_bytes) {
             return Err(self.body_too_large(self.body_bytes.saturating_add(size)));
         } else {
             self.state = State::ChunkData { remaining: size };
@@ -519,12 +521,15 @@ fn framing(head: &RequestHead, body_max_bytes: u64) -> Result<Framing, HttpError
             quoted(&lengths.join(", "))
         )));
     }
-    let length = match first.bytes().all(|b| b.is_ascii_digit()) {
-        true => first.parse::<u64>().ok(),
-        false => None,
-    };
-    let Some(length) = length else {
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HttpError::bad_request(format!("Content-Length {} is not a number", quoted(first))));
+    }
+    // All digits: the only way not to parse is to be past u64::MAX, far past the limit.
+    let Ok(length) = first.parse::<u64>() else {
+        return Err(HttpError::new(
+            413,
+            format!("Content-Length {} is larger than the limit of {body_max_bytes} bytes", quoted(first)),
+        ));
     };
     if length > body_max_bytes {
         return Err(HttpError::new(
@@ -536,16 +541,21 @@ fn framing(head: &RequestHead, body_max_bytes: u64) -> Result<Framing, HttpError
 }
 
 /// Reads the hexadecimal size at the start of a chunk-size line; extensions after `;` are
-/// ignored.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+/// ignored. A size past `u64::MAX` is refused as larger than `body_max_bytes`.
+fn parse_chunk_size(line: &[u8], body_max_bytes: u64) -> Result<u64, HttpError> {
     let digits_end = line.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(line.len());
-    let after = &line[digits_end..];
+    let (digits, after) = line.split_at(digits_end);
     let ext_ok = after.iter().find(|b| !matches!(b, b' ' | b'\t')).is_none_or(|&b| b == b';');
-    let size = core::str::from_utf8(&line[..digits_end]).ok().and_then(|d| u64::from_str_radix(d, 16).ok());
-    match size {
-        Some(size) if ext_ok => Ok(size),
-        _ => Err(HttpError::bad_request(format!("bad chunk-size line {}", quoted_bytes(line)))),
+    if digits.is_empty() || !ext_ok {
+        return Err(HttpError::bad_request(format!("bad chunk-size line {}", quoted_bytes(line))));
     }
+    let digits = core::str::from_utf8(digits).expect("hex digits are ASCII");
+    u64::from_str_radix(digits, 16).map_err(|_| {
+        HttpError::new(
+            413,
+            format!("chunk size {} is larger than the limit of {body_max_bytes} bytes", quoted(digits)),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -565,14 +575,14 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_hex_with_optional_extensions() {
-        assert_eq!(parse_chunk_size(b"1A"), Ok(26));
-        assert_eq!(parse_chunk_size(b"0"), Ok(0));
-        assert_eq!(parse_chunk_size(b"10;name=value"), Ok(16));
-        assert_eq!(parse_chunk_size(b"10 ; name"), Ok(16));
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"x1").is_err());
-        assert!(parse_chunk_size(b"1 2").is_err());
-        assert!(parse_chunk_size(b"11111111111111111").is_err());
+        assert_eq!(parse_chunk_size(b"1A", u64::MAX), Ok(26));
+        assert_eq!(parse_chunk_size(b"0", u64::MAX), Ok(0));
+        assert_eq!(parse_chunk_size(b"10;name=value", u64::MAX), Ok(16));
+        assert_eq!(parse_chunk_size(b"10 ; name", u64::MAX), Ok(16));
+        assert!(parse_chunk_size(b"", u64::MAX).is_err());
+        assert!(parse_chunk_size(b"x1", u64::MAX).is_err());
+        assert!(parse_chunk_size(b"1 2", u64::MAX).is_err());
+        assert_eq!(parse_chunk_size(b"11111111111111111", 16).unwrap_err().status, 413);
     }
 
     #[test]

@@ -216,7 +216,9 @@ impl Decoder {
             (0x80.., Scan::Object { .. } | Scan::Meta) => self.clear(byte, out),
             (_, Scan::Object { .. }) => self.object_byte(byte),
             (_, Scan::Meta) => self.meta_byte(byte, out),
-            (_, Scan::Discard { len }) => self.scan = Scan::Discard { len: len + 1 },
+            // A line can be longer than `usize` counts on a 32-bit board (4 GiB of noise without
+            // a newline); the count stops at the largest value rather than wrap.
+            (_, Scan::Discard { len }) => self.scan = Scan::Discard { len: len.saturating_add(1) },
         }
     }
 
