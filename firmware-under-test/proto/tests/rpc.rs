@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use ota_proto::rpc::frame::{
-    self, Id, Outcome, Request, Response, RpcError, dst_is_local, parse_request, parse_response,
+    self, Id, Outcome, Request, Response, RpcError, dst_is_local, not_a_frame_json, parse_request,
+    parse_response,
 };
 use ota_proto::rpc::uart::{
     self, Decoder, EMPTY_LINE_REPLY, EOT, EOT_REPLY, Encoder, HANDSHAKE, Item, META_MAX_BYTES, Style, XOFF,
@@ -843,6 +844,12 @@ proptest! {
         prop_assert!(text.is_ascii());
         prop_assert_eq!(parse_request(text.as_bytes()).unwrap(), req);
     }
+}
+
+#[test]
+fn bytes_that_are_not_a_request_get_an_error_frame_without_an_id() {
+    let error = parse_request(b"{\"id\":1}{\"id\":2}").unwrap_err();
+    insta::assert_snapshot!(not_a_frame_json(&error, "d\u{e9}v"), @r#"{"src":"d\u00e9v","error":{"code":400,"message":"bad request: not JSON (trailing characters at line 1 column 9)"}}"#);
 }
 
 // ---------------------------------------------------------------------------------------------

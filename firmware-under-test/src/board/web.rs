@@ -5,7 +5,7 @@
 //! | `POST /update`, multipart       | the part with a filename is the bundle, streamed into the updater; a `commit_timeout` field before or after it | 200 `Update applied, finalizing`, 400 with the updater's message, 409 `Another update is in progress.` |
 //! | `GET|POST /update?url=…`        | pull (`url` defaults to `update.url`; `commit_timeout`, `ignore_same_version` default 1) | 200 `(1) <msg>`, 500 `(<code>) <msg>`, 400 no URL, 409 busy |
 //! | `/update/commit`, `/update/revert` | commit, or revert and reboot | 200 `Ok`, 400 `Error` |
-//! | `POST /rpc`                     | a whole frame | the whole reply frame |
+//! | `POST /rpc`                     | a whole frame | the whole reply frame; 400 and an error frame for a body that is not a request |
 //! | `POST|GET /rpc/<Method>`        | params from the body, or from query values (JSON literals) | 200 and the result; the error object with 403/404 from its code, 500 otherwise |
 //! | `OPTIONS`                       | CORS preflight | 200 |
 //!
@@ -24,6 +24,7 @@ use crate::app::{RpcError, Source};
 use crate::http::multipart::{UploadEvent, UploadForm};
 use crate::http::request::{RequestEvent, RequestHead, RequestParser};
 use crate::http::response::Response;
+use crate::rpc::frame;
 use crate::service::{PullRequest, Reply};
 
 /// Largest body of `POST /rpc` and `/rpc/<Method>` (a frame, not a bundle).
@@ -303,12 +304,18 @@ fn refusal(e: RpcError) -> Response {
 }
 
 /// `POST /rpc`: the frame through the same path as the serial line; the reply may come later
-/// (a pull).
+/// (a pull). A body that is not a request (not JSON, nested too deep, two frames, a response) is
+/// answered 400 with an error frame, not with the silence a notification gets.
 fn frame(device: &SharedDevice, body: &[u8]) -> Response {
     let (tx, rx) = mpsc::channel();
-    super::rpc::handle_frame(device, body, move |reply| {
+    let handled = super::rpc::handle_frame(device, body, move |reply| {
         let _ = tx.send(reply);
     });
+    if let Err(error) = handled {
+        let mut response = Response::new(400).with_header("Content-Type", "application/json");
+        response.body = frame::not_a_frame_json(&error, &super::rpc::device_id(device)).into_bytes();
+        return response;
+    }
     match rx.recv() {
         Ok(reply) => {
             let mut response = Response::new(200).with_header("Content-Type", "application/json");

@@ -228,6 +228,23 @@ impl Response {
     }
 }
 
+/// The error frame for bytes that are not a request at all, for a transport that answers every
+/// request (HTTP's `POST /rpc`): `{"src":…,"error":{"code":400,"message":"bad request: <why>"}}`,
+/// compact and ASCII-only. It has no `id`, as there was none to echo; the serial line answers
+/// such bytes with nothing, as rpc-uart does.
+pub fn not_a_frame_json(error: &FrameError, device_id: &str) -> String {
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        src: &'a str,
+        error: RpcError,
+    }
+    let message = format!("{BAD_REQUEST_MESSAGE}: {error}");
+    to_ascii_json(&Wire {
+        src: device_id,
+        error: RpcError { code: BAD_REQUEST_CODE, message: Some(message) },
+    })
+}
+
 fn reply(
     id: Option<&Id>,
     requester: Option<&str>,
