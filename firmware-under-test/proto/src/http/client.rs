@@ -352,7 +352,8 @@ impl ResponseParser {
     }
 
     /// Takes the next bytes of the response. Body bytes go to `on_body`; an error from it stops
-    /// the pull with code `-1` and its message. Bytes past the body are ignored.
+    /// the pull with code `-1` and its message. Bytes past the body are ignored, and so is
+    /// anything fed once the response is decided or has failed.
     pub fn feed(
         &mut self,
         input: &[u8],
@@ -473,8 +474,8 @@ fn parse_response_head(lines: &[String], url: &str) -> Result<ResponseHead, Pull
 }
 
 /// A `200`'s body length. Like Mongoose OS, the client reads only bodies with a
-/// `Content-Length`: chunked ones are refused, and so is a length that is not a number of at
-/// most `u64::MAX` digits' worth.
+/// `Content-Length`: chunked ones are refused, and so is a length that is not a number; one past
+/// `u64::MAX` is refused with that bound named.
 fn body_length(headers: &[(String, String)]) -> Result<u64, PullError> {
     if find_header(headers, "Transfer-Encoding").is_some() {
         return Err(PullError::failed(CHUNKED_REFUSED));
