@@ -3,7 +3,7 @@
 //!
 //! | port                      | how a call goes |
 //! |---------------------------|-----------------|
-//! | `/dev/ttyUSB0`, `/dev/pts/N` | one frame per line with its CRC-32 (`ota_firmware::rpc::uart`), replies matched by `id`; console lines and other junk on the line are skipped |
+//! | `/dev/ttyUSB0`, `/dev/pts/N` | one frame per line with its CRC-32 (`ota_proto::rpc::uart`), replies matched by `id`; console lines and other junk on the line are skipped |
 //! | `http://HOST:PORT/rpc`    | `POST` of the whole frame; the body of the answer is the reply frame |
 //!
 //! [`Client::call`] separates the two ways a call can fail: the device answered with an error
@@ -16,8 +16,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use ota_firmware::rpc::frame::{self, Id, Outcome, Request};
-use ota_firmware::rpc::uart::{Decoder, Item, Style, encode};
+use ota_proto::rpc::frame::{self, Id, Outcome, Request};
+use ota_proto::rpc::uart::{Decoder, Item, Style, encode};
 use serde_json::{Value, json};
 use serialport::SerialPort as _;
 

@@ -94,7 +94,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::ToString;
 
     #[test]
     fn conf9_overlays_the_defaults() {

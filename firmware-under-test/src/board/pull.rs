@@ -6,7 +6,8 @@ use ota_core::updater::UpdateOptions;
 
 use super::{SharedDevice, lock};
 use crate::app::RpcError;
-use crate::http::client::{DeviceIdentity, PullClient, PullOutcome};
+use crate::http::client::{DeviceIdentity, PullOutcome};
+use crate::net::PullClient;
 use crate::service::PullRequest;
 use ota_app::Source;
 

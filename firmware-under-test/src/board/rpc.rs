@@ -4,32 +4,37 @@ use serde_json::Value;
 
 use super::{SharedDevice, lock};
 use crate::app::RpcError;
-use crate::rpc::frame::{self, Request, Response};
+use crate::rpc::frame::{self, FrameError, Request, Response};
 use crate::service::{self, Reply};
 
 /// The device id replies carry: `device.id` from `conf9.json`, or the build's.
-fn device_id(device: &SharedDevice) -> String {
+pub fn device_id(device: &SharedDevice) -> String {
     let mut d = lock(device);
     let fallback = d.settings_device_id();
     d.with_app(|app, _| app.config().device_id).unwrap_or(fallback)
 }
 
 /// Handles a frame's JSON and hands the reply (if any: notifications get none) to `reply`,
-/// possibly later and from another thread (a pull replies when it ends).
-pub fn handle_frame(device: &SharedDevice, json: &[u8], reply: impl FnOnce(String) + Send + 'static) {
+/// possibly later and from another thread (a pull replies when it ends). Bytes that are not a
+/// request and get no reply frame come back as the error, for a transport that must still answer
+/// (`POST /rpc`); the serial line drops them.
+pub fn handle_frame(
+    device: &SharedDevice,
+    json: &[u8],
+    reply: impl FnOnce(String) + Send + 'static,
+) -> Result<(), FrameError> {
     let id = device_id(device);
     let request = match frame::parse_request(json) {
         Ok(request) => request,
         Err(error) => {
-            if let Some(response) = Response::bad_request(&error, &id) {
-                reply(response.to_json());
-            }
-            return;
+            let Some(response) = Response::bad_request(&error, &id) else { return Err(error) };
+            reply(response.to_json());
+            return Ok(());
         }
     };
     if !frame::dst_is_local(&request, &id) {
         eprintln!("virtual-board: Wrong dst {:?}", request.dst);
-        return;
+        return Ok(());
     }
     match call(device, &request.method, &request.params) {
         Reply::Pull(pull) => {
@@ -54,6 +59,7 @@ pub fn handle_frame(device: &SharedDevice, json: &[u8], reply: impl FnOnce(Strin
             }
         }
     }
+    Ok(())
 }
 
 /// Runs a method on the device; a device that is hung or bricked answers with an error. The

@@ -55,10 +55,14 @@ fn on_item(item: Item, device: &SharedDevice, console: &Console, encoder: &Arc<M
     match item {
         Item::Frame { json, style } => {
             let (console, encoder) = (console.clone(), encoder.clone());
-            super::rpc::handle_frame(device, &json, move |reply| {
+            // Bytes that are not a request get no answer on the UART, as rpc-uart gives none.
+            let handled = super::rpc::handle_frame(device, &json, move |reply| {
                 let bytes = lock(&encoder).encode(reply.as_bytes(), style);
                 console.serial_write(&bytes);
             });
+            if let Err(error) = handled {
+                eprintln!("virtual-board: serial: dropped a frame: {error}");
+            }
         }
         Item::Junk(_) => {}
         other => eprintln!("virtual-board: serial: {other:?}"),

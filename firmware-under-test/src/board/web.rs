@@ -5,15 +5,17 @@
 //! | `POST /update`, multipart       | the part with a filename is the bundle, streamed into the updater; a `commit_timeout` field before or after it | 200 `Update applied, finalizing`, 400 with the updater's message, 409 `Another update is in progress.` |
 //! | `GET|POST /update?url=…`        | pull (`url` defaults to `update.url`; `commit_timeout`, `ignore_same_version` default 1) | 200 `(1) <msg>`, 500 `(<code>) <msg>`, 400 no URL, 409 busy |
 //! | `/update/commit`, `/update/revert` | commit, or revert and reboot | 200 `Ok`, 400 `Error` |
-//! | `POST /rpc`                     | a whole frame | the whole reply frame |
+//! | `POST /rpc`                     | a whole frame | the whole reply frame; 400 and an error frame for a body that is not a request |
 //! | `POST|GET /rpc/<Method>`        | params from the body, or from query values (JSON literals) | 200 and the result; the error object with 403/404 from its code, 500 otherwise |
 //! | `OPTIONS`                       | CORS preflight | 200 |
 //!
-//! One thread per connection; the body streams through, never held whole.
+//! One thread per connection, at most [`CONNECTIONS_MAX`] at once (one more gets 503 "Too many
+//! connections"); the body streams through, never held whole. When `accept` fails for want of
+//! descriptors the acceptor waits for a connection to close rather than spin.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use ota_core::updater::UpdateOptions;
@@ -24,26 +26,128 @@ use crate::app::{RpcError, SessionId};
 use crate::http::multipart::{UploadEvent, UploadForm};
 use crate::http::request::{RequestEvent, RequestHead, RequestParser};
 use crate::http::response::Response;
+use crate::rpc::frame;
 use crate::service::{PullRequest, Reply};
 use ota_app::Source;
 
 /// Largest body of `POST /rpc` and `/rpc/<Method>` (a frame, not a bundle).
 const RPC_BODY_MAX_BYTES: usize = 64 * 1024;
 
+/// Connections served at once; one more is answered 503 and closed.
+pub const CONNECTIONS_MAX: usize = 32;
+
+/// How long the acceptor waits for a connection to close after `accept` failed for want of a
+/// file descriptor (or memory) before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Binds `addr` and serves it in the background; returns the bound address.
 pub fn start(device: SharedDevice, addr: &str) -> Result<String, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let device = device.clone();
-            std::thread::spawn(move || serve(&device, stream));
-        }
-    });
+    std::thread::spawn(move || accept_loop(&device, &listener));
     Ok(bound)
 }
 
-fn serve(device: &SharedDevice, mut stream: TcpStream) {
+/// Accepts connections for ever, each served on a thread of its own while it holds one of the
+/// [`CONNECTIONS_MAX`] places; past them a connection gets 503 and is closed.
+fn accept_loop(device: &SharedDevice, listener: &TcpListener) {
+    let places = Arc::new(Places::default());
+    let refusals = Arc::new(Places::default());
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => {
+                continue;
+            }
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would fail again and
+                // spin. The connection stays in the backlog; wait until one of ours closes (which
+                // frees a descriptor) or a while, then try again.
+                eprintln!("virtual-board: http: accept failed: {e}; waiting for a connection to close");
+                places.wait_for_a_close(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let Some(place) = places.take() else {
+            // Refusing takes a thread too (see `refuse`), from a pool of its own; past that the
+            // connection is just closed.
+            if let Some(refusal) = refusals.take() {
+                std::thread::spawn(move || {
+                    refuse(stream);
+                    drop(refusal);
+                });
+            }
+            continue;
+        };
+        let device = device.clone();
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            serve(&device, &mut stream);
+            // The place is free before the peer sees the connection close.
+            drop(place);
+            drop(stream);
+        });
+    }
+}
+
+/// 503 to a connection past the cap. Closing a socket with unread input makes the kernel send
+/// a reset, which can destroy the response before the client reads it, so the request is read
+/// and dropped until the client closes (bounded in time and bytes).
+fn refuse(mut stream: TcpStream) {
+    const DRAIN_MAX_BYTES: usize = 64 * 1024;
+    let timeout = Some(Duration::from_secs(1));
+    let _ = stream.set_write_timeout(timeout).and_then(|()| stream.set_read_timeout(timeout));
+    let response = Response::text(503, "Too many connections\r\n");
+    if stream.write_all(&response.to_bytes()).and_then(|()| stream.shutdown(Shutdown::Write)).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < DRAIN_MAX_BYTES {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// The count of connections being served, and a signal when one closes.
+#[derive(Default)]
+struct Places {
+    taken: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Places {
+    /// A place for one more connection, or `None` when all [`CONNECTIONS_MAX`] are taken.
+    fn take(self: &Arc<Self>) -> Option<Place> {
+        let mut taken = lock(&self.taken);
+        if *taken == CONNECTIONS_MAX {
+            return None;
+        }
+        *taken += 1;
+        Some(Place(self.clone()))
+    }
+
+    /// Returns when a connection closes, or after `timeout` (the descriptors may be held by
+    /// someone else).
+    fn wait_for_a_close(&self, timeout: Duration) {
+        let taken = lock(&self.taken);
+        let _ = self.freed.wait_timeout(taken, timeout);
+    }
+}
+
+/// One connection's place; dropping it frees the place.
+struct Place(Arc<Places>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        *lock(&self.0.taken) -= 1;
+        self.0.freed.notify_all();
+    }
+}
+
+fn serve(device: &SharedDevice, stream: &mut TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut parser = RequestParser::new();
     let mut route: Option<Route> = None;
@@ -324,12 +428,18 @@ fn refusal(e: RpcError) -> Response {
 }
 
 /// `POST /rpc`: the frame through the same path as the serial line; the reply may come later
-/// (a pull).
+/// (a pull). A body that is not a request (not JSON, nested too deep, two frames, a response) is
+/// answered 400 with an error frame, not with the silence a notification gets.
 fn frame(device: &SharedDevice, body: &[u8]) -> Response {
     let (tx, rx) = mpsc::channel();
-    super::rpc::handle_frame(device, body, move |reply| {
+    let handled = super::rpc::handle_frame(device, body, move |reply| {
         let _ = tx.send(reply);
     });
+    if let Err(error) = handled {
+        let mut response = Response::new(400).with_header("Content-Type", "application/json");
+        response.body = frame::not_a_frame_json(&error, &super::rpc::device_id(device)).into_bytes();
+        return response;
+    }
     match rx.recv() {
         Ok(reply) => {
             let mut response = Response::new(200).with_header("Content-Type", "application/json");
