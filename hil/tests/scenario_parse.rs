@@ -72,6 +72,7 @@ fn collect_lists_the_scenarios_folder_sorted_without_the_readme() {
     insta::assert_snapshot!(names.join("\n"), @r"
     bad_bundles.toml
     commit.toml
+    commit_timeout_zero.toml
     conf_preserved.toml
     crash_on_boot.toml
     hang_watchdog.toml

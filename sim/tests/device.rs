@@ -65,6 +65,7 @@ fn a_missed_commit_rolls_back_when_the_timer_expires() {
             "phase Revert".into(),
             "reverted".into(),
             "reboot: commit timer expired; reverted".into(),
+            "phase Boot".into(),
             "boot slot 0 (Committed)".into(),
             "running 1.0.0 in slot 0".into(),
         ]),
@@ -96,7 +97,7 @@ fn a_firmware_that_crashes_at_boot_rolls_back_at_once() {
     assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
     let trace = events(&device);
     let crash = trace.iter().position(|e| e == "firmware crashed at boot").unwrap();
-    assert_eq!(trace[crash + 1], "boot slot 0 (Reverted from slot 1)");
+    assert_eq!(trace[crash + 1..crash + 3], ["phase Boot", "boot slot 0 (Reverted from slot 1)"]);
 }
 
 #[test]

@@ -806,6 +806,8 @@ proptest! {
         }
         let size = u64::from_str_radix(&digits, 16).ok();
         match size {
+            // "abc" runs past a chunk of one or two bytes, where CRLF must follow: a 400.
+            Some(size @ 0..3) => prop_assert_eq!(error.map(|e| e.status), Some(400), "size {}", size),
             Some(size) if size <= 16 * 1024 * 1024 - first => prop_assert!(error.is_none(), "{:?}", error),
             _ => prop_assert_eq!(error.map(|e| e.status), Some(413)),
         }
