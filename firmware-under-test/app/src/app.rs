@@ -41,7 +41,7 @@ use ota_core::updater::{self, Outcome, UpdateError, UpdateOptions, Updater};
 use ota_lfs::Shared;
 
 use crate::config::{self, Config};
-use crate::event::{Event, Phase, Source, Stamped};
+use crate::event::{Event, Journal, Phase, Source, Stamped};
 use crate::image::{self, Behaviour};
 
 /// How long after "Update applied" or a revert the device reboots, as Mongoose OS does.
@@ -221,6 +221,8 @@ pub struct App<F> {
     progress_percent: u32,
     reboot_at_ms: Option<u64>,
     events: Vec<Stamped>,
+    /// Every event since the firmware started, for `Sys.Events`.
+    journal: Journal,
     /// `conf9.json` over the defaults, as last read.
     config: Option<Config>,
 }
@@ -347,8 +349,12 @@ pub fn start<F: Flash>(
         progress_percent: 0,
         reboot_at_ms: None,
         events: Vec::new(),
+        journal: Journal::default(),
         config: None,
     };
+    for stamped in out.out.iter() {
+        app.journal.push(stamped.clone());
+    }
     if simulated && behaviour == Behaviour::Healthy && on_trial(slot, &state) {
         // The firmware checked itself and commits, as an app calling `OTA.Commit` at start does.
         let _ = app.commit(now_ms);
@@ -452,6 +458,7 @@ impl<F: Flash> App<F> {
             progress_percent,
             reboot_at_ms,
             events: Vec::new(),
+            journal: Journal::default(),
             config: None,
         }
     }
@@ -496,7 +503,16 @@ impl<F: Flash> App<F> {
     }
 
     fn emit(&mut self, now_ms: u64, event: Event) {
+        let before = self.events.len();
         stamp(&mut self.events, &mut self.flash, now_ms, event);
+        if let Some(stamped) = self.events.get(before) {
+            self.journal.push(stamped.clone());
+        }
+    }
+
+    /// The events since this firmware started (`Sys.Events`).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The boot state as stored.

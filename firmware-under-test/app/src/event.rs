@@ -30,7 +30,9 @@
 //! | `rebooting`      | `why`                        | the firmware resets itself |
 //! | `bricked`        | `why`                        | nothing boots: what the project exists to prevent |
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -207,5 +209,40 @@ impl Stamped {
     pub fn from_console_line(line: &str) -> Option<Stamped> {
         let at = line.find(CONSOLE_PREFIX)?;
         serde_json::from_str(line[at + CONSOLE_PREFIX.len()..].trim_end()).ok()
+    }
+}
+
+/// The last [`Journal::CAPACITY`] events since the firmware started, numbered, for transports
+/// without a console: `Sys.Events {since}` returns those numbered `since` and later.
+#[derive(Clone, Debug, Default)]
+pub struct Journal {
+    /// The number of the first event kept.
+    first: u64,
+    kept: VecDeque<Stamped>,
+}
+
+impl Journal {
+    /// Events kept; older ones are dropped, and `Sys.Events` says how many were.
+    pub const CAPACITY: usize = 256;
+
+    pub fn push(&mut self, stamped: Stamped) {
+        if self.kept.len() == Self::CAPACITY {
+            self.kept.pop_front();
+            self.first += 1;
+        }
+        self.kept.push_back(stamped);
+    }
+
+    /// The number the next event will get.
+    pub fn next(&self) -> u64 {
+        self.first + self.kept.len() as u64
+    }
+
+    /// The events numbered `since` and later that are still kept, and how many of those asked
+    /// for were dropped.
+    pub fn since(&self, since: u64) -> (Vec<Stamped>, u64) {
+        let dropped = self.first.saturating_sub(since);
+        let skip = since.saturating_sub(self.first).min(self.kept.len() as u64) as usize;
+        (self.kept.iter().skip(skip).cloned().collect(), dropped)
     }
 }

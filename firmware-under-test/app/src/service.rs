@@ -5,7 +5,8 @@
 //! | method              | params                                        | result |
 //! |---------------------|-----------------------------------------------|--------|
 //! | `Sys.GetInfo`       | none                                          | `{app, fw_version, fw_id, arch, id, uptime_ms}` |
-//! | `Sys.Reboot`        | `{delay_ms}`                                  | `null`, then a reboot |
+//! | `Sys.Reboot`        | `{delay_ms}` (at most one week)               | `null`, then a reboot |
+//! | `Sys.Events`        | `{since}`                                     | `{events, next, dropped}`: the typed events numbered `since` and later since the firmware started (the console's `@ota` lines, for transports without a console) |
 //! | `OTA.Status`        | none                                          | `{state, msg, progress_percent, is_committed, commit_timeout, partition}` |
 //! | `OTA.Begin`         | `{timeout, commit_timeout, size, ignore_same_version}` | `null` |
 //! | `OTA.Write`         | `{offset, data}` (base64)                     | `null`; an offset already received is acknowledged, not applied again; a gap is refused |
@@ -125,6 +126,7 @@ pub fn dispatch<F: Flash>(
             .and_then(|delay| app.schedule_reboot(now_ms, delay.unwrap_or(100)))
             .map(|_| Value::Null)
             .into(),
+        "Sys.Events" => uint(params, "since").map(|since| events(app, since.unwrap_or(0))).into(),
         "OTA.Status" => Reply::Result(app.status()),
         "OTA.Begin" => begin(app, params, now_ms).into(),
         "OTA.Write" => write(app, params, now_ms).into(),
@@ -158,6 +160,11 @@ pub fn info<F: Flash>(app: &mut App<F>, uptime_ms: u64) -> Value {
         "uptime_ms": uptime_ms,
         "ota_slot": app.slot().index(),
     })
+}
+
+fn events<F: Flash>(app: &App<F>, since: u64) -> Value {
+    let (events, dropped) = app.journal().since(since);
+    json!({ "events": events, "next": app.journal().next(), "dropped": dropped })
 }
 
 fn begin<F: Flash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {

@@ -436,3 +436,19 @@ fn reboot_flash(mut app: App<Flash<'_>>, now_ms: u64) -> Flash<'_> {
     assert!(matches!(app.tick(now_ms), Tick::Reboot { .. }), "a reboot is due at {now_ms}");
     app.into_flash()
 }
+
+/// Transports without a console read the typed events through `Sys.Events`.
+#[test]
+fn sys_events_returns_the_typed_events_since_a_number() {
+    let mut mem = vec![0u8; FLASH_BYTES];
+    let mut app = device(&mut mem);
+    let all = call(&mut app, "Sys.Events", Value::Null, 0).unwrap();
+    let events = all["events"].as_array().unwrap();
+    assert_eq!(events[1]["event"], "boot", "{all}");
+    assert_eq!(events[1]["reason"]["kind"], "committed");
+    let next = all["next"].as_u64().unwrap();
+    call(&mut app, "OTA.Begin", json!({"size": 10}), 5).unwrap();
+    let later = call(&mut app, "Sys.Events", json!({"since": next}), 5).unwrap();
+    assert_eq!(later["events"], json!([{"ms": 5, "ops": 0, "event": "update_started", "source": "rpc", "commit_timeout_s": 0}]));
+    assert_eq!(later["dropped"], 0);
+}
