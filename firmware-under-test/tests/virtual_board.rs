@@ -352,3 +352,109 @@ fn polling_from_conf9_pulls_with_the_device_headers_and_a_304_changes_nothing() 
     assert_eq!((status["state"].clone(), status["msg"].clone()), (json!(0), json!("Not Modified")));
     assert_eq!(rpc_http(&board, "Sys.GetInfo", json!({}))["fw_version"], "1.0.0");
 }
+
+/// `virtual-board --help` printed the usage as an error and exited 2.
+#[test]
+fn virtual_board_help_is_not_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtual-board")).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: virtual-board --flash FILE"));
+}
+
+/// A failed `--provision` left a flash file behind, which the next start booted as a brick.
+#[test]
+fn a_failed_provision_leaves_no_flash_file_behind() {
+    let dir = temp_dir("failed-provision");
+    std::fs::write(dir.join("bad.zip"), b"<html>not a bundle</html>").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_virtual-board"))
+        .arg("--flash")
+        .arg(dir.join("flash"))
+        .args(["--provision", dir.join("bad.zip").to_str().unwrap(), "--serial", "none", "--http", "none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("provisioning") && stderr.contains("no flash file was left behind"), "{stderr}");
+    assert!(!dir.join("flash").exists());
+}
+
+/// Calls `method` over `POST /rpc/<method>` and returns the HTTP status and the body.
+fn rpc_status(board: &Board, method: &str, params: &str) -> String {
+    curl(&board.dir, &format!("-w ' %{{http_code}}' http://{}/rpc/{method} -d '{params}'", board.http))
+}
+
+/// With the board's clock frozen, lets `ms` of device time pass (`Board.Clock`).
+fn advance(board: &Board, ms: u64) {
+    let reply = rpc_http(board, "Board.Clock", json!({ "advance_ms": ms }));
+    assert_eq!(reply["frozen"], true, "{reply}");
+}
+
+/// `Sys.Reboot {"delay_ms": 18446744073709551615}` over serial killed the serial thread; over
+/// HTTP it killed the timer thread. Now it is refused with the bound, and the board answers.
+#[test]
+fn sys_reboot_with_a_delay_that_overflows_is_refused_and_the_board_keeps_answering() {
+    let board = provisioned("reboot-overflow");
+    let refused = rpc_status(&board, "Sys.Reboot", r#"{"delay_ms": 18446744073709551615}"#);
+    assert!(
+        refused.contains("delay_ms must be at most 604800000 (one week); no reboot scheduled"),
+        "{refused}"
+    );
+    let refused = rpc_status(&board, "OTA.Begin", r#"{"timeout": 18446744073709551}"#);
+    assert!(refused.contains("timeout must be at most 604800 s"), "{refused}");
+    assert!(rpc_http(&board, "Sys.GetInfo", json!({}))["fw_version"] == "1.0.0");
+}
+
+/// `"update": {"interval": 18446744073709551615}` in conf9.json killed the timer thread at every
+/// boot, also after a power cycle: the poll's due time overflowed.
+#[test]
+fn an_update_interval_that_overflows_in_conf9_leaves_the_timers_running() {
+    let dir = temp_dir("interval-overflow");
+    std::fs::write(dir.join("v1.zip"), bundle("1.0.0", None)).unwrap();
+    let v1 = dir.join("v1.zip");
+    let board = start(&dir, &["--provision", v1.to_str().unwrap(), "--clock-frozen"]);
+    let conf = r#"{"update": {"url": "http://127.0.0.1:9/fw.zip", "interval": 18446744073709551615}}"#;
+    let put = rpc_http(&board, "FS.Put", json!({"filename": "conf9.json", "data": base64(conf.as_bytes())}));
+    assert_eq!(put, Value::Null);
+    // The timers run with the conf in force, through a reboot and a day of device time.
+    assert_eq!(rpc_http(&board, "Sys.Reboot", json!({"delay_ms": 0})), Value::Null);
+    advance(&board, 0);
+    advance(&board, 24 * 3600 * 1000);
+    assert_eq!(rpc_http(&board, "Sys.GetInfo", json!({}))["fw_version"], "1.0.0");
+    let events = rpc_http(&board, "Sys.Events", json!({}));
+    let kinds: Vec<&str> =
+        events["events"].as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["phase", "boot", "running"], "a boot, and no pull started: {events}");
+}
+
+/// The seeds' push without `-F commit_timeout=…` (a timeout of 0) of a 2.0.0 that crashes at
+/// boot: the running 1.0.0 committed the new record before it rebooted, and the board was
+/// bricked ("8 boots in a row"). Now the crash rolls back to 1.0.0, committed.
+#[test]
+fn curl_without_a_commit_timeout_of_an_image_that_crashes_rolls_back_instead_of_bricking() {
+    let dir = temp_dir("timeout-zero");
+    std::fs::write(dir.join("v1.zip"), bundle("1.0.0", Some(Behaviour::Healthy))).unwrap();
+    let v1 = dir.join("v1.zip");
+    let board = start(&dir, &["--provision", v1.to_str().unwrap(), "--clock-frozen"]);
+    std::fs::write(dir.join("fw.zip"), bundle("2.0.0", Some(Behaviour::CrashesAtBoot))).unwrap();
+    let push = curl(&dir, &format!("-F file=@fw.zip http://{}/update", board.http));
+    assert_eq!(push.trim(), "Update applied, finalizing");
+    let state = rpc_http(&board, "OTA.GetBootState", json!({}));
+    assert_eq!(state["is_committed"], true, "before the reboot 1.0.0 runs, committed: {state}");
+    assert_eq!(state["active_slot"], 0, "{state}");
+    advance(&board, 100);
+    let state = rpc_http(&board, "OTA.GetBootState", json!({}));
+    assert_eq!(
+        state,
+        json!({"active_slot": 0, "is_committed": true, "revert_slot": -1, "commit_timeout": 0})
+    );
+    let events = rpc_http(&board, "Sys.Events", json!({}));
+    let kinds: Vec<&str> =
+        events["events"].as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(!kinds.contains(&"bricked"), "{kinds:?}");
+    assert_eq!(rpc_http(&board, "Sys.GetInfo", json!({}))["fw_version"], "1.0.0");
+}
+
+fn base64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}

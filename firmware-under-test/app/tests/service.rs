@@ -449,6 +449,9 @@ fn sys_events_returns_the_typed_events_since_a_number() {
     let next = all["next"].as_u64().unwrap();
     call(&mut app, "OTA.Begin", json!({"size": 10}), 5).unwrap();
     let later = call(&mut app, "Sys.Events", json!({"since": next}), 5).unwrap();
-    assert_eq!(later["events"], json!([{"ms": 5, "ops": 0, "event": "update_started", "source": "rpc", "commit_timeout_s": 0}]));
+    assert_eq!(
+        later["events"],
+        json!([{"ms": 5, "ops": 0, "event": "update_started", "source": "rpc", "commit_timeout_s": 0}])
+    );
     assert_eq!(later["dropped"], 0);
 }
