@@ -108,6 +108,76 @@ fn bytes_param(params: &Value, key: &str) -> Result<Vec<u8>, RpcError> {
         .map_err(|e| malformed(format!("{key} is not base64: {e}")))
 }
 
+/// The options of an update, whichever way it comes: `OTA.Begin`'s and `OTA.Update`'s params,
+/// `POST /update`'s form fields (before or after the file), `/update?url=`'s query. One parser, so
+/// a key means the same, with the same bounds and errors, on every transport.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateRequest {
+    pub url: Option<String>,
+    pub commit_timeout_s: Option<u32>,
+    pub ignore_same_version: Option<bool>,
+    /// `timeout`: an update with no progress for this long is abandoned.
+    pub timeout_ms: Option<u64>,
+    /// `size`: the bundle's size, for the progress.
+    pub size: Option<u64>,
+}
+
+impl UpdateRequest {
+    /// From JSON params (RPC). `blob_url` is the old name of `url`, with `section` "firmware".
+    pub fn from_params(params: &Value) -> Result<UpdateRequest, RpcError> {
+        if !params.is_object() && !params.is_null() {
+            return Err(malformed("params must be an object"));
+        }
+        let url = match (string(params, "url")?, string(params, "blob_url")?) {
+            (Some(url), _) | (None, Some(url)) if !url.is_empty() => Some(url.to_string()),
+            _ => None,
+        };
+        if let Some(section) = string(params, "section")?
+            && section != "firmware"
+        {
+            return Err(malformed(format!("section {section:?} is not \"firmware\"")));
+        }
+        let timeout_ms = match uint(params, "timeout")? {
+            Some(s) if s > DELAY_MAX_MS / 1000 => {
+                return Err(malformed(format!("timeout must be at most {} s", DELAY_MAX_MS / 1000)));
+            }
+            other => other.map(|s| s * 1000),
+        };
+        Ok(UpdateRequest {
+            url,
+            commit_timeout_s: seconds(params, "commit_timeout")?,
+            ignore_same_version: flag(params, "ignore_same_version")?,
+            timeout_ms,
+            size: uint(params, "size")?,
+        })
+    }
+
+    /// From text fields (a form, a query string): a value that reads as a JSON number or
+    /// boolean is one; anything else is a string.
+    pub fn from_text<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<UpdateRequest, RpcError> {
+        let mut params = serde_json::Map::new();
+        for (key, text) in fields {
+            let text = text.trim();
+            let value = match serde_json::from_str::<Value>(text) {
+                Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::String(_))) => v,
+                _ => Value::String(text.to_string()),
+            };
+            params.insert(key.to_string(), value);
+        }
+        UpdateRequest::from_params(&Value::Object(params))
+    }
+
+    /// The updater's options, with the transport's defaults for what the request leaves out.
+    pub fn options(&self, commit_timeout_s: u32, ignore_same_version: bool) -> UpdateOptions {
+        UpdateOptions {
+            commit_timeout_s: self.commit_timeout_s.unwrap_or(commit_timeout_s),
+            ignore_same_version: self.ignore_same_version.unwrap_or(ignore_same_version),
+        }
+    }
+}
+
 /// Carries out `method`.
 pub fn dispatch<F: Flash>(
     app: &mut App<F>,
@@ -168,17 +238,9 @@ fn events<F: Flash>(app: &App<F>, since: u64) -> Value {
 }
 
 fn begin<F: Flash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
-    let timeout_ms = match uint(params, "timeout")? {
-        Some(s) if s > DELAY_MAX_MS / 1000 => {
-            return Err(malformed(format!("timeout must be at most {} s", DELAY_MAX_MS / 1000)));
-        }
-        other => other.map(|s| s * 1000),
-    };
-    let commit_timeout_s = seconds(params, "commit_timeout")?.unwrap_or(0);
-    let size = uint(params, "size")?;
-    let ignore_same_version = flag(params, "ignore_same_version")?.unwrap_or(false);
-    let options = UpdateOptions { commit_timeout_s, ignore_same_version };
-    app.update_begin(Source::Rpc, options, size, timeout_ms, now_ms)?;
+    let request = UpdateRequest::from_params(params)?;
+    let options = request.options(0, false);
+    app.update_begin(Source::Rpc, options, request.size, request.timeout_ms, now_ms)?;
     Ok(Value::Null)
 }
 
@@ -216,21 +278,15 @@ fn end<F: Flash>(app: &mut App<F>, now_ms: u64) -> Result<Value, RpcError> {
 }
 
 fn pull<F: Flash>(app: &mut App<F>, params: &Value) -> Reply {
-    let request = (|| {
-        let url = match (string(params, "url")?, string(params, "blob_url")?) {
-            (Some(url), _) | (None, Some(url)) if !url.is_empty() => url.to_string(),
-            _ => return Err(malformed("url is required")),
-        };
-        if let Some(section) = string(params, "section")?
-            && section != "firmware"
-        {
-            return Err(malformed(format!("section {section:?} is not \"firmware\"")));
-        }
-        let commit_timeout_s =
-            seconds(params, "commit_timeout")?.unwrap_or(app.config().update_commit_timeout_s);
-        let ignore_same_version = flag(params, "ignore_same_version")?.unwrap_or(false);
-        Ok(PullRequest { url, commit_timeout_s, ignore_same_version })
-    })();
+    let request = UpdateRequest::from_params(params).and_then(|request| {
+        let url = request.url.clone().ok_or_else(|| malformed("url is required"))?;
+        let options = request.options(app.config().update_commit_timeout_s, false);
+        Ok(PullRequest {
+            url,
+            commit_timeout_s: options.commit_timeout_s,
+            ignore_same_version: options.ignore_same_version,
+        })
+    });
     match request {
         Ok(request) => Reply::Pull(request),
         Err(e) => Reply::Error(e),

@@ -27,7 +27,7 @@ use crate::http::multipart::{UploadEvent, UploadForm};
 use crate::http::request::{RequestEvent, RequestHead, RequestParser};
 use crate::http::response::Response;
 use crate::rpc::frame;
-use crate::service::{PullRequest, Reply};
+use crate::service::{PullRequest, Reply, UpdateRequest};
 use ota_app::Source;
 
 /// Largest body of `POST /rpc` and `/rpc/<Method>` (a frame, not a bundle).
@@ -306,14 +306,17 @@ fn update_route(device: &SharedDevice, head: &RequestHead) -> Route {
     let Ok(config) = config else {
         return Route::Answer(Response::text(500, "(-1) the device is not running\r\n"));
     };
-    let url = head.query_param("url").map(str::to_string).or(config.update_url);
-    let Some(url) = url.filter(|u| !u.is_empty()) else {
+    let fields = UPDATE_FIELDS.iter().filter_map(|&key| head.query_param(key).map(|value| (key, value)));
+    let request = match UpdateRequest::from_text(fields) {
+        Ok(request) => request,
+        Err(e) => return Route::Answer(Response::text(400, format!("{}\r\n", e.message))),
+    };
+    let Some(url) = request.url.clone().or(config.update_url).filter(|u| !u.is_empty()) else {
         return Route::Answer(Response::text(400, "Update URL not specified and none is configured.\r\n"));
     };
-    let number = |key: &str| head.query_param(key).and_then(|v| v.parse::<u64>().ok());
-    let commit_timeout_s =
-        number("commit_timeout").map_or(config.update_commit_timeout_s, |v| v.min(u32::MAX as u64) as u32);
-    let ignore_same_version = number("ignore_same_version").is_none_or(|v| v != 0);
+    // A pull by URL skips the running version unless told otherwise (§6.1).
+    let options = request.options(config.update_commit_timeout_s, true);
+    let (commit_timeout_s, ignore_same_version) = (options.commit_timeout_s, options.ignore_same_version);
     if lock(device).with_app(|app, _| app.update_source().is_some()).unwrap_or(false) {
         return Route::Answer(Response::text(409, "Another update is in progress.\r\n"));
     }
@@ -382,27 +385,22 @@ impl Upload {
         let Some(id) = self.session.take() else {
             return Response::text(400, "Update aborted: the form has no file part\r\n");
         };
-        let commit_timeout = form.field("commit_timeout").map(|v| v.trim().parse::<u32>());
-        let ignore_same_version = form.field("ignore_same_version").map(|v| form_flag(v.trim()));
+        let fields = UPDATE_FIELDS.iter().filter_map(|&key| form.field(key).map(|value| (key, value)));
+        let request = UpdateRequest::from_text(fields);
         let mut d = lock(device);
         let outcome = d.with_app(|app, now| {
-            let malformed = |what: &str| RpcError::new(-1, format!("Malformed request: {what}"));
-            let options = match (commit_timeout, ignore_same_version) {
-                (Some(Err(_)), _) => Err(malformed("commit_timeout is not a whole number of seconds")),
-                (_, Some(None)) => Err(malformed("ignore_same_version is not true, false, 1 or 0")),
-                (commit_timeout, ignore) => Ok((commit_timeout.and_then(Result::ok), ignore.flatten())),
-            };
-            let (commit_timeout, ignore) = match options {
-                Ok(options) => options,
+            // Options may come after the file: they apply when the session ends.
+            let request = match request {
+                Ok(request) => request,
                 Err(e) => {
                     app.update_abort(id, "Update aborted", now);
                     return Err(e);
                 }
             };
-            if let Some(s) = commit_timeout {
+            if let Some(s) = request.commit_timeout_s {
                 app.update_set_commit_timeout(id, s)?;
             }
-            if let Some(ignore) = ignore {
+            if let Some(ignore) = request.ignore_same_version {
                 app.update_set_ignore_same_version(id, ignore)?;
             }
             app.update_end(id, now)
@@ -414,14 +412,8 @@ impl Upload {
     }
 }
 
-/// A form field's boolean, as curl users write it.
-fn form_flag(value: &str) -> Option<bool> {
-    match value {
-        "1" | "true" => Some(true),
-        "0" | "false" => Some(false),
-        _ => None,
-    }
-}
+/// The form fields and query keys an update takes, parsed by `ota-app`'s one parser.
+const UPDATE_FIELDS: [&str; 3] = ["commit_timeout", "ignore_same_version", "url"];
 
 fn refusal(e: RpcError) -> Response {
     Response::text(400, format!("{}\r\n", e.message))
