@@ -18,7 +18,7 @@
 
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
-use crate::flash::{self, FlashError};
+use crate::flash::{self, FlashError, FlashOp};
 use crate::layout::Layout;
 use crate::state::{BootState, RECORD_SIZE_BYTES, Record, StateError};
 
@@ -42,10 +42,14 @@ pub enum AppendError {
     Flash(FlashError),
     /// The state to write is inconsistent; nothing was written.
     Inconsistent(StateError),
-    /// The record read back differs from what was written.
+    /// The record read back differs from what was written (the last position tried, when
+    /// every one failed).
     ReadBack {
         position: Position,
     },
+    /// No position could be written: the winner's area is full and the other area has no
+    /// erased position after its erase.
+    Full,
 }
 
 impl From<FlashError> for AppendError {
@@ -64,6 +68,7 @@ impl core::fmt::Display for AppendError {
                 "boot-state record at area {} index {} read back wrong",
                 position.area, position.index
             ),
+            AppendError::Full => f.write_str("boot-state record not written: no writable position left"),
         }
     }
 }
@@ -92,6 +97,12 @@ pub fn read<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<Option<Lo
 /// Appends `state` as the newest record after `current` (the result of [`read`]), and returns
 /// where it went. The state is checked before it is written and decoded again after it is read
 /// back.
+///
+/// A position whose program fails or whose record reads back wrong (a stuck bit, a weak cell)
+/// is stepped over: it holds no valid record, so the reader ignores it, and the record goes to
+/// the next erased position, switching areas as step 2 allows. The log stays writable as long
+/// as some position of the area that does not hold the winner can be written. An erase or read
+/// error (the power going, among others) ends the append at once.
 pub fn append<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
@@ -101,34 +112,65 @@ pub fn append<F: NorFlash>(
     state.check().map_err(AppendError::Inconsistent)?;
     let seq = current.map_or(1, |c| c.record.seq.wrapping_add(1));
     let record = Record { seq, state: *state };
-    let position = match free_position(flash, layout, current)? {
-        Some(position) => position,
-        None => {
-            let area = current.map_or(1, |c| 1 - c.position.area);
-            let region = layout.boot_state[area as usize];
-            flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
-            Position { area, index: 0 }
-        }
-    };
     let raw = record.encode();
-    let offset = record_offset(layout, position);
-    flash::program(flash, offset, &raw)?;
-    let mut back = [0u8; RECORD_SIZE_BYTES];
-    flash::read(flash, offset, &mut back)?;
-    if back != raw || Record::decode(&back) != Ok(record) {
-        return Err(AppendError::ReadBack { position });
+    let (mut area, mut first) = current.map_or((0, 0), |c| (c.position.area, c.position.index + 1));
+    let mut switched = false;
+    let mut failed = None;
+    // Each pass writes one position or leaves the area; both areas bound it.
+    for _ in 0..=2 * layout.records_per_area() + 1 {
+        let position = match free_position(flash, layout, area, first)? {
+            Some(position) => position,
+            None if !switched => {
+                // Step 2: the area that does not hold the winner (any area, with no winner).
+                area = 1 - area;
+                let region = layout.boot_state[area as usize];
+                flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
+                switched = true;
+                Position { area, index: 0 }
+            }
+            None => break,
+        };
+        match write_at(flash, layout, position, &record, &raw) {
+            Ok(()) => return Ok(Located { record, position }),
+            Err(
+                e @ (AppendError::ReadBack { .. }
+                | AppendError::Flash(FlashError { op: FlashOp::Program, .. })),
+            ) => {
+                failed = Some(e);
+                first = position.index + 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(Located { record, position })
+    Err(failed.unwrap_or(AppendError::Full))
 }
 
-/// The first fully erased position after the winner in the winner's area (from index 0 of area
-/// 0 when there is no winner), or `None` when that area has none left.
+/// Programs `raw` at `position` and checks what reads back.
+fn write_at<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    position: Position,
+    record: &Record,
+    raw: &[u8; RECORD_SIZE_BYTES],
+) -> Result<(), AppendError> {
+    let offset = record_offset(layout, position);
+    flash::program(flash, offset, raw)?;
+    let mut back = [0u8; RECORD_SIZE_BYTES];
+    flash::read(flash, offset, &mut back)?;
+    if back != *raw || Record::decode(&back) != Ok(*record) {
+        return Err(AppendError::ReadBack { position });
+    }
+    Ok(())
+}
+
+/// The first fully erased position of `area` from index `first`, or `None` when that area has
+/// none left.
 fn free_position<F: ReadNorFlash>(
     flash: &mut F,
     layout: &Layout,
-    current: Option<&Located>,
+    area: u8,
+    first: u32,
 ) -> Result<Option<Position>, FlashError> {
-    let (area, first) = current.map_or((0, 0), |c| (c.position.area, c.position.index + 1));
     let mut raw = [0u8; RECORD_SIZE_BYTES];
     for index in first..layout.records_per_area() {
         let position = Position { area, index };

@@ -219,7 +219,7 @@ fn a_part_already_in_place_is_not_written_again() {
     let mut flash = provisioned();
     let v2 = bundle("2.0.0", app_image(2, 12_000)).build();
     apply(&mut flash, &v2, 4096, UpdateOptions::default()).unwrap();
-    ota_core::control::commit(&mut flash, &LAYOUT).unwrap();
+    ota_core::control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
     // Back to v1: slot 0 still holds it.
     let v1 = bundle("1.0.0", app_image(1, 20_000)).build();
     let programs = flash.programs;

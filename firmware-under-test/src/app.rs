@@ -169,6 +169,8 @@ pub struct App<F> {
     settings: Settings,
     slot: Slot,
     boot_ms: u64,
+    /// The running slot and the commit timer's arming, for every boot-state call.
+    running: control::Running,
     behaviour: Behaviour,
     /// The image carries the simulator's header.
     simulated: bool,
@@ -185,7 +187,7 @@ pub struct App<F> {
 /// Boots: the boot loader's decision, the first-boot merge, then the firmware's start.
 pub fn start<F: NorFlash>(mut flash: F, layout: Layout, settings: Settings, now_ms: u64) -> Start<F> {
     let mut buf = [0u8; 4096];
-    let (slot, state, reason) = match boot::boot(&mut flash, &layout, &mut buf) {
+    let (slot, state, reason, first_boot, merge_from) = match boot::boot(&mut flash, &layout, &mut buf) {
         Err(e) => {
             return Start::Bricked { flash, why: format!("the boot loader could not read the flash: {e}") };
         }
@@ -195,18 +197,20 @@ pub fn start<F: NorFlash>(mut flash: F, layout: Layout, settings: Settings, now_
         Ok(BootOutcome::NoBootableImage) => {
             return Start::Bricked { flash, why: "no slot holds an image that verifies".into() };
         }
-        Ok(BootOutcome::Boot { slot, reason, state }) => (slot, state.record.state, reason),
+        Ok(BootOutcome::Boot { slot, reason, state, first_boot, merge_from }) => {
+            (slot, state.record.state.seen_from(slot), reason, first_boot, merge_from)
+        }
     };
     let mut notes = vec![format!("boot {slot} ({reason:?})")];
-    if state.first_boot_a && state.merge_fs {
-        match merge_into(flash, &layout, slot, &state) {
+    if let Some(old_slot) = merge_from {
+        match merge_into(flash, &layout, old_slot, slot, &state) {
             (flash_back, Ok(note)) => {
                 flash = flash_back;
                 notes.push(note);
             }
             (mut flash_back, Err(why)) => {
                 // As Mongoose OS's failed init: revert, and boot again.
-                let _ = control::revert(&mut flash_back, &layout);
+                let _ = control::revert(&mut flash_back, &layout, slot);
                 return Start::Reset { flash: flash_back, why: format!("fs merge failed: {why}; reverted") };
             }
         }
@@ -225,6 +229,7 @@ pub fn start<F: NorFlash>(mut flash: F, layout: Layout, settings: Settings, now_
         settings,
         slot,
         boot_ms: now_ms,
+        running: control::Running::booted(slot, first_boot, now_ms),
         behaviour,
         simulated: version.is_some(),
         session: None,
@@ -246,12 +251,13 @@ pub fn start<F: NorFlash>(mut flash: F, layout: Layout, settings: Settings, now_
 fn merge_into<F: NorFlash>(
     flash: F,
     layout: &Layout,
+    old_slot: Slot,
     slot: Slot,
     state: &BootState,
 ) -> (F, Result<String, String>) {
     let cell = RefCell::new(flash);
     let result = (|| {
-        let old = layout.fs(state.revert.ok_or("a first boot has a revert slot")?);
+        let old = layout.fs(old_slot);
         let new = layout.fs(slot);
         if state.slot(slot).fs_len_bytes == 0 {
             lfs::format(&mut Shared(&cell), new).map_err(|e| e.to_string())?;
@@ -290,7 +296,7 @@ impl<F: NorFlash> App<F> {
     }
 
     pub fn boot_state(&mut self) -> Result<BootState, RpcError> {
-        control::get_boot_state(&mut self.flash, &self.layout).map_err(control_error)
+        control::get_boot_state(&mut self.flash, &self.layout, self.slot).map_err(control_error)
     }
 
     /// The running firmware's version and build id: as its bundle's manifest gave them, else as
@@ -479,26 +485,29 @@ impl<F: NorFlash> App<F> {
     // ---- Boot state ----
 
     pub fn commit(&mut self) -> Result<(), RpcError> {
-        control::commit(&mut self.flash, &self.layout).map_err(control_error)?;
+        control::commit(&mut self.flash, &self.layout, self.slot).map_err(control_error)?;
         self.notes.push("committed".into());
         Ok(())
     }
 
     /// Points the state back at the revert slot; the device reboots in [`REBOOT_DELAY_MS`].
     pub fn revert(&mut self, now_ms: u64) -> Result<(), RpcError> {
-        control::revert(&mut self.flash, &self.layout).map_err(control_error)?;
+        control::revert(&mut self.flash, &self.layout, self.slot).map_err(control_error)?;
         self.notes.push("reverted; rebooting".into());
         self.reboot_at_ms = Some(now_ms + REBOOT_DELAY_MS);
         Ok(())
     }
 
-    pub fn set_boot_state(&mut self, patch: &BootStatePatch) -> Result<(), RpcError> {
-        control::set_boot_state(&mut self.flash, &self.layout, patch).map(|_| ()).map_err(control_error)
+    pub fn set_boot_state(&mut self, patch: &BootStatePatch, now_ms: u64) -> Result<(), RpcError> {
+        control::set_boot_state(&mut self.flash, &self.layout, &mut self.running, patch, now_ms)
+            .map(|_| ())
+            .map_err(control_error)
     }
 
-    pub fn create_snapshot(&mut self, options: &SnapshotOptions) -> Result<Slot, RpcError> {
+    pub fn create_snapshot(&mut self, options: &SnapshotOptions, now_ms: u64) -> Result<Slot, RpcError> {
         let mut buf = vec![0u8; self.settings.work_buffer_bytes];
-        let slot = control::create_snapshot(&mut self.flash, &self.layout, options, &mut buf)
+        let (flash, layout) = (&mut self.flash, &self.layout);
+        let slot = control::create_snapshot(flash, layout, &mut self.running, options, &mut buf, now_ms)
             .map_err(control_error)?;
         self.notes.push(format!("snapshot in {slot}"));
         Ok(slot)
@@ -567,14 +576,14 @@ impl<F: NorFlash> App<F> {
             let _ = self.commit();
             return Tick::Nothing;
         }
-        match control::commit_timer(&state, self.boot_ms, now_ms) {
+        match self.running.timer(&state, now_ms) {
             TimerVerdict::CommitNow => {
                 let _ = self.commit();
                 Tick::Nothing
             }
             TimerVerdict::Expired => {
                 self.notes.push("commit timer expired".into());
-                match control::revert(&mut self.flash, &self.layout) {
+                match control::revert(&mut self.flash, &self.layout, self.slot) {
                     Ok(_) => Tick::Reboot { why: "commit timer expired; reverted".into() },
                     Err(e) => Tick::Reboot { why: format!("commit timer expired; revert failed: {e}") },
                 }
@@ -593,11 +602,7 @@ impl<F: NorFlash> App<F> {
         if let Ok(state) = self.boot_state()
             && !state.committed
         {
-            if state.commit_timeout_s > 0 {
-                due.push(self.boot_ms + state.commit_timeout_s as u64 * 1000);
-            } else {
-                due.push(self.boot_ms);
-            }
+            due.extend(self.running.due_ms(&state));
             if let (Behaviour::CommitsAfter { seconds }, true) = (self.behaviour, self.simulated) {
                 due.push(self.boot_ms + seconds as u64 * 1000);
             }

@@ -131,8 +131,8 @@ pub fn dispatch<F: NorFlash>(
         "OTA.Commit" => app.commit().map(|_| Value::Null).into(),
         "OTA.Revert" => app.revert(now_ms).map(|_| Value::Null).into(),
         "OTA.GetBootState" => boot_state(app).into(),
-        "OTA.SetBootState" => set_boot_state(app, params).into(),
-        "OTA.CreateSnapshot" => snapshot(app, params).into(),
+        "OTA.SetBootState" => set_boot_state(app, params, now_ms).into(),
+        "OTA.CreateSnapshot" => snapshot(app, params, now_ms).into(),
         "FS.Get" => fs_get(app, params).into(),
         "FS.Put" => fs_put(app, params).into(),
         "FS.List" => {
@@ -226,7 +226,7 @@ fn slot_param(params: &Value, key: &str) -> Result<Option<Option<Slot>>, RpcErro
     }
 }
 
-fn set_boot_state<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn set_boot_state<F: NorFlash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
     let active_slot = match slot_param(params, "active_slot")? {
         Some(Some(slot)) => Some(slot),
         Some(None) => return Err(malformed("active_slot must be 0 or 1")),
@@ -242,17 +242,17 @@ fn set_boot_state<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value
         is_committed,
         commit_timeout_s: seconds(params, "commit_timeout")?,
     };
-    app.set_boot_state(&patch)?;
+    app.set_boot_state(&patch, now_ms)?;
     Ok(Value::Null)
 }
 
-fn snapshot<F: NorFlash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn snapshot<F: NorFlash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
     let set_as_revert = match params.get("set_as_revert") {
         None | Some(Value::Null) => false,
         Some(v) => v.as_bool().ok_or_else(|| malformed("set_as_revert must be true or false"))?,
     };
     let options = SnapshotOptions { set_as_revert, commit_timeout_s: seconds(params, "commit_timeout")? };
-    let slot = app.create_snapshot(&options)?;
+    let slot = app.create_snapshot(&options, now_ms)?;
     Ok(json!({ "slot": slot.index() }))
 }
 

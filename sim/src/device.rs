@@ -98,7 +98,13 @@ pub enum Run {
     /// The boot loader or the application's start is running.
     Booting,
     /// A firmware runs.
-    Running { slot: Slot, boot_ms: u64, behaviour: Behaviour, version: Option<String> },
+    Running {
+        slot: Slot,
+        boot_ms: u64,
+        behaviour: Behaviour,
+        version: Option<String>,
+        timer: control::Running,
+    },
     /// A firmware hangs; the watchdog will reset the device.
     Hung { slot: Slot, since_ms: u64 },
     /// Nothing boots: the device is a brick. This is what the project exists to prevent.
@@ -346,7 +352,7 @@ impl Device {
         for _ in 0..self.config.boot_loops_max {
             let layout = self.layout;
             let outcome = boot::boot(self.flash.get_mut(), &layout, &mut self.buf);
-            let (slot, state) = match outcome {
+            let (slot, first_boot, merge_from, state) = match outcome {
                 Err(_) if self.lost_power() => return,
                 Err(e) => return self.brick(format!("boot loader could not read the flash: {e}")),
                 Ok(BootOutcome::NotProvisioned) => {
@@ -355,12 +361,12 @@ impl Device {
                 Ok(BootOutcome::NoBootableImage) => {
                     return self.brick("no slot holds an image that verifies".into());
                 }
-                Ok(BootOutcome::Boot { slot, reason, state }) => {
+                Ok(BootOutcome::Boot { slot, reason, state, first_boot, merge_from }) => {
                     self.note(Event::Boot { slot, reason: format!("{reason:?}") });
-                    (slot, state.record.state)
+                    (slot, first_boot, merge_from, state.record.state)
                 }
             };
-            if self.start(slot, &state) || self.run == Run::Off {
+            if self.start(slot, first_boot, merge_from, &state) || self.run == Run::Off {
                 return;
             }
         }
@@ -374,8 +380,10 @@ impl Device {
 
     /// The application starts on `slot`. False when it did not get to run (crash, failed merge,
     /// power lost): the caller boots again unless the power is off.
-    fn start(&mut self, slot: Slot, state: &BootState) -> bool {
-        if state.first_boot_a && state.merge_fs && !self.merge(slot, state) {
+    fn start(&mut self, slot: Slot, first_boot: bool, merge_from: Option<Slot>, state: &BootState) -> bool {
+        if let Some(old_slot) = merge_from
+            && !self.merge(old_slot, slot, state)
+        {
             return false;
         }
         let mut header = [0u8; image::HEADER_BYTES];
@@ -391,8 +399,9 @@ impl Device {
                 true
             }
             _ => {
-                self.run = Run::Running { slot, boot_ms: self.now_ms, behaviour, version };
-                if behaviour == Behaviour::Healthy && !state.committed {
+                let timer = control::Running::booted(slot, first_boot, self.now_ms);
+                self.run = Run::Running { slot, boot_ms: self.now_ms, behaviour, version, timer };
+                if behaviour == Behaviour::Healthy && !state.seen_from(slot).committed {
                     let _ = self.commit();
                 }
                 let _ = self.tick();
@@ -403,8 +412,7 @@ impl Device {
 
     /// The first-boot merge: the revert slot's filesystem into the new one. A merge that fails
     /// for any reason but the power reverts, as Mongoose OS's failed init does.
-    fn merge(&mut self, slot: Slot, state: &BootState) -> bool {
-        let old_slot = state.revert.expect("a first boot has a revert slot");
+    fn merge(&mut self, old_slot: Slot, slot: Slot, state: &BootState) -> bool {
         let (old, new) = (self.layout.fs(old_slot), self.layout.fs(slot));
         let fresh = state.slot(slot).fs_len_bytes == 0;
         let result = merge_regions(&self.flash, old, new, fresh, &mut self.buf);
@@ -417,7 +425,7 @@ impl Device {
             Err(why) => {
                 self.note(Event::MergeFailed { why });
                 let layout = self.layout;
-                if control::revert(self.flash.get_mut(), &layout).is_ok() {
+                if control::revert(self.flash.get_mut(), &layout, slot).is_ok() {
                     self.note(Event::Reverted);
                 }
                 self.lost_power();
@@ -431,19 +439,17 @@ impl Device {
     fn next_due_ms(&mut self) -> Option<u64> {
         match self.run.clone() {
             Run::Hung { since_ms, .. } => Some(since_ms + self.config.watchdog_ms),
-            Run::Running { boot_ms, behaviour, .. } => {
+            Run::Running { boot_ms, behaviour, timer, .. } => {
                 let layout = self.layout;
                 let state = log::read(self.flash.get_mut(), &layout).ok()??.record.state;
-                if state.committed {
+                if state.seen_from(timer.slot).committed {
                     return None;
                 }
                 let own = match behaviour {
                     Behaviour::CommitsAfter { seconds } => Some(boot_ms + seconds as u64 * 1000),
                     _ => None,
                 };
-                let deadline =
-                    (state.commit_timeout_s > 0).then(|| boot_ms + state.commit_timeout_s as u64 * 1000);
-                [own, deadline].into_iter().flatten().min()
+                [own, timer.due_ms(&state)].into_iter().flatten().min()
             }
             _ => None,
         }
@@ -477,14 +483,14 @@ impl Device {
 
     /// Runs the commit timer now.
     fn tick(&mut self) -> Result<(), DeviceError> {
-        let Run::Running { boot_ms, .. } = self.run else { return Err(DeviceError::NotRunning) };
+        let Run::Running { timer, .. } = self.run else { return Err(DeviceError::NotRunning) };
         let layout = self.layout;
         let state = self.read_state()?;
-        match control::commit_timer(&state, boot_ms, self.now_ms) {
+        match timer.timer(&state, self.now_ms) {
             TimerVerdict::CommitNow => self.commit(),
             TimerVerdict::Expired => {
                 self.note(Event::TimerExpired);
-                let result = control::revert(self.flash.get_mut(), &layout);
+                let result = control::revert(self.flash.get_mut(), &layout, timer.slot);
                 self.control_result(result.map(|_| ()))?;
                 self.note(Event::Reverted);
                 self.reset();
@@ -508,6 +514,12 @@ impl Device {
         }
     }
 
+    fn running_slot(&self) -> Result<Slot, DeviceError> {
+        self.running()?;
+        let Run::Running { slot, .. } = self.run else { unreachable!("running") };
+        Ok(slot)
+    }
+
     fn running(&self) -> Result<(), DeviceError> {
         match self.run {
             Run::Running { .. } => Ok(()),
@@ -518,9 +530,9 @@ impl Device {
 
     /// `OTA.Commit`.
     pub fn commit(&mut self) -> Result<(), DeviceError> {
-        self.running()?;
+        let slot = self.running_slot()?;
         let layout = self.layout;
-        let result = control::commit(self.flash.get_mut(), &layout);
+        let result = control::commit(self.flash.get_mut(), &layout, slot);
         self.control_result(result)?;
         self.note(Event::Committed);
         Ok(())
@@ -528,9 +540,9 @@ impl Device {
 
     /// `OTA.Revert`: back to the revert slot, then a reboot.
     pub fn revert(&mut self) -> Result<(), DeviceError> {
-        self.running()?;
+        let slot = self.running_slot()?;
         let layout = self.layout;
-        let result = control::revert(self.flash.get_mut(), &layout);
+        let result = control::revert(self.flash.get_mut(), &layout, slot);
         self.control_result(result)?;
         self.note(Event::Reverted);
         self.reset();
@@ -540,9 +552,20 @@ impl Device {
     /// `OTA.CreateSnapshot`.
     pub fn create_snapshot(&mut self, options: SnapshotOptions) -> Result<Slot, DeviceError> {
         self.running()?;
+        let Run::Running { timer: mut running, .. } = self.run else { unreachable!("running") };
         let layout = self.layout;
-        let result = control::create_snapshot(self.flash.get_mut(), &layout, &options, &mut self.buf);
+        let result = control::create_snapshot(
+            self.flash.get_mut(),
+            &layout,
+            &mut running,
+            &options,
+            &mut self.buf,
+            self.now_ms,
+        );
         let slot = self.control_result(result)?;
+        if let Run::Running { timer, .. } = &mut self.run {
+            *timer = running;
+        }
         self.note(Event::Snapshot { slot });
         Ok(slot)
     }

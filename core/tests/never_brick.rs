@@ -1,0 +1,221 @@
+//! Issue 9, "Never brick": the faults around power cuts that once bricked or wedged a device,
+//! each as the regression test named after its defect.
+
+use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
+use ota_core::boot::{self, BootOutcome, BootReason};
+use ota_core::control::{self, ControlError, Running, TickAction};
+use ota_core::layout::{Layout, Region, Slot};
+use ota_core::log;
+use ota_core::state::{BootState, BuildId, SlotInfo, Version};
+use sha2::Digest as _;
+
+/// 1 KiB erase units: two boot-state areas of four records, app slots of 8 KiB, fs of 4 KiB.
+const LAYOUT: Layout = match Layout::new(
+    1024,
+    4,
+    [Region::new(0, 1024), Region::new(1024, 1024)],
+    [Region::new(2048, 8192), Region::new(10240, 8192)],
+    [Region::new(18432, 4096), Region::new(22528, 4096)],
+) {
+    Ok(l) => l,
+    Err(_) => panic!("test layout"),
+};
+const FLASH_BYTES: usize = 26624;
+
+/// A RAM NOR flash with the faults of the issue: programs that fail in a range (a one-off
+/// program failure), and one bit stuck at a value whatever is programmed or erased.
+#[derive(Clone)]
+struct FaultyFlash {
+    mem: Vec<u8>,
+    /// Programs that start in this range fail, and change nothing.
+    failing: Option<core::ops::Range<u32>>,
+    /// (byte offset, bit mask, stuck at 1): that bit reads so after every program or erase.
+    stuck: Option<(u32, u8, bool)>,
+}
+
+impl FaultyFlash {
+    fn new() -> FaultyFlash {
+        FaultyFlash { mem: vec![0xff; FLASH_BYTES], failing: None, stuck: None }
+    }
+
+    fn settle(&mut self) {
+        if let Some((at, mask, high)) = self.stuck {
+            let cell = &mut self.mem[at as usize];
+            *cell = if high { *cell | mask } else { *cell & !mask };
+        }
+    }
+}
+
+impl ErrorType for FaultyFlash {
+    type Error = NorFlashErrorKind;
+}
+
+impl ReadNorFlash for FaultyFlash {
+    const READ_SIZE: usize = 1;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        let src = self
+            .mem
+            .get(offset as usize..offset as usize + bytes.len())
+            .ok_or(NorFlashErrorKind::OutOfBounds)?;
+        bytes.copy_from_slice(src);
+        Ok(())
+    }
+    fn capacity(&self) -> usize {
+        self.mem.len()
+    }
+}
+
+impl NorFlash for FaultyFlash {
+    const WRITE_SIZE: usize = 4;
+    const ERASE_SIZE: usize = 1024;
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        assert!(from.is_multiple_of(1024) && to.is_multiple_of(1024), "erase is aligned");
+        self.mem[from as usize..to as usize].fill(0xff);
+        self.settle();
+        Ok(())
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        assert!(offset.is_multiple_of(4) && bytes.len().is_multiple_of(4), "program is aligned");
+        if self.failing.as_ref().is_some_and(|r| r.contains(&offset)) {
+            return Err(NorFlashErrorKind::Other);
+        }
+        for (cell, b) in self.mem[offset as usize..].iter_mut().zip(bytes) {
+            *cell &= b;
+        }
+        self.settle();
+        Ok(())
+    }
+}
+
+fn image(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn put_image(flash: &mut FaultyFlash, slot: Slot, data: &[u8], version: &str, fs_len_bytes: u32) -> SlotInfo {
+    let region = LAYOUT.app(slot);
+    flash.mem[region.offset as usize..][..data.len()].copy_from_slice(data);
+    SlotInfo {
+        app_len_bytes: data.len() as u32,
+        app_sha256: sha2::Sha256::digest(data).into(),
+        fs_len_bytes,
+        version: Version::new(version).unwrap(),
+        build_id: BuildId::new("test").unwrap(),
+    }
+}
+
+/// v1 committed in slot 0, v2 just finalized in slot 1 with no fs part: what
+/// `Updater::finish` leaves.
+fn updated() -> FaultyFlash {
+    let mut flash = FaultyFlash::new();
+    let v1 = put_image(&mut flash, Slot::S0, &image(1, 3000), "1.0", 4096);
+    let v2 = put_image(&mut flash, Slot::S1, &image(2, 5000), "2.0", 0);
+    let first = log::append(&mut flash, &LAYOUT, None, &BootState::provisioned(Slot::S0, v1)).unwrap();
+    let mut trial = first.record.state;
+    trial.slots[1] = v2;
+    trial.active = Slot::S1;
+    trial.revert = Some(Slot::S0);
+    trial.committed = false;
+    trial.first_boot_a = true;
+    trial.first_boot_b = true;
+    trial.merge_fs = true;
+    trial.commit_timeout_s = 60;
+    log::append(&mut flash, &LAYOUT, Some(&first), &trial).unwrap();
+    flash
+}
+
+/// The boot loader's write of the trial record fails once: it boots the old slot.
+fn trial_skipped() -> (FaultyFlash, BootOutcome) {
+    let mut flash = updated();
+    flash.failing = Some(0..2048);
+    let outcome = boot::boot(&mut flash, &LAYOUT, &mut [0; 256]).unwrap();
+    flash.failing = None;
+    let BootOutcome::Boot { slot, reason, .. } = outcome else { panic!("no boot: {outcome:?}") };
+    assert_eq!(slot, Slot::S0);
+    assert!(matches!(reason, BootReason::TrialSkipped { .. }), "{reason:?}");
+    (flash, outcome)
+}
+
+fn boot_slot(flash: &mut FaultyFlash) -> (Slot, BootReason) {
+    match boot::boot(flash, &LAYOUT, &mut [0; 256]).unwrap() {
+        BootOutcome::Boot { slot, reason, .. } => (slot, reason),
+        other => panic!("expected a boot, got {other:?}"),
+    }
+}
+
+// Defect 1: the boot loader could not record the trial and booted slot 0, but the state still
+// said "slot 1 active, uncommitted". The healthy old firmware committed, `control::commit`
+// committed the recorded slot 1, an image that never ran, and a crash in it bricked the device.
+#[test]
+fn an_image_that_never_ran_gets_committed() {
+    let (mut flash, _) = trial_skipped();
+    // The device reports what runs.
+    let seen = control::get_boot_state(&mut flash, &LAYOUT, Slot::S0).unwrap();
+    assert_eq!((seen.active, seen.committed, seen.revert), (Slot::S0, true, None));
+    // The running firmware (slot 0) commits, as a healthy firmware does, or its commit timer
+    // runs out: neither touches slot 1.
+    assert_eq!(control::commit(&mut flash, &LAYOUT, Slot::S0), Err(ControlError::AlreadyCommitted));
+    assert_eq!(control::revert(&mut flash, &LAYOUT, Slot::S0), Err(ControlError::AlreadyCommitted));
+    let running = Running::booted(Slot::S0, false, 0);
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, u64::MAX), Ok(TickAction::Nothing));
+    let state = log::read(&mut flash, &LAYOUT).unwrap().unwrap().record.state;
+    assert!(
+        !(state.active == Slot::S1 && state.committed),
+        "slot 1 never ran and must not be committed: {state:?}"
+    );
+    // Whatever boots next is either slot 1's trial or slot 0, never slot 1 as committed.
+    let (slot, reason) = boot_slot(&mut flash);
+    assert!((slot, reason) == (Slot::S1, BootReason::Trial) || slot == Slot::S0, "{slot} {reason:?}");
+}
+
+// Defect 2: on that same boot the first-boot merge ran with old fs = new fs = the running fs,
+// and when slot 1's bundle had no fs part, the running filesystem (the user's conf9.json) was
+// formatted away.
+#[test]
+fn the_first_boot_merge_runs_on_a_skipped_trial() {
+    let (_, outcome) = trial_skipped();
+    let BootOutcome::Boot { first_boot, merge_from, .. } = outcome else { unreachable!() };
+    assert_eq!((first_boot, merge_from), (false, None), "slot 0 is not booting for the first time");
+    // The trial itself, recorded, is a first boot that merges slot 0's files into slot 1's.
+    let mut flash = updated();
+    let BootOutcome::Boot { slot, first_boot, merge_from, .. } =
+        boot::boot(&mut flash, &LAYOUT, &mut [0; 256]).unwrap()
+    else {
+        panic!("no boot")
+    };
+    assert_eq!((slot, first_boot, merge_from), (Slot::S1, true, Some(Slot::S0)));
+}
+
+/// Appends `count` states to a log whose flash has `stuck` set, checking each one reads back as
+/// the newest.
+fn append_through(stuck: (u32, u8, bool), count: u32) {
+    let mut flash = FaultyFlash::new();
+    flash.stuck = Some(stuck);
+    flash.settle();
+    let v1 = put_image(&mut flash, Slot::S0, &image(1, 3000), "1.0", 4096);
+    let mut current = log::read(&mut flash, &LAYOUT).unwrap();
+    for n in 0..count {
+        let state = BootState { commit_timeout_s: n, ..BootState::provisioned(Slot::S0, v1) };
+        let written = log::append(&mut flash, &LAYOUT, current.as_ref(), &state)
+            .unwrap_or_else(|e| panic!("append {n} with bit {stuck:?} stuck: {e}"));
+        let found = log::read(&mut flash, &LAYOUT).unwrap();
+        assert_eq!(found, Some(written), "append {n}");
+        current = found;
+    }
+}
+
+// Defect 3: a stuck bit at record index 0 of an area failed that record's read-back every time
+// the log wrapped into the area, and every later append retried the same position: no update,
+// commit or revert could be recorded again. The failed record is stepped over.
+#[test]
+fn the_log_wedges_forever() {
+    // Byte 0 is the magic's 'O' (0x4f): bit 6 is 1 in every record, bit 7 is 0.
+    for area_offset in [0, 1024] {
+        append_through((area_offset, 0x40, false), 24);
+        append_through((area_offset, 0x80, true), 24);
+        // And in the middle of a record, at every index of the area.
+        for index in 0..4 {
+            append_through((area_offset + index * 256 + 100, 0x01, false), 24);
+            append_through((area_offset + index * 256 + 100, 0x01, true), 24);
+        }
+    }
+}
