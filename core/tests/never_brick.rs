@@ -3,7 +3,7 @@
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
 use ota_core::boot::{self, BootOutcome, BootReason};
-use ota_core::control::{self, ControlError, Running, TickAction};
+use ota_core::control::{self, BootStatePatch, ControlError, Running, SnapshotOptions, TickAction};
 use ota_core::layout::{Layout, Region, Slot};
 use ota_core::log;
 use ota_core::state::{BootState, BuildId, SlotInfo, Version};
@@ -218,4 +218,117 @@ fn the_log_wedges_forever() {
             append_through((area_offset + index * 256 + 100, 0x01, true), 24);
         }
     }
+}
+
+/// v1 committed in slot 0, as provisioned.
+fn provisioned() -> FaultyFlash {
+    let mut flash = FaultyFlash::new();
+    let v1 = put_image(&mut flash, Slot::S0, &image(1, 3000), "1.0", 4096);
+    log::append(&mut flash, &LAYOUT, None, &BootState::provisioned(Slot::S0, v1)).unwrap();
+    flash
+}
+
+fn stored(flash: &mut FaultyFlash) -> BootState {
+    log::read(flash, &LAYOUT).unwrap().unwrap().record.state
+}
+
+// Defect 7: the commit deadline counted from the last boot, so `CreateSnapshot {set_as_revert,
+// commit_timeout: 300}` or `SetBootState {is_committed: false, …}` at 600 s of uptime reverted
+// at once. It counts from the call that arms it.
+#[test]
+fn the_commit_deadline_counts_from_the_call_that_arms_it() {
+    let mut flash = provisioned();
+    let mut running = Running::booted(Slot::S0, false, 0);
+    let options = SnapshotOptions { set_as_revert: true, commit_timeout_s: Some(300) };
+    control::create_snapshot(&mut flash, &LAYOUT, &mut running, &options, &mut [0; 512], 600_000).unwrap();
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 600_001), Ok(TickAction::Nothing));
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 899_999), Ok(TickAction::Nothing));
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 900_000), Ok(TickAction::RevertedRebootNow));
+
+    let mut flash = provisioned();
+    let mut running = Running::booted(Slot::S0, false, 0);
+    control::create_snapshot(
+        &mut flash,
+        &LAYOUT,
+        &mut running,
+        &SnapshotOptions::default(),
+        &mut [0; 512],
+        0,
+    )
+    .unwrap();
+    let patch = BootStatePatch {
+        is_committed: Some(false),
+        revert_slot: Some(Some(Slot::S1)),
+        commit_timeout_s: Some(60),
+        ..Default::default()
+    };
+    control::set_boot_state(&mut flash, &LAYOUT, &mut running, &patch, 600_000).unwrap();
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 600_001), Ok(TickAction::Nothing));
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 660_000), Ok(TickAction::RevertedRebootNow));
+}
+
+// Defect 7: `CreateSnapshot {set_as_revert: true}` without a commit timeout was committed again
+// at the next tick (timeout 0 read as "commit now"), so it never took effect.
+#[test]
+fn set_as_revert_without_a_timeout_takes_effect() {
+    let mut flash = provisioned();
+    let mut running = Running::booted(Slot::S0, false, 0);
+    let options = SnapshotOptions { set_as_revert: true, commit_timeout_s: None };
+    control::create_snapshot(&mut flash, &LAYOUT, &mut running, &options, &mut [0; 512], 1000).unwrap();
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, u64::MAX), Ok(TickAction::Nothing));
+    let state = stored(&mut flash);
+    assert_eq!((state.committed, state.revert), (false, Some(Slot::S1)));
+    // A reboot without a commit goes back to the snapshot.
+    assert_eq!(boot_slot(&mut flash), (Slot::S1, BootReason::Reverted { from: Slot::S0 }));
+}
+
+// Defect 7: a commit kept the stored commit timeout; Mongoose OS deletes it (`updater.dat`).
+#[test]
+fn a_commit_keeps_the_commit_timeout() {
+    let mut flash = updated();
+    boot_slot(&mut flash);
+    control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
+    assert_eq!(stored(&mut flash).commit_timeout_s, 0);
+}
+
+// Defect 7: `SetBootState {commit_timeout: 0}` during a trial committed at the next tick: a
+// timeout of 0 commits only at the first boot, as `mgos_upd_boot_finish` decides it.
+#[test]
+fn a_zero_timeout_set_during_a_trial_commits_at_once() {
+    let mut flash = updated();
+    let BootOutcome::Boot { slot, first_boot, .. } = boot::boot(&mut flash, &LAYOUT, &mut [0; 256]).unwrap()
+    else {
+        panic!("no boot")
+    };
+    let mut running = Running::booted(slot, first_boot, 0);
+    let patch = BootStatePatch { commit_timeout_s: Some(0), ..Default::default() };
+    control::set_boot_state(&mut flash, &LAYOUT, &mut running, &patch, 5000).unwrap();
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 5001), Ok(TickAction::Nothing));
+    assert!(!stored(&mut flash).committed);
+    // Booted with a timeout of 0, the trial commits at once.
+    let mut flash = updated();
+    let mut state = stored(&mut flash);
+    state.commit_timeout_s = 0;
+    let current = log::read(&mut flash, &LAYOUT).unwrap();
+    log::append(&mut flash, &LAYOUT, current.as_ref(), &state).unwrap();
+    let (slot, _) = boot_slot(&mut flash);
+    let running = Running::booted(slot, true, 0);
+    assert_eq!(control::tick(&mut flash, &LAYOUT, &running, 0), Ok(TickAction::Committed));
+}
+
+// Defect 7: `SetBootState {is_committed: true}` kept the revert slot, which `OTA.Commit` clears;
+// asking for both is refused with the rule.
+#[test]
+fn set_boot_state_committed_keeps_the_revert_slot() {
+    let mut flash = updated();
+    boot_slot(&mut flash);
+    let mut running = Running::booted(Slot::S1, true, 0);
+    let both =
+        BootStatePatch { is_committed: Some(true), revert_slot: Some(Some(Slot::S0)), ..Default::default() };
+    let err = control::set_boot_state(&mut flash, &LAYOUT, &mut running, &both, 0).unwrap_err();
+    insta::assert_snapshot!(err.to_string(), @"invalid boot state: a committed image has no revert slot (committing clears revert_slot); boot state unchanged");
+    let patch = BootStatePatch { is_committed: Some(true), ..Default::default() };
+    control::set_boot_state(&mut flash, &LAYOUT, &mut running, &patch, 0).unwrap();
+    let state = stored(&mut flash);
+    assert_eq!((state.active, state.committed, state.revert), (Slot::S1, true, None));
 }
