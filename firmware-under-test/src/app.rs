@@ -31,7 +31,7 @@ pub const REBOOT_DELAY_MS: u64 = 100;
 /// What the application is configured with at build time.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The platform a bundle's `platform` must start with.
+    /// The platform a bundle's `platform` must equal (ignoring case).
     pub platform: String,
     /// The application's name, as `Sys.GetInfo` reports it.
     pub app_name: String,

@@ -30,7 +30,7 @@ pub const WRITE_BYTES: usize = 4;
 pub const ERASE_BYTES: usize = 4096;
 pub type Flash = SimFlash<WRITE_BYTES, ERASE_BYTES>;
 
-/// The device's platform, as a bundle's `platform` must start with it.
+/// The device's platform, which a bundle's `platform` must equal (ignoring case).
 pub const ARCH: &str = "esp32";
 
 /// How the device is built. `Config::default()` documents the defaults.
@@ -46,7 +46,7 @@ pub struct Config {
     pub boot_loops_max: u32,
     /// Seed of the flash's fault randomness. Default 0.
     pub seed: u64,
-    /// The platform the device reports; a bundle's `platform` must start with it. Default "esp32".
+    /// The platform the device reports; a bundle's `platform` must equal it (ignoring case). Default "esp32".
     pub platform: String,
     /// The work buffer the firmware gives the updater and the snapshot copy; it sets how much
     /// one program writes (at most 4 KiB). Default 4096.
