@@ -332,3 +332,49 @@ fn set_boot_state_committed_keeps_the_revert_slot() {
     let state = stored(&mut flash);
     assert_eq!((state.active, state.committed, state.revert), (Slot::S1, true, None));
 }
+
+// Defect 8: `Layout` did not know the sector map. A 16 KiB erase unit inside the 128 KiB
+// sectors of an STM32F4 was accepted, and then every erase of that slot failed. It is refused
+// at construction, naming the sector.
+#[test]
+fn a_16_kib_erase_unit_inside_128_kib_sectors_is_accepted() {
+    use ota_core::layout::{LayoutError, RegionName, SectorRun};
+    const STM32F4: [SectorRun; 3] = [
+        SectorRun { count: 4, sector_bytes: 16 * 1024 },
+        SectorRun { count: 1, sector_bytes: 64 * 1024 },
+        SectorRun { count: 7, sector_bytes: 128 * 1024 },
+    ];
+    let layout = |unit: u32, app: u32| {
+        Layout::new(
+            unit,
+            4,
+            [Region::new(0, unit), Region::new(unit, unit)],
+            [Region::new(0x20000, app), Region::new(0x20000 + app, app)],
+            [Region::new(0xc0000, 0x20000), Region::new(0xe0000, 0x20000)],
+        )
+    };
+    let small = layout(16 * 1024, 0x20000).unwrap();
+    let err = small.with_sectors(&STM32F4).unwrap_err();
+    assert_eq!(
+        err,
+        LayoutError::SectorSplit {
+            region: RegionName::App(Slot::S0),
+            sector_offset: 0x20000,
+            sector_bytes: 0x20000
+        }
+    );
+    insta::assert_snapshot!(err.to_string(), @"app slot 0 is erased in units that split the 131072-byte sector at 0x20000: every erase unit must be whole sectors");
+    // 128 KiB units fit: the first one is the four 16 KiB sectors and the 64 KiB one, whole.
+    let fits = Layout::new(
+        128 * 1024,
+        4,
+        [Region::new(0, 0x20000), Region::new(0x40000, 0x20000)],
+        [Region::new(0x60000, 0x20000), Region::new(0x80000, 0x20000)],
+        [Region::new(0xa0000, 0x20000), Region::new(0xc0000, 0x20000)],
+    )
+    .unwrap();
+    assert_eq!(fits.with_sectors(&STM32F4), Ok(fits));
+    // A region past the end of the map is out of the flash.
+    let short = [SectorRun { count: 4, sector_bytes: 16 * 1024 }];
+    assert!(matches!(fits.with_sectors(&short), Err(LayoutError::OutOfFlash { .. })));
+}
