@@ -1,8 +1,15 @@
 //! The application's side of the boot state (§3.1 and §5 of the reference): the commit timer,
 //! commit, revert, reading and setting the state, and snapshots.
 //!
-//! Every call reads the newest record first and appends a new one; none keeps state in RAM, so
-//! the boot loader and the application never disagree about what is stored.
+//! Every call reads the newest record first and appends a new one; none keeps the boot state in
+//! RAM, so the boot loader and the application never disagree about what is stored. What the
+//! application does keep is [`Running`]: which slot runs, and when its commit timer was armed.
+//! Every call acts on the running slot, never on the recorded active one:
+//!
+//! | stored active vs running | commit, revert        | reported state, timer          |
+//! |--------------------------|-----------------------|--------------------------------|
+//! | same slot                | as stored             | as stored                      |
+//! | other slot (not yet run) | refused: committed    | running slot, committed        |
 
 use embedded_storage::nor_flash::NorFlash;
 

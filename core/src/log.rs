@@ -13,6 +13,9 @@
 //! | 2    | full (no erased position after the winner): untouched | erased                |
 //! | 3    | untouched                                 | record written at position 0, read back |
 //!
+//! A position whose program fails or whose record reads back wrong (a stuck bit) is stepped
+//! over: step 1 or 3 moves on to the next erased position, so one bad cell never wedges the log.
+//!
 //! A power cut at any step leaves the winner readable: step 1 writes only an erased position,
 //! step 2 erases only the area that does not hold the winner.
 
