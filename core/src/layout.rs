@@ -86,7 +86,7 @@ pub enum LayoutError {
     NotEraseAligned { region: RegionName },
     /// A region is empty.
     Empty { region: RegionName },
-    /// A boot-state area holds fewer than two records.
+    /// A boot-state area holds fewer than two pairs of records (each record is kept twice).
     BootStateAreaTooSmall { area: u8 },
     /// Two regions share bytes.
     Overlap { first: RegionName, second: RegionName },
@@ -174,7 +174,11 @@ impl core::fmt::Display for LayoutError {
             }
             LayoutError::Empty { region } => write!(f, "{region} is empty"),
             LayoutError::BootStateAreaTooSmall { area } => {
-                write!(f, "boot-state area {area} holds fewer than two records")
+                write!(
+                    f,
+                    "boot-state area {area} holds fewer than two pairs of records ({} bytes)",
+                    4 * RECORD_SIZE_BYTES
+                )
             }
             LayoutError::Overlap { first, second } => write!(f, "{first} overlaps {second}"),
             LayoutError::OutOfFlash { region, capacity_bytes } => {
@@ -258,7 +262,7 @@ impl Layout {
         }
         let mut area = 0;
         while area < 2 {
-            if boot_state[area].size_bytes < 2 * RECORD_SIZE_BYTES as u32 {
+            if boot_state[area].size_bytes < 4 * RECORD_SIZE_BYTES as u32 {
                 return Err(LayoutError::BootStateAreaTooSmall { area: area as u8 });
             }
             area += 1;
@@ -417,9 +421,9 @@ mod tests {
         let small = Layout::new(
             256,
             4,
-            [Region::new(0, 256), Region::new(256, 512)],
-            [Region::new(1024, 256), Region::new(1280, 256)],
-            [Region::new(1536, 256), Region::new(1792, 256)],
+            [Region::new(0, 768), Region::new(768, 1024)],
+            [Region::new(2048, 256), Region::new(2304, 256)],
+            [Region::new(2560, 256), Region::new(2816, 256)],
         );
         assert_eq!(small, Err(LayoutError::BootStateAreaTooSmall { area: 0 }));
     }

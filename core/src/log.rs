@@ -1,20 +1,26 @@
 //! The boot-state log: [`Record`]s appended over two flash areas, as the Mongoose OS boot loader
 //! keeps its config (§3.4 of the reference).
 //!
+//! Every record is written twice, in a pair of positions (`2k`, `2k + 1`) of one area, as
+//! ESP-IDF keeps two otadata copies: a bit that flips in one copy leaves the other, so no single
+//! flip changes the state that is read.
+//!
 //! Reading: every record position of both areas is decoded; the valid record with the highest
-//! sequence number wins. A torn or erased record never decodes, so it never wins; a record whose
+//! sequence number wins (either copy). A torn or erased record never decodes, so it never wins; a record whose
 //! write was cut leaves the previous winner in place.
 //!
 //! Appending, one step at a time:
 //!
 //! | step | area holding the winner                  | other area                        |
 //! |------|------------------------------------------|-----------------------------------|
-//! | 1    | erased position after the winner? write there, read back, done | untouched |
-//! | 2    | full (no erased position after the winner): untouched | erased                |
-//! | 3    | untouched                                 | record written at position 0, read back |
+//! | 1    | erased pair after the winner's? write both copies there, each read back, done | untouched |
+//! | 2    | full (no erased pair after the winner's): untouched | erased                    |
+//! | 3    | untouched                                 | both copies written at pair 0, read back |
 //!
-//! A position whose program fails or whose record reads back wrong (a stuck bit) is stepped
-//! over: step 1 or 3 moves on to the next erased position, so one bad cell never wedges the log.
+//! A pair whose first copy fails to program or reads back wrong (a stuck bit) is stepped over:
+//! step 1 or 3 moves on to the next erased pair, so one bad cell never wedges the log. When only
+//! the second copy fails, the state is recorded (once) and the append succeeds; the next append
+//! writes two copies again.
 //!
 //! A power cut at any step leaves the winner readable: step 1 writes only an erased position,
 //! step 2 erases only the area that does not hold the winner.
@@ -76,6 +82,11 @@ impl core::fmt::Display for AppendError {
     }
 }
 
+/// Copies of every record, in consecutive positions of one area.
+pub const COPIES: u32 = 2;
+// `append` writes the first copy and then the one after it.
+const _: () = assert!(COPIES == 2);
+
 fn record_offset(layout: &Layout, position: Position) -> u32 {
     layout.boot_state[position.area as usize].offset + position.index * RECORD_SIZE_BYTES as u32
 }
@@ -117,10 +128,12 @@ pub fn append<F: NorFlash>(
     let record = Record { seq, state: *state };
     let raw = record.encode();
     let (mut area, mut first) = current.map_or((0, 0), |c| (c.position.area, c.position.index + 1));
+    // Pairs start at even positions.
+    first = first.next_multiple_of(COPIES);
     let mut switched = false;
     let mut failed = None;
-    // Each pass writes one position or leaves the area; both areas bound it.
-    for _ in 0..=2 * layout.records_per_area() + 1 {
+    // Each pass writes one pair or leaves the area; both areas bound it.
+    for _ in 0..=2 * layout.records_per_area() / COPIES + 1 {
         let position = match free_position(flash, layout, area, first)? {
             Some(position) => position,
             None if !switched => {
@@ -134,18 +147,39 @@ pub fn append<F: NorFlash>(
             None => break,
         };
         match write_at(flash, layout, position, &record, &raw) {
-            Ok(()) => return Ok(Located { record, position }),
-            Err(
-                e @ (AppendError::ReadBack { .. }
-                | AppendError::Flash(FlashError { op: FlashOp::Program, .. })),
-            ) => {
+            Ok(()) => {}
+            Err(e) if is_bad_position(&e) => {
                 failed = Some(e);
-                first = position.index + 1;
+                first = position.index + COPIES;
+                continue;
             }
+            Err(e) => return Err(e),
+        }
+        // The state is recorded once now; the copy guards it against a flip.
+        let copy = Position { area, index: position.index + 1 };
+        match write_at(flash, layout, copy, &record, &raw) {
+            Ok(()) => return Ok(Located { record, position }),
+            Err(e) if is_bad_position(&e) => return Ok(Located { record, position }),
             Err(e) => return Err(e),
         }
     }
     Err(failed.unwrap_or(AppendError::Full))
+}
+
+fn is_erased<F: ReadNorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    position: Position,
+) -> Result<bool, FlashError> {
+    let mut raw = [0u8; RECORD_SIZE_BYTES];
+    flash::read(flash, record_offset(layout, position), &mut raw)?;
+    Ok(raw.iter().all(|&b| b == layout.erased_byte))
+}
+
+/// A failure of one position (its program, or what it reads back), which the next position
+/// may not share, as opposed to an erase or read failure or a power cut.
+fn is_bad_position(e: &AppendError) -> bool {
+    matches!(e, AppendError::ReadBack { .. } | AppendError::Flash(FlashError { op: FlashOp::Program, .. }))
 }
 
 /// Programs `raw` at `position` and checks what reads back.
@@ -166,21 +200,22 @@ fn write_at<F: NorFlash>(
     Ok(())
 }
 
-/// The first fully erased position of `area` from index `first`, or `None` when that area has
-/// none left.
+/// The first pair of `area` from index `first` (even) whose two positions are fully erased, as
+/// its first position, or `None` when that area has none left.
 fn free_position<F: ReadNorFlash>(
     flash: &mut F,
     layout: &Layout,
     area: u8,
     first: u32,
 ) -> Result<Option<Position>, FlashError> {
-    let mut raw = [0u8; RECORD_SIZE_BYTES];
-    for index in first..layout.records_per_area() {
-        let position = Position { area, index };
-        flash::read(flash, record_offset(layout, position), &mut raw)?;
-        if raw.iter().all(|&b| b == layout.erased_byte) {
-            return Ok(Some(position));
+    let mut index = first;
+    while index + COPIES <= layout.records_per_area() {
+        let first_copy = Position { area, index };
+        let second_copy = Position { area, index: index + 1 };
+        if is_erased(flash, layout, first_copy)? && is_erased(flash, layout, second_copy)? {
+            return Ok(Some(first_copy));
         }
+        index += COPIES;
     }
     Ok(None)
 }
@@ -232,8 +267,9 @@ mod tests {
             assert_eq!(found.record.seq, n + 1);
             current = Some(found);
         }
-        // 20 records over areas of 4: positions cycle area 0, area 1, area 0, ...
-        assert_eq!(current.unwrap().position, Position { area: 0, index: 3 });
+        // 20 records, each twice, over areas of 4 positions: two records an area, cycling area
+        // 0, area 1, area 0, ...
+        assert_eq!(current.unwrap().position, Position { area: 1, index: 2 });
     }
 
     #[test]

@@ -378,3 +378,31 @@ fn a_16_kib_erase_unit_inside_128_kib_sectors_is_accepted() {
     let short = [SectorRun { count: 4, sector_bytes: 16 * 1024 }];
     assert!(matches!(fits.with_sectors(&short), Err(LayoutError::OutOfFlash { .. })));
 }
+
+/// Flips each bit of both boot-state areas in turn and checks the slot that boots.
+fn every_single_flip_boots(flash: &FaultyFlash, expected: Slot) {
+    let areas = (LAYOUT.boot_state[0].offset as usize)..(LAYOUT.boot_state[1].end() as usize);
+    for byte in areas {
+        for bit in 0..8 {
+            let mut flipped = flash.clone();
+            flipped.mem[byte] ^= 1 << bit;
+            let outcome = boot::boot(&mut flipped, &LAYOUT, &mut [0; 256]).unwrap();
+            let BootOutcome::Boot { slot, .. } = outcome else {
+                panic!("bit {bit} of byte {byte} flipped: {outcome:?}")
+            };
+            assert_eq!(slot, expected, "bit {bit} of byte {byte} flipped");
+        }
+    }
+}
+
+// Defect 5: any single bit flip in the only record of a freshly provisioned device gave "no
+// boot state" (a brick), and any flip in the newest record of a committed update rolled the
+// device back. Every record is kept twice, so no single flip changes which image boots.
+#[test]
+fn a_single_bit_flip_bricks_or_rolls_back() {
+    every_single_flip_boots(&provisioned(), Slot::S0);
+    let mut flash = updated();
+    assert_eq!(boot_slot(&mut flash), (Slot::S1, BootReason::Trial));
+    control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
+    every_single_flip_boots(&flash, Slot::S1);
+}
