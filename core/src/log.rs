@@ -9,21 +9,26 @@
 //! sequence number wins (either copy). A torn or erased record never decodes, so it never wins; a record whose
 //! write was cut leaves the previous winner in place.
 //!
-//! Appending, one step at a time:
+//! Appending writes to a freshly erased area, the one that does not hold the winner:
 //!
-//! | step | area holding the winner                  | other area                        |
-//! |------|------------------------------------------|-----------------------------------|
-//! | 1    | erased pair after the winner's? write both copies there, each read back, done | untouched |
-//! | 2    | full (no erased pair after the winner's): untouched | erased                    |
-//! | 3    | untouched                                 | both copies written at pair 0, read back |
+//! | step | area holding the winner | other area                                              |
+//! |------|-------------------------|---------------------------------------------------------|
+//! | 1    | untouched               | erased                                                  |
+//! | 2    | untouched               | both copies written at pair 0, each read back, done     |
+//!
+//! Why never append after the winner in its own area: a program cut so early that its bits all
+//! stay erased leaves a position that reads as free, and programming it again is a second
+//! program of the same write units, which NOR and ECC parts forbid. An area is only written
+//! right after this append erased it, so no write unit is ever programmed twice, whatever a cut
+//! left behind. The cost is one erase of a boot-state area per record: a few per update cycle.
 //!
 //! A pair whose first copy fails to program or reads back wrong (a stuck bit) is stepped over:
-//! step 1 or 3 moves on to the next erased pair, so one bad cell never wedges the log. When only
-//! the second copy fails, the state is recorded (once) and the append succeeds; the next append
-//! writes two copies again.
+//! step 2 moves on to the next pair of the freshly erased area, so one bad cell never wedges the
+//! log. When only the second copy reads back wrong, the state is recorded (once) and the append
+//! succeeds; the next append writes two copies again.
 //!
-//! A power cut at any step leaves the winner readable: step 1 writes only an erased position,
-//! step 2 erases only the area that does not hold the winner.
+//! A power cut at any step leaves the winner readable: step 1 erases only the area that does not
+//! hold the winner, and step 2 writes only there.
 
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
@@ -51,13 +56,12 @@ pub enum AppendError {
     Flash(FlashError),
     /// The state to write is inconsistent; nothing was written.
     Inconsistent(StateError),
-    /// The record read back differs from what was written (the last position tried, when
-    /// every one failed).
+    /// The record read back differs from what was written (the last pair tried, when every
+    /// one failed).
     ReadBack {
         position: Position,
     },
-    /// No position could be written: the winner's area is full and the other area has no
-    /// erased position after its erase.
+    /// No pair of the freshly erased area could be written (every one stepped over).
     Full,
 }
 
@@ -112,11 +116,11 @@ pub fn read<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<Option<Lo
 /// where it went. The state is checked before it is written and decoded again after it is read
 /// back.
 ///
-/// A position whose program fails or whose record reads back wrong (a stuck bit, a weak cell)
+/// A pair whose first program fails or whose record reads back wrong (a stuck bit, a weak cell)
 /// is stepped over: it holds no valid record, so the reader ignores it, and the record goes to
-/// the next erased position, switching areas as step 2 allows. The log stays writable as long
-/// as some position of the area that does not hold the winner can be written. An erase or read
-/// error (the power going, among others) ends the append at once.
+/// the next pair of the same freshly erased area. The log stays writable as long as one pair of
+/// each area can be written. An erase or read error (the power going, among others) ends the
+/// append at once.
 pub fn append<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
@@ -127,53 +131,33 @@ pub fn append<F: NorFlash>(
     let seq = current.map_or(1, |c| c.record.seq.wrapping_add(1));
     let record = Record { seq, state: *state };
     let raw = record.encode();
-    let (mut area, mut first) = current.map_or((0, 0), |c| (c.position.area, c.position.index + 1));
-    // Pairs start at even positions.
-    first = first.next_multiple_of(COPIES);
-    let mut switched = false;
+    // Step 1: the area that does not hold the winner (area 0, with no winner).
+    let area = current.map_or(0, |c| 1 - c.position.area);
+    let region = layout.boot_state[area as usize];
+    flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
     let mut failed = None;
-    // Each pass writes one pair or leaves the area; both areas bound it.
-    for _ in 0..=2 * layout.records_per_area() / COPIES + 1 {
-        let position = match free_position(flash, layout, area, first)? {
-            Some(position) => position,
-            None if !switched => {
-                // Step 2: the area that does not hold the winner (any area, with no winner).
-                area = 1 - area;
-                let region = layout.boot_state[area as usize];
-                flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
-                switched = true;
-                Position { area, index: 0 }
-            }
-            None => break,
-        };
+    let mut index = 0;
+    while index + COPIES <= layout.records_per_area() {
+        let position = Position { area, index };
         match write_at(flash, layout, position, &record, &raw) {
             Ok(()) => {}
             Err(e) if is_bad_position(&e) => {
                 failed = Some(e);
-                first = position.index + COPIES;
+                index += COPIES;
                 continue;
             }
             Err(e) => return Err(e),
         }
         // The state is recorded once now; the copy guards it against a flip.
-        let copy = Position { area, index: position.index + 1 };
-        match write_at(flash, layout, copy, &record, &raw) {
-            Ok(()) => return Ok(Located { record, position }),
-            Err(e) if is_bad_position(&e) => return Ok(Located { record, position }),
-            Err(e) => return Err(e),
-        }
+        let copy = Position { area, index: index + 1 };
+        // A copy that reads back wrong (a stuck bit) leaves the state recorded once. A copy
+        // whose program fails is reported: the failure may be the power going.
+        return match write_at(flash, layout, copy, &record, &raw) {
+            Ok(()) | Err(AppendError::ReadBack { .. }) => Ok(Located { record, position }),
+            Err(e) => Err(e),
+        };
     }
     Err(failed.unwrap_or(AppendError::Full))
-}
-
-fn is_erased<F: ReadNorFlash>(
-    flash: &mut F,
-    layout: &Layout,
-    position: Position,
-) -> Result<bool, FlashError> {
-    let mut raw = [0u8; RECORD_SIZE_BYTES];
-    flash::read(flash, record_offset(layout, position), &mut raw)?;
-    Ok(raw.iter().all(|&b| b == layout.erased_byte))
 }
 
 /// A failure of one position (its program, or what it reads back), which the next position
@@ -198,26 +182,6 @@ fn write_at<F: NorFlash>(
         return Err(AppendError::ReadBack { position });
     }
     Ok(())
-}
-
-/// The first pair of `area` from index `first` (even) whose two positions are fully erased, as
-/// its first position, or `None` when that area has none left.
-fn free_position<F: ReadNorFlash>(
-    flash: &mut F,
-    layout: &Layout,
-    area: u8,
-    first: u32,
-) -> Result<Option<Position>, FlashError> {
-    let mut index = first;
-    while index + COPIES <= layout.records_per_area() {
-        let first_copy = Position { area, index };
-        let second_copy = Position { area, index: index + 1 };
-        if is_erased(flash, layout, first_copy)? && is_erased(flash, layout, second_copy)? {
-            return Ok(Some(first_copy));
-        }
-        index += COPIES;
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -267,9 +231,8 @@ mod tests {
             assert_eq!(found.record.seq, n + 1);
             current = Some(found);
         }
-        // 20 records, each twice, over areas of 4 positions: two records an area, cycling area
-        // 0, area 1, area 0, ...
-        assert_eq!(current.unwrap().position, Position { area: 1, index: 2 });
+        // Each record goes to pair 0 of a freshly erased area: area 0, area 1, area 0, ...
+        assert_eq!(current.unwrap().position, Position { area: 1, index: 0 });
     }
 
     #[test]
@@ -277,13 +240,19 @@ mod tests {
         let mut mem = vec![0u8; 6144];
         let mut flash = RamFlash::<4, 1024>::new(&mut mem);
         let first = append(&mut flash, &LAYOUT, None, &trial_state()).unwrap();
-        // A torn record: half a record landed at index 1.
+        // A torn record: half a record landed at index 2 of area 0, and another in area 1.
         let torn = Record { seq: 2, state: state_n(9) }.encode();
-        flash.write(256, &torn[..128]).unwrap();
+        flash.write(512, &torn[..128]).unwrap();
+        flash.write(1024, &torn[..128]).unwrap();
         assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(first));
+        // The next record goes to area 1, erased first; the one after to area 0, erased first.
         let next = append(&mut flash, &LAYOUT, Some(&first), &state_n(5)).unwrap();
-        assert_eq!(next.position, Position { area: 0, index: 2 });
+        assert_eq!(next.position, Position { area: 1, index: 0 });
         assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(next));
+        let after = append(&mut flash, &LAYOUT, Some(&next), &state_n(6)).unwrap();
+        assert_eq!(after.position, Position { area: 0, index: 0 });
+        assert!(flash.as_bytes()[512..1024].iter().all(|&b| b == 0xff), "the garbage was erased");
+        assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(after));
     }
 
     #[test]
@@ -322,8 +291,8 @@ mod tests {
             probe_restore(&mut probe, &flash);
             let full = append(&mut probe, &LAYOUT, Some(&last), &state_n(k)).unwrap();
             let raw = full.record.encode();
-            if full.position.index == 0 {
-                // The append switched areas: the other area was erased first.
+            {
+                // The append erased the other area first.
                 let region = LAYOUT.boot_state[full.position.area as usize];
                 flash.erase(region.offset, region.offset + region.size_bytes).unwrap();
             }

@@ -31,11 +31,29 @@ struct FaultyFlash {
     failing: Option<core::ops::Range<u32>>,
     /// (byte offset, bit mask, stuck at 1): that bit reads so after every program or erase.
     stuck: Option<(u32, u8, bool)>,
+    /// Write units programmed since their last erase, as a strict NOR model tracks them.
+    programmed: Vec<bool>,
+    /// Offsets of write units programmed a second time without an erase.
+    violations: Vec<u32>,
 }
 
 impl FaultyFlash {
     fn new() -> FaultyFlash {
-        FaultyFlash { mem: vec![0xff; FLASH_BYTES], failing: None, stuck: None }
+        FaultyFlash {
+            mem: vec![0xff; FLASH_BYTES],
+            failing: None,
+            stuck: None,
+            programmed: vec![false; FLASH_BYTES / 4],
+            violations: Vec::new(),
+        }
+    }
+
+    /// A program of `len` bytes at `offset` cut by the power so early that every bit stays
+    /// erased: the cells were programmed, but read as if they were not.
+    fn torn_and_erased(&mut self, offset: u32, len: u32) {
+        for unit in offset / 4..(offset + len) / 4 {
+            self.programmed[unit as usize] = true;
+        }
     }
 
     fn settle(&mut self) {
@@ -71,6 +89,7 @@ impl NorFlash for FaultyFlash {
     fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
         assert!(from.is_multiple_of(1024) && to.is_multiple_of(1024), "erase is aligned");
         self.mem[from as usize..to as usize].fill(0xff);
+        self.programmed[from as usize / 4..to as usize / 4].fill(false);
         self.settle();
         Ok(())
     }
@@ -81,6 +100,11 @@ impl NorFlash for FaultyFlash {
         }
         for (cell, b) in self.mem[offset as usize..].iter_mut().zip(bytes) {
             *cell &= b;
+        }
+        for unit in offset / 4..(offset + bytes.len() as u32) / 4 {
+            if std::mem::replace(&mut self.programmed[unit as usize], true) {
+                self.violations.push(unit * 4);
+            }
         }
         self.settle();
         Ok(())
@@ -405,4 +429,40 @@ fn a_single_bit_flip_bricks_or_rolls_back() {
     assert_eq!(boot_slot(&mut flash), (Slot::S1, BootReason::Trial));
     control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
     every_single_flip_boots(&flash, Slot::S1);
+}
+
+// Defect 4: a record whose program was cut so early that all its bits stayed erased looks like
+// a free position, so the next append programmed the same write units again, a strictness
+// violation on NOR (and ECC) parts; when it was the trial or commit record, the device then
+// recorded nothing more. No write unit is ever programmed twice, however many appends in a row
+// are cut that way.
+#[test]
+fn a_torn_record_whose_bits_stay_erased_is_programmed_again() {
+    let mut flash = provisioned();
+    let v1 = stored(&mut flash);
+    for attempt in 0..6u32 {
+        let current = log::read(&mut flash, &LAYOUT).unwrap();
+        let next = BootState { commit_timeout_s: 100 + attempt, ..v1 };
+        // Where this append writes: try it on a copy, then tear it on the flash itself.
+        let mut probe = flash.clone();
+        let written = log::append(&mut probe, &LAYOUT, current.as_ref(), &next).unwrap();
+        let area = LAYOUT.boot_state[written.position.area as usize];
+        if probe.mem[area.offset as usize..area.end() as usize]
+            != flash.mem[area.offset as usize..area.end() as usize]
+            && written.position.index == 0
+            && current.is_some_and(|c| c.position.area != written.position.area)
+        {
+            // The append began by erasing that area: the cut came after the erase.
+            flash.erase(area.offset, area.end() as u32).unwrap();
+        }
+        let offset = area.offset + written.position.index * ota_core::state::RECORD_SIZE_BYTES as u32;
+        flash.torn_and_erased(offset, ota_core::state::RECORD_SIZE_BYTES as u32);
+        assert_eq!(log::read(&mut flash, &LAYOUT).unwrap(), current, "attempt {attempt}: nothing landed");
+    }
+    // After six torn appends in a row from the same record, the next one lands, cleanly.
+    let current = log::read(&mut flash, &LAYOUT).unwrap();
+    let next = BootState { commit_timeout_s: 7, ..v1 };
+    let written = log::append(&mut flash, &LAYOUT, current.as_ref(), &next).unwrap();
+    assert_eq!(log::read(&mut flash, &LAYOUT).unwrap(), Some(written));
+    assert_eq!(flash.violations, Vec::<u32>::new(), "write units programmed twice");
 }
