@@ -210,3 +210,15 @@ fn inspect_says_image_too_big_where_the_device_says_invalid_file_header() {
         assert!(said.contains(message) && !said.contains("Image too big"), "{name}: {said}");
     }
 }
+
+// Issue 9, defect 6: a huge number under a key no device reads (which devices accept) made
+// inspect exit 1, as its own JSON reader could not hold the number.
+#[test]
+fn inspect_exits_1_on_a_huge_number_that_devices_accept() {
+    let dir = temp_dir("huge_number");
+    fs::write(dir.join("huge.zip"), demo().attr("huge", "1e999").build()).unwrap();
+    let run = hil(&dir, &["inspect", "--json", "huge.zip"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["updater"]["accepts"], true);
+}

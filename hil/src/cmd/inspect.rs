@@ -230,7 +230,9 @@ fn manifest_json(entries: &[Entry], zip: &[u8], listing_failed: bool) -> (Option
     if entry.method != METHOD_STORED {
         return (None, Some(format!("manifest.json is compressed (method {}); not shown", entry.method)));
     }
-    match serde_json::from_slice::<Value>(entry.data(zip)) {
+    // Bytes that are not UTF-8 under keys no device reads are shown replaced, as devices skip them.
+    let text = String::from_utf8_lossy(entry.data(zip));
+    match serde_json::from_str::<Value>(&text) {
         Ok(value @ Value::Object(_)) => (Some(value), None),
         Ok(_) => (None, Some("manifest.json is JSON but not an object".to_string())),
         Err(error) => (None, Some(format!("manifest.json is not JSON: {error}"))),
@@ -517,7 +519,10 @@ fn problems(
         let first_line = error.lines().next().unwrap_or(error);
         out.push(format!("the entries cannot all be read: {first_line}"));
     }
-    if let Some(error) = manifest_error {
+    // A manifest the device's own parser takes (the updater accepts the bundle) but this tool's
+    // JSON reader cannot show, such as a number past f64 under a key no device reads, is shown
+    // as an error line, not counted as a problem: the device's verdict decides.
+    if let Some(error) = manifest_error.filter(|_| !updater.accepts) {
         out.push(format!("the manifest cannot be shown: {error}"));
     }
     for entry in entries.iter().filter(|entry| entry.crc == "mismatch") {
