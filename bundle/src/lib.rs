@@ -293,6 +293,8 @@ pub struct PartSpec {
     data: Vec<u8>,
     cs_sha1: bool,
     cs_sha256: bool,
+    /// Whether the manifest gives `size` (Mongoose OS then takes it from the zip local header).
+    size: bool,
     /// Extra part keys and their raw JSON values.
     extra: BTreeMap<String, String>,
 }
@@ -307,6 +309,7 @@ impl PartSpec {
             data,
             cs_sha1: true,
             cs_sha256: true,
+            size: true,
             extra: BTreeMap::new(),
         }
     }
@@ -320,6 +323,12 @@ impl PartSpec {
     /// Leaves `cs_sha1` out of the manifest.
     pub fn without_sha1(mut self) -> PartSpec {
         self.cs_sha1 = false;
+        self
+    }
+
+    /// Leaves `size` out of the manifest: the device takes it from the zip local header.
+    pub fn without_size(mut self) -> PartSpec {
+        self.size = false;
         self
     }
 
@@ -362,7 +371,7 @@ impl PartSpec {
         if !self.src.is_empty() {
             push("src", json_string(&self.src));
         }
-        if size_bytes > 0 {
+        if size_bytes > 0 && self.size {
             push("size", size_bytes.to_string());
         }
         if self.cs_sha1 || wrong_sha1 {

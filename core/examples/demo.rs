@@ -6,7 +6,7 @@
 
 use ota_bundle::Bundle;
 use ota_core::boot::{self, BootOutcome};
-use ota_core::control::{self, TickAction};
+use ota_core::control::{self, Running, TickAction};
 use ota_core::flash::RamFlash;
 use ota_core::layout::{Layout, Region};
 use ota_core::log;
@@ -56,9 +56,9 @@ fn main() {
     println!("update: {}", outcome.message());
     show(&mut flash, "after finish");
 
-    boot_once(&mut flash);
+    let running = boot_once(&mut flash);
     println!("  no commit within 300 s of virtual time...");
-    let action = control::tick(&mut flash, &LAYOUT, 0, 300_000).expect("tick");
+    let action = control::tick(&mut flash, &LAYOUT, &running, 300_000).expect("tick");
     assert_eq!(action, TickAction::RevertedRebootNow);
     show(&mut flash, "commit timer expired: reverted");
     boot_once(&mut flash);
@@ -66,8 +66,8 @@ fn main() {
     let mut updater = Updater::begin(&mut flash, &LAYOUT, device, options, &mut buf).expect("begin again");
     updater.process(&mut flash, &v2).expect("second try");
     updater.finish(&mut flash).expect("finish again");
-    boot_once(&mut flash);
-    control::commit(&mut flash, &LAYOUT).expect("commit");
+    let running = boot_once(&mut flash);
+    control::commit(&mut flash, &LAYOUT, running.slot).expect("commit");
     show(&mut flash, "committed v2.0.0");
     boot_once(&mut flash);
 }
@@ -82,12 +82,17 @@ fn bundle(version: &str, seed: u8, app_bytes: usize) -> Vec<u8> {
         .build()
 }
 
-fn boot_once(flash: &mut Flash<'_>) {
-    match boot::boot(flash, &LAYOUT, &mut [0; 1024]).expect("boot") {
-        BootOutcome::Boot { slot, reason, .. } => println!("boot loader: {slot} ({reason:?})"),
-        other => println!("boot loader: {other:?}"),
-    }
+/// Boots at virtual time 0 and says what runs.
+fn boot_once(flash: &mut Flash<'_>) -> Running {
+    let running = match boot::boot(flash, &LAYOUT, &mut [0; 1024]).expect("boot") {
+        BootOutcome::Boot { slot, reason, first_boot, .. } => {
+            println!("boot loader: {slot} ({reason:?})");
+            Running::booted(slot, first_boot, 0)
+        }
+        other => panic!("boot loader: {other:?}"),
+    };
     show(flash, "after boot");
+    running
 }
 
 fn show(flash: &mut Flash<'_>, when: &str) {

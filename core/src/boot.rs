@@ -11,6 +11,16 @@
 //! neither verifies the outcome is [`BootOutcome::NoBootableImage`]: an unverified image is never
 //! booted. The state is written only after the chosen image verified, so a power cut during the
 //! write repeats the same decision on the next boot.
+//!
+//! When the write fails, the slot that boots can differ from the recorded active slot (a trial
+//! that could not be recorded boots the committed revert slot: [`BootReason::TrialSkipped`]).
+//! The outcome therefore says which slot runs and whether this is its first boot, and the
+//! application acts on that, never on the recorded active slot:
+//!
+//! | reason         | `first_boot` | `merge_from`                       |
+//! |----------------|--------------|------------------------------------|
+//! | `Trial`        | true         | the revert slot, when merge-fs set |
+//! | any other      | false        | `None`                             |
 
 use embedded_storage::nor_flash::NorFlash;
 
@@ -42,9 +52,17 @@ pub enum BootReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootOutcome {
     Boot {
+        /// The slot that boots: the running slot the application commits, reverts and reports.
         slot: Slot,
         reason: BootReason,
+        /// The newest record as stored after the decision.
         state: Located,
+        /// This is `slot`'s one trial boot: the commit timer is armed from it (and commits at
+        /// once when the commit timeout is 0).
+        first_boot: bool,
+        /// Merge this slot's filesystem into `slot`'s before the application starts. Set only on
+        /// a first boot whose state asks for the merge.
+        merge_from: Option<Slot>,
     },
     /// No boot-state record: the device was never provisioned.
     NotProvisioned,
@@ -70,10 +88,10 @@ pub fn boot<F: NorFlash>(flash: &mut F, layout: &Layout, buf: &mut [u8]) -> Resu
         (planned.settled_on(other), BootReason::FellBack { from: planned.active })
     };
     if next == stored {
-        return Ok(BootOutcome::Boot { slot: next.active, reason, state: current });
+        return Ok(booted(next.active, reason, current));
     }
     match log::append(flash, layout, Some(&current), &next) {
-        Ok(state) => Ok(BootOutcome::Boot { slot: next.active, reason, state }),
+        Ok(state) => Ok(booted(next.active, reason, state)),
         Err(error) => write_failed(flash, layout, buf, current, &next, reason, error),
     }
 }
@@ -103,15 +121,23 @@ fn write_failed<F: NorFlash>(
     error: AppendError,
 ) -> Result<BootOutcome, FlashError> {
     if reason != BootReason::Trial {
-        return Ok(BootOutcome::Boot { slot: next.active, reason, state: current });
+        return Ok(booted(next.active, reason, current));
     }
     let stored = current.record.state;
     let revert = stored.revert.expect("a trial has a revert slot");
     if verify(flash, layout, &stored, revert, buf)? {
-        let reason = BootReason::TrialSkipped { error };
-        return Ok(BootOutcome::Boot { slot: revert, reason, state: current });
+        return Ok(booted(revert, BootReason::TrialSkipped { error }, current));
     }
     Ok(BootOutcome::NoBootableImage)
+}
+
+/// The outcome of booting `slot`: only a recorded trial is a first boot, and only a first boot
+/// merges.
+fn booted(slot: Slot, reason: BootReason, state: Located) -> BootOutcome {
+    let stored = state.record.state;
+    let first_boot = reason == BootReason::Trial && stored.active == slot;
+    let merge_from = if first_boot && stored.merge_fs { stored.revert } else { None };
+    BootOutcome::Boot { slot, reason, state, first_boot, merge_from }
 }
 
 /// True when `slot` holds the image the state records: a non-zero length that fits the slot and
@@ -192,7 +218,7 @@ mod tests {
         let mut mem = vec![0; FLASH_BYTES];
         let mut flash = updated(&mut mem);
         boot_slot(&mut flash);
-        control::commit(&mut flash, &LAYOUT).unwrap();
+        control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
         for _ in 0..3 {
             assert_eq!(boot_slot(&mut flash), (Slot::S1, BootReason::Committed));
         }

@@ -1,41 +1,100 @@
 //! The application's side of the boot state (§3.1 and §5 of the reference): the commit timer,
 //! commit, revert, reading and setting the state, and snapshots.
 //!
-//! Every call reads the newest record first and appends a new one; none keeps state in RAM, so
-//! the boot loader and the application never disagree about what is stored.
+//! Every call reads the newest record first and appends a new one; none keeps the boot state in
+//! RAM, so the boot loader and the application never disagree about what is stored. What the
+//! application does keep is [`Running`]: which slot runs, and when its commit timer was armed.
+//! Every call acts on the running slot, never on the recorded active one:
+//!
+//! | stored active vs running | commit, revert        | reported state, timer          |
+//! |--------------------------|-----------------------|--------------------------------|
+//! | same slot                | as stored             | as stored                      |
+//! | other slot (not yet run) | refused: committed    | running slot, committed        |
 
 use embedded_storage::nor_flash::NorFlash;
 
 use crate::flash::{self, FlashError, erase_span, sha256_region};
 use crate::layout::{Layout, Region, Slot};
 use crate::log::{self, AppendError, Located};
-use crate::state::BootState;
+use crate::state::{BootState, StateError};
 
-/// What the commit timer says, a pure function of the state and two instants.
+/// What the commit timer says, a pure function of the state, the [`Running`] image and now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerVerdict {
     /// The image is committed: there is nothing to time, and nothing is ever reverted.
     Committed,
-    /// `commit_timeout` is 0: commit now, on the first healthy boot.
+    /// The first boot of an image whose `commit_timeout` is 0: commit now.
     CommitNow,
+    /// Uncommitted with no deadline (`commit_timeout` 0, set after the first boot): it stays
+    /// uncommitted until a commit, a revert or a reboot, which reverts.
+    NoDeadline,
     /// The deadline has not passed.
     Running { remaining_ms: u64 },
     /// The deadline passed without a commit: revert and reboot.
     Expired,
 }
 
-/// The commit timer. `boot_ms` is when the image booted and `now_ms` is now, on the same clock.
-pub fn commit_timer(state: &BootState, boot_ms: u64, now_ms: u64) -> TimerVerdict {
-    if state.committed {
-        return TimerVerdict::Committed;
+/// What the application keeps in RAM about the image it runs: the slot the boot loader booted
+/// (which commit, revert and the reported state act on, see [`BootState::seen_from`]) and when
+/// the commit timer was armed. The core reads no clock, so the instants come from the caller.
+///
+/// | armed by                                  | `commit_timeout` 0 | `commit_timeout` n > 0   |
+/// |-------------------------------------------|--------------------|--------------------------|
+/// | the first boot of an image ([`Running::booted`]) | commit at once | revert n s after boot |
+/// | [`set_boot_state`], [`create_snapshot`]   | no deadline        | revert n s after the call |
+///
+/// As in Mongoose OS, a timeout of 0 commits only at the first boot (`mgos_upd_boot_finish`);
+/// set later it means "no timer", so `SetBootState {commit_timeout: 0}` during a trial does not
+/// commit, and `CreateSnapshot {set_as_revert: true}` without a timeout leaves the image
+/// uncommitted until it is committed or the device reboots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub slot: Slot,
+    armed_ms: u64,
+    armed_at_first_boot: bool,
+}
+
+impl Running {
+    /// The image in `slot` booted at `now_ms`; `first_boot` as the boot outcome says.
+    pub fn booted(slot: Slot, first_boot: bool, now_ms: u64) -> Running {
+        Running { slot, armed_ms: now_ms, armed_at_first_boot: first_boot }
     }
-    if state.commit_timeout_s == 0 {
-        return TimerVerdict::CommitNow;
+
+    /// A call that set the boot state re-arms the timer: its deadline counts from `now_ms`.
+    fn rearm(&mut self, now_ms: u64) {
+        self.armed_ms = now_ms;
+        self.armed_at_first_boot = false;
     }
-    let deadline_ms = boot_ms.saturating_add(state.commit_timeout_s as u64 * 1000);
-    match deadline_ms.checked_sub(now_ms) {
-        Some(remaining_ms) if remaining_ms > 0 => TimerVerdict::Running { remaining_ms },
-        _ => TimerVerdict::Expired,
+
+    /// The commit timer over `state` as stored; it is read as the running image sees it.
+    pub fn timer(&self, state: &BootState, now_ms: u64) -> TimerVerdict {
+        let state = state.seen_from(self.slot);
+        if state.committed {
+            return TimerVerdict::Committed;
+        }
+        match (state.commit_timeout_s, self.armed_at_first_boot) {
+            (0, true) => TimerVerdict::CommitNow,
+            (0, false) => TimerVerdict::NoDeadline,
+            _ => match self.deadline_ms(&state).checked_sub(now_ms) {
+                Some(remaining_ms) if remaining_ms > 0 => TimerVerdict::Running { remaining_ms },
+                _ => TimerVerdict::Expired,
+            },
+        }
+    }
+
+    /// When the timer next has something to do over `state` as stored: the deadline, or the
+    /// boot itself for an automatic commit; `None` when committed or without a deadline.
+    pub fn due_ms(&self, state: &BootState) -> Option<u64> {
+        let state = state.seen_from(self.slot);
+        match (state.committed, state.commit_timeout_s, self.armed_at_first_boot) {
+            (true, _, _) | (false, 0, false) => None,
+            (false, 0, true) => Some(self.armed_ms),
+            _ => Some(self.deadline_ms(&state)),
+        }
+    }
+
+    fn deadline_ms(&self, state: &BootState) -> u64 {
+        self.armed_ms.saturating_add(state.commit_timeout_s as u64 * 1000)
     }
 }
 
@@ -43,7 +102,7 @@ pub fn commit_timer(state: &BootState, boot_ms: u64, now_ms: u64) -> TimerVerdic
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TickAction {
     Nothing,
-    /// Committed automatically (`commit_timeout` 0).
+    /// Committed automatically (`commit_timeout` 0 at the first boot).
     Committed,
     /// The deadline passed: the state now points back at the revert slot. Reboot.
     RevertedRebootNow,
@@ -53,14 +112,16 @@ pub enum TickAction {
 pub fn tick<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
-    boot_ms: u64,
+    running: &Running,
     now_ms: u64,
 ) -> Result<TickAction, ControlError> {
     let current = read(flash, layout)?;
-    match commit_timer(&current.record.state, boot_ms, now_ms) {
-        TimerVerdict::Committed | TimerVerdict::Running { .. } => Ok(TickAction::Nothing),
-        TimerVerdict::CommitNow => commit(flash, layout).map(|_| TickAction::Committed),
-        TimerVerdict::Expired => revert(flash, layout).map(|_| TickAction::RevertedRebootNow),
+    match running.timer(&current.record.state, now_ms) {
+        TimerVerdict::Committed | TimerVerdict::NoDeadline | TimerVerdict::Running { .. } => {
+            Ok(TickAction::Nothing)
+        }
+        TimerVerdict::CommitNow => commit(flash, layout, running.slot).map(|_| TickAction::Committed),
+        TimerVerdict::Expired => revert(flash, layout, running.slot).map(|_| TickAction::RevertedRebootNow),
     }
 }
 
@@ -141,31 +202,41 @@ impl core::fmt::Display for ControlError {
     }
 }
 
-/// `OTA.GetBootState`: the stored state (active and revert slot, committed, commit timeout, and
-/// what each slot holds).
-pub fn get_boot_state<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<BootState, ControlError> {
-    Ok(read(flash, layout)?.record.state)
+/// `OTA.GetBootState`: the state as the firmware running in `running` sees it
+/// ([`BootState::seen_from`]): active and revert slot, committed, commit timeout, and what each
+/// slot holds.
+pub fn get_boot_state<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    running: Slot,
+) -> Result<BootState, ControlError> {
+    Ok(read(flash, layout)?.record.state.seen_from(running))
 }
 
-/// The newest boot-state record.
+/// The newest boot-state record, as stored.
 pub fn read<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, ControlError> {
     log::read(flash, layout)?.ok_or(ControlError::NotProvisioned)
 }
 
-/// Commits the running image: it stays active, nothing is left to revert to.
-pub fn commit<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, ControlError> {
+/// Commits the image running in `running`: it stays active, nothing is left to revert to, and
+/// the stored commit timeout is cleared, as Mongoose OS deletes `updater.dat`. Refused when the
+/// running image is already committed, which it is whenever another slot is recorded active
+/// ([`BootState::seen_from`]): an image that never ran is never committed.
+pub fn commit<F: NorFlash>(flash: &mut F, layout: &Layout, running: Slot) -> Result<Located, ControlError> {
     let current = read(flash, layout)?;
-    let state = current.record.state;
+    let state = current.record.state.seen_from(running);
     if state.committed {
         return Err(ControlError::AlreadyCommitted);
     }
-    Ok(log::append(flash, layout, Some(&current), &state.settled_on(state.active))?)
+    let next = BootState { commit_timeout_s: 0, ..state.settled_on(running) };
+    Ok(log::append(flash, layout, Some(&current), &next)?)
 }
 
-/// Points the state back at the revert slot, committed. The caller reboots.
-pub fn revert<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Located, ControlError> {
+/// Points the state back at the revert slot of the image running in `running`, committed. The
+/// caller reboots. Refused when the running image is committed, as [`commit`] is.
+pub fn revert<F: NorFlash>(flash: &mut F, layout: &Layout, running: Slot) -> Result<Located, ControlError> {
     let current = read(flash, layout)?;
-    let state = current.record.state;
+    let state = current.record.state.seen_from(running);
     if state.committed {
         return Err(ControlError::AlreadyCommitted);
     }
@@ -183,18 +254,23 @@ pub struct BootStatePatch {
     pub commit_timeout_s: Option<u32>,
 }
 
-/// Overrides only the given fields of the stored state. Committing this way clears the
-/// first-boot and merge flags, as [`commit`] does.
+/// Overrides only the given fields of the state as the running image sees it
+/// ([`BootState::seen_from`]: an update recorded but not yet booted is dropped), and re-arms the
+/// commit timer from `now_ms` ([`Running`]). Committing this way clears the first-boot and merge
+/// flags and the revert slot, as [`commit`] does; a patch that commits and names a revert slot
+/// is refused.
 pub fn set_boot_state<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
+    running: &mut Running,
     patch: &BootStatePatch,
+    now_ms: u64,
 ) -> Result<Located, ControlError> {
     if *patch == BootStatePatch::default() {
         return Err(ControlError::NoFields);
     }
     let current = read(flash, layout)?;
-    let mut next = current.record.state;
+    let mut next = current.record.state.seen_from(running.slot);
     if let Some(slot) = patch.active_slot {
         next.active = slot;
     }
@@ -208,12 +284,18 @@ pub fn set_boot_state<F: NorFlash>(
         next.committed = committed;
     }
     if next.committed {
+        if patch.is_committed == Some(true) && matches!(patch.revert_slot, Some(Some(_))) {
+            return Err(ControlError::Invalid(StateError::CommittedWithRevert));
+        }
+        next.revert = None;
         next.first_boot_a = false;
         next.first_boot_b = false;
         next.merge_fs = false;
     }
     next.check().map_err(ControlError::Invalid)?;
-    Ok(log::append(flash, layout, Some(&current), &next)?)
+    let written = log::append(flash, layout, Some(&current), &next)?;
+    running.rearm(now_ms);
+    Ok(written)
 }
 
 /// Options of [`create_snapshot`].
@@ -225,17 +307,20 @@ pub struct SnapshotOptions {
     pub commit_timeout_s: Option<u32>,
 }
 
-/// Copies the active app and filesystem slots to the other slots, verifies the copy, and records
-/// it. Allowed only when committed. Erase units that already hold the right bytes are left alone.
-/// Returns the slot that holds the snapshot.
+/// Copies the running app and filesystem slots to the other slots, verifies the copy, records
+/// it, and re-arms the commit timer from `now_ms` ([`Running`]). Allowed only when the running
+/// image is committed. Erase units that already hold the right bytes are left alone. Returns
+/// the slot that holds the snapshot.
 pub fn create_snapshot<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
+    running: &mut Running,
     options: &SnapshotOptions,
     buf: &mut [u8],
+    now_ms: u64,
 ) -> Result<Slot, ControlError> {
     let current = read(flash, layout)?;
-    let state = current.record.state;
+    let state = current.record.state.seen_from(running.slot);
     if !state.committed {
         return Err(ControlError::SnapshotUncommitted);
     }
@@ -261,6 +346,7 @@ pub fn create_snapshot<F: NorFlash>(
         next.revert = Some(target);
     }
     log::append(flash, layout, Some(&current), &next)?;
+    running.rearm(now_ms);
     Ok(target)
 }
 
@@ -365,11 +451,13 @@ mod tests {
     #[test]
     fn the_timer_follows_the_deadline() {
         let state = trial_state();
-        assert_eq!(commit_timer(&state, 1000, 1000), TimerVerdict::Running { remaining_ms: 300_000 });
-        assert_eq!(commit_timer(&state, 1000, 300_999), TimerVerdict::Running { remaining_ms: 1 });
-        assert_eq!(commit_timer(&state, 1000, 301_000), TimerVerdict::Expired);
+        let running = Running::booted(Slot::S1, true, 1000);
+        assert_eq!(running.timer(&state, 1000), TimerVerdict::Running { remaining_ms: 300_000 });
+        assert_eq!(running.timer(&state, 300_999), TimerVerdict::Running { remaining_ms: 1 });
+        assert_eq!(running.timer(&state, 301_000), TimerVerdict::Expired);
+        assert_eq!(running.due_ms(&state), Some(301_000));
         let auto = BootState { commit_timeout_s: 0, ..state };
-        assert_eq!(commit_timer(&auto, 0, 0), TimerVerdict::CommitNow);
+        assert_eq!(Running::booted(Slot::S1, true, 0).timer(&auto, 0), TimerVerdict::CommitNow);
     }
 
     proptest::proptest! {
@@ -379,6 +467,7 @@ mod tests {
             timeout in proptest::prelude::any::<u32>(),
             boot_ms in proptest::prelude::any::<u64>(),
             now_ms in proptest::prelude::any::<u64>(),
+            first_boot in proptest::prelude::any::<bool>(),
         ) {
             let mut state = trial_state();
             state.committed = true;
@@ -386,7 +475,22 @@ mod tests {
             state.first_boot_b = false;
             state.revert = None;
             state.commit_timeout_s = timeout;
-            proptest::prop_assert_eq!(commit_timer(&state, boot_ms, now_ms), TimerVerdict::Committed);
+            let running = Running::booted(Slot::S1, first_boot, boot_ms);
+            proptest::prop_assert_eq!(running.timer(&state, now_ms), TimerVerdict::Committed);
+        }
+
+        // Invariant: an image that is not the recorded active one is committed as far as its
+        // timer goes: it never commits the recorded image nor reverts away from itself.
+        #[test]
+        fn the_timer_never_acts_for_an_image_that_is_not_running(
+            timeout in proptest::prelude::any::<u32>(),
+            boot_ms in proptest::prelude::any::<u64>(),
+            now_ms in proptest::prelude::any::<u64>(),
+            first_boot in proptest::prelude::any::<bool>(),
+        ) {
+            let state = BootState { commit_timeout_s: timeout, ..trial_state() };
+            let running = Running::booted(Slot::S0, first_boot, boot_ms);
+            proptest::prop_assert_eq!(running.timer(&state, now_ms), TimerVerdict::Committed);
         }
     }
 
@@ -394,8 +498,8 @@ mod tests {
     fn commit_and_revert_refuse_a_committed_image() {
         let mut mem = vec![0; FLASH_BYTES];
         let mut flash = provisioned(&mut mem);
-        assert_eq!(commit(&mut flash, &LAYOUT), Err(ControlError::AlreadyCommitted));
-        assert_eq!(revert(&mut flash, &LAYOUT), Err(ControlError::AlreadyCommitted));
+        assert_eq!(commit(&mut flash, &LAYOUT, Slot::S0), Err(ControlError::AlreadyCommitted));
+        assert_eq!(revert(&mut flash, &LAYOUT, Slot::S0), Err(ControlError::AlreadyCommitted));
         assert_eq!(ControlError::AlreadyCommitted.code(), -1);
     }
 
@@ -403,16 +507,17 @@ mod tests {
     fn set_boot_state_overrides_only_the_given_fields() {
         let mut mem = vec![0; FLASH_BYTES];
         let mut flash = provisioned(&mut mem);
+        let mut running = Running::booted(Slot::S0, false, 0);
         assert_eq!(
-            set_boot_state(&mut flash, &LAYOUT, &BootStatePatch::default()),
+            set_boot_state(&mut flash, &LAYOUT, &mut running, &BootStatePatch::default(), 0),
             Err(ControlError::NoFields)
         );
         let patch = BootStatePatch { commit_timeout_s: Some(77), ..Default::default() };
-        let after = set_boot_state(&mut flash, &LAYOUT, &patch).unwrap().record.state;
+        let after = set_boot_state(&mut flash, &LAYOUT, &mut running, &patch, 0).unwrap().record.state;
         assert_eq!((after.commit_timeout_s, after.active, after.committed), (77, Slot::S0, true));
         // Slot 1 holds nothing: it cannot become active.
         let patch = BootStatePatch { active_slot: Some(Slot::S1), ..Default::default() };
-        let err = set_boot_state(&mut flash, &LAYOUT, &patch).unwrap_err();
+        let err = set_boot_state(&mut flash, &LAYOUT, &mut running, &patch, 0).unwrap_err();
         assert_eq!(err, ControlError::Invalid(crate::state::StateError::ActiveSlotEmpty));
         assert_eq!(err.code(), -3);
     }
@@ -422,7 +527,9 @@ mod tests {
         let mut mem = vec![0; FLASH_BYTES];
         let mut flash = provisioned(&mut mem);
         let options = SnapshotOptions { set_as_revert: true, commit_timeout_s: Some(30) };
-        assert_eq!(create_snapshot(&mut flash, &LAYOUT, &options, &mut [0; 512]), Ok(Slot::S1));
+        let mut running = Running::booted(Slot::S0, false, 0);
+        let snapshot = create_snapshot(&mut flash, &LAYOUT, &mut running, &options, &mut [0; 512], 0);
+        assert_eq!(snapshot, Ok(Slot::S1));
         let state = read(&mut flash, &LAYOUT).unwrap().record.state;
         assert_eq!(state.slots[1], state.slots[0]);
         assert_eq!((state.committed, state.revert, state.commit_timeout_s), (false, Some(Slot::S1), 30));
@@ -430,10 +537,10 @@ mod tests {
         let (a, b) = (LAYOUT.app(Slot::S0), LAYOUT.app(Slot::S1));
         assert_eq!(bytes[a.offset as usize..][..3000], bytes[b.offset as usize..][..3000]);
         // Uncommitted now: no second snapshot.
-        let err = create_snapshot(&mut flash, &LAYOUT, &options, &mut [0; 512]);
+        let err = create_snapshot(&mut flash, &LAYOUT, &mut running, &options, &mut [0; 512], 0);
         assert_eq!(err, Err(ControlError::SnapshotUncommitted));
         // The timer runs out: back to the snapshot.
-        assert_eq!(tick(&mut flash, &LAYOUT, 0, 30_000), Ok(TickAction::RevertedRebootNow));
+        assert_eq!(tick(&mut flash, &LAYOUT, &running, 30_000), Ok(TickAction::RevertedRebootNow));
         assert_eq!(read(&mut flash, &LAYOUT).unwrap().record.state.active, Slot::S1);
     }
 }

@@ -60,6 +60,8 @@ pub(crate) enum Key<'b> {
     Str(&'b str),
     /// Longer than the caller's buffer; the key was read and checked, its text dropped.
     TooLong,
+    /// Not UTF-8, so not a key the caller reads; its value can still be skipped.
+    NotUtf8,
 }
 
 pub(crate) struct Parser<'a> {
@@ -73,6 +75,14 @@ pub(crate) struct Parser<'a> {
 }
 
 /// Decoded string bytes going into a caller's buffer; what does not fit is counted, not kept.
+/// What [`Parser::scan_string`] read: the decoded length, whether it overflowed the buffer, and
+/// where its first byte that is not UTF-8 is, if any.
+struct Scanned {
+    len: usize,
+    overflow: bool,
+    not_utf8_at: Option<usize>,
+}
+
 struct Out<'b> {
     buf: &'b mut [u8],
     len: usize,
@@ -143,12 +153,15 @@ impl<'a> Parser<'a> {
         if self.peek() != Some(b'"') {
             return Err(self.error(ErrorKind::Syntax));
         }
-        let (len, overflow) = self.scan_string(buf)?;
+        let scanned = self.scan_string(buf)?;
         self.expect_byte(b':')?;
-        if overflow {
+        if scanned.not_utf8_at.is_some() {
+            return Ok(Some(Key::NotUtf8));
+        }
+        if scanned.overflow {
             return Ok(Some(Key::TooLong));
         }
-        match buf.get(..len).map(core::str::from_utf8) {
+        match buf.get(..scanned.len).map(core::str::from_utf8) {
             Some(Ok(key)) => Ok(Some(Key::Str(key))),
             _ => Err(Error { offset: self.key_offset(), kind: ErrorKind::Syntax }),
         }
@@ -158,7 +171,10 @@ impl<'a> Parser<'a> {
     pub(crate) fn string<'b>(&mut self, buf: &'b mut [u8]) -> Result<&'b str, Error> {
         self.expect_kind(Kind::String)?;
         let start = self.pos;
-        let (len, overflow) = self.scan_string(buf)?;
+        let Scanned { len, overflow, not_utf8_at } = self.scan_string(buf)?;
+        if let Some(offset) = not_utf8_at {
+            return Err(Error { offset: offset_u32(offset), kind: ErrorKind::Syntax });
+        }
         let at = |kind| Error { offset: offset_u32(start), kind };
         if overflow {
             return Err(at(ErrorKind::TooLong));
@@ -181,16 +197,20 @@ impl<'a> Parser<'a> {
         u32::try_from(value).map_err(|_| Error { offset: start, kind: ErrorKind::OutOfRange })
     }
 
-    /// An integer: no fraction, no exponent, within `i64`.
+    /// An integer within `i64`: no exponent, and a fraction only of zeros (`20000.0`, as
+    /// tools that write every number as a float give sizes).
     pub(crate) fn i64(&mut self) -> Result<i64, Error> {
         self.expect_kind(Kind::Number)?;
         let start = self.pos;
         let integer = self.scan_number()?;
         let at = |kind| Error { offset: offset_u32(start), kind };
+        let mut text = &self.src[start..self.pos];
         if !integer {
-            return Err(at(ErrorKind::NotInteger));
+            match text.iter().position(|&b| b == b'.') {
+                Some(dot) if text[dot + 1..].iter().all(|&b| b == b'0') => text = &text[..dot],
+                _ => return Err(at(ErrorKind::NotInteger)),
+            }
         }
-        let text = &self.src[start..self.pos];
         let (negative, digits) = match text.split_first() {
             Some((b'-', digits)) => (true, digits),
             _ => (false, text),
@@ -362,10 +382,12 @@ impl<'a> Parser<'a> {
 
 /// Strings and numbers: the scanners behind the typed readers and the skipper.
 impl Parser<'_> {
-    /// Reads a string from its opening quote, decoding it into `buf`. Returns the decoded length
-    /// and whether it overflowed `buf` (the string is read to its end either way).
-    fn scan_string(&mut self, buf: &mut [u8]) -> Result<(usize, bool), Error> {
+    /// Reads a string from its opening quote, decoding it into `buf`, to its end whether it
+    /// overflows `buf` or is not UTF-8: a string that is only skipped (a value under a key the
+    /// reader never uses) may hold any bytes, as Mongoose OS's parser takes them.
+    fn scan_string(&mut self, buf: &mut [u8]) -> Result<Scanned, Error> {
         let mut out = Out { buf, len: 0, overflow: false };
+        let mut not_utf8_at = None;
         self.pos += 1;
         while self.pos < self.src.len() {
             let run_start = self.pos;
@@ -379,14 +401,13 @@ impl Parser<'_> {
             // must be UTF-8 on its own.
             let run = &self.src[run_start..self.pos];
             if let Err(e) = core::str::from_utf8(run) {
-                let offset = offset_u32(run_start + e.valid_up_to());
-                return Err(Error { offset, kind: ErrorKind::Syntax });
+                not_utf8_at = not_utf8_at.or(Some(run_start + e.valid_up_to()));
             }
             out.push(run);
             match self.src.get(self.pos) {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok((out.len, out.overflow));
+                    return Ok(Scanned { len: out.len, overflow: out.overflow, not_utf8_at });
                 }
                 Some(b'\\') => self.scan_escape(&mut out)?,
                 _ => return Err(self.error(ErrorKind::Syntax)),
@@ -696,6 +717,7 @@ mod tests {
             let key = match key {
                 Key::Str(key) => String::from(key),
                 Key::TooLong => String::from("<long>"),
+                Key::NotUtf8 => String::from("<not utf-8>"),
             };
             if p.kind()? != Kind::Object {
                 p.skip_value()?;

@@ -86,15 +86,61 @@ pub enum LayoutError {
     NotEraseAligned { region: RegionName },
     /// A region is empty.
     Empty { region: RegionName },
-    /// A boot-state area holds fewer than two records.
+    /// A boot-state area holds fewer than two pairs of records (each record is kept twice).
     BootStateAreaTooSmall { area: u8 },
     /// Two regions share bytes.
     Overlap { first: RegionName, second: RegionName },
     /// A region ends past the flash capacity.
     OutOfFlash { region: RegionName, capacity_bytes: u32 },
+    /// An erase unit of the region starts or ends inside this sector of the flash's sector map,
+    /// so erasing it would fail (or erase more than the unit).
+    SectorSplit { region: RegionName, sector_offset: u32, sector_bytes: u32 },
+}
+
+/// `count` consecutive sectors of `sector_bytes` each: one run of a flash's sector map, which
+/// lists runs from offset 0 (an STM32F4: 4 of 16 KiB, 1 of 64 KiB, 7 of 128 KiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectorRun {
+    pub count: u32,
+    pub sector_bytes: u32,
 }
 
 /// A region's name, for error messages.
+/// Where an offset falls in a sector map.
+enum SectorAt {
+    /// On a sector boundary (the map's end included).
+    Boundary,
+    Inside {
+        offset: u64,
+        bytes: u32,
+    },
+    PastTheMap {
+        capacity_bytes: u32,
+    },
+}
+
+const fn sector_at(sectors: &[SectorRun], at: u64) -> SectorAt {
+    let mut start: u64 = 0;
+    let mut run = 0;
+    while run < sectors.len() {
+        let SectorRun { count, sector_bytes } = sectors[run];
+        let end = start + count as u64 * sector_bytes as u64;
+        if at < end {
+            let into = (at - start) % sector_bytes as u64;
+            if into == 0 {
+                return SectorAt::Boundary;
+            }
+            return SectorAt::Inside { offset: at - into, bytes: sector_bytes };
+        }
+        start = end;
+        run += 1;
+    }
+    if at == start {
+        return SectorAt::Boundary;
+    }
+    SectorAt::PastTheMap { capacity_bytes: if start > u32::MAX as u64 { u32::MAX } else { start as u32 } }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionName {
     BootState(u8),
@@ -128,12 +174,21 @@ impl core::fmt::Display for LayoutError {
             }
             LayoutError::Empty { region } => write!(f, "{region} is empty"),
             LayoutError::BootStateAreaTooSmall { area } => {
-                write!(f, "boot-state area {area} holds fewer than two records")
+                write!(
+                    f,
+                    "boot-state area {area} holds fewer than two pairs of records ({} bytes)",
+                    4 * RECORD_SIZE_BYTES
+                )
             }
             LayoutError::Overlap { first, second } => write!(f, "{first} overlaps {second}"),
             LayoutError::OutOfFlash { region, capacity_bytes } => {
                 write!(f, "{region} ends past the flash capacity of {capacity_bytes} bytes")
             }
+            LayoutError::SectorSplit { region, sector_offset, sector_bytes } => write!(
+                f,
+                "{region} is erased in units that split the {sector_bytes}-byte sector at 0x{sector_offset:x}: \
+                 every erase unit must be whole sectors"
+            ),
         }
     }
 }
@@ -207,7 +262,7 @@ impl Layout {
         }
         let mut area = 0;
         while area < 2 {
-            if boot_state[area].size_bytes < 2 * RECORD_SIZE_BYTES as u32 {
+            if boot_state[area].size_bytes < 4 * RECORD_SIZE_BYTES as u32 {
                 return Err(LayoutError::BootStateAreaTooSmall { area: area as u8 });
             }
             area += 1;
@@ -219,6 +274,39 @@ impl Layout {
     pub const fn with_erased_byte(mut self, erased_byte: u8) -> Layout {
         self.erased_byte = erased_byte;
         self
+    }
+
+    /// The same layout, checked against the flash's sector map: every erase unit of every region
+    /// must start and end on sector boundaries, since the core erases one unit at a time. A
+    /// 16 KiB unit inside a 128 KiB sector is refused here, naming the sector, rather than
+    /// failing at every erase later. Bounded by the regions' erase units times the map's runs.
+    pub const fn with_sectors(self, sectors: &[SectorRun]) -> Result<Layout, LayoutError> {
+        let names = Layout::region_names();
+        let regions = self.regions();
+        let mut i = 0;
+        while i < regions.len() {
+            let region = regions[i];
+            let mut at = region.offset as u64;
+            while at <= region.end() {
+                match sector_at(sectors, at) {
+                    SectorAt::Boundary => {}
+                    SectorAt::Inside { offset, bytes } => {
+                        let (sector_offset, sector_bytes) = (offset as u32, bytes);
+                        return Err(LayoutError::SectorSplit {
+                            region: names[i],
+                            sector_offset,
+                            sector_bytes,
+                        });
+                    }
+                    SectorAt::PastTheMap { capacity_bytes } => {
+                        return Err(LayoutError::OutOfFlash { region: names[i], capacity_bytes });
+                    }
+                }
+                at += self.erase_size_bytes as u64;
+            }
+            i += 1;
+        }
+        Ok(self)
     }
 
     /// Checks that every region fits in a flash of `capacity_bytes`.
@@ -333,9 +421,9 @@ mod tests {
         let small = Layout::new(
             256,
             4,
-            [Region::new(0, 256), Region::new(256, 512)],
-            [Region::new(1024, 256), Region::new(1280, 256)],
-            [Region::new(1536, 256), Region::new(1792, 256)],
+            [Region::new(0, 768), Region::new(768, 1024)],
+            [Region::new(2048, 256), Region::new(2304, 256)],
+            [Region::new(2560, 256), Region::new(2816, 256)],
         );
         assert_eq!(small, Err(LayoutError::BootStateAreaTooSmall { area: 0 }));
     }

@@ -1,24 +1,38 @@
 //! The boot-state log: [`Record`]s appended over two flash areas, as the Mongoose OS boot loader
 //! keeps its config (§3.4 of the reference).
 //!
+//! Every record is written twice, in a pair of positions (`2k`, `2k + 1`) of one area, as
+//! ESP-IDF keeps two otadata copies: a bit that flips in one copy leaves the other, so no single
+//! flip changes the state that is read.
+//!
 //! Reading: every record position of both areas is decoded; the valid record with the highest
-//! sequence number wins. A torn or erased record never decodes, so it never wins; a record whose
+//! sequence number wins (either copy). A torn or erased record never decodes, so it never wins; a record whose
 //! write was cut leaves the previous winner in place.
 //!
-//! Appending, one step at a time:
+//! Appending writes to a freshly erased area, the one that does not hold the winner:
 //!
-//! | step | area holding the winner                  | other area                        |
-//! |------|------------------------------------------|-----------------------------------|
-//! | 1    | erased position after the winner? write there, read back, done | untouched |
-//! | 2    | full (no erased position after the winner): untouched | erased                |
-//! | 3    | untouched                                 | record written at position 0, read back |
+//! | step | area holding the winner | other area                                              |
+//! |------|-------------------------|---------------------------------------------------------|
+//! | 1    | untouched               | erased                                                  |
+//! | 2    | untouched               | both copies written at pair 0, each read back, done     |
 //!
-//! A power cut at any step leaves the winner readable: step 1 writes only an erased position,
-//! step 2 erases only the area that does not hold the winner.
+//! Why never append after the winner in its own area: a program cut so early that its bits all
+//! stay erased leaves a position that reads as free, and programming it again is a second
+//! program of the same write units, which NOR and ECC parts forbid. An area is only written
+//! right after this append erased it, so no write unit is ever programmed twice, whatever a cut
+//! left behind. The cost is one erase of a boot-state area per record: a few per update cycle.
+//!
+//! A pair whose first copy fails to program or reads back wrong (a stuck bit) is stepped over:
+//! step 2 moves on to the next pair of the freshly erased area, so one bad cell never wedges the
+//! log. When only the second copy reads back wrong, the state is recorded (once) and the append
+//! succeeds; the next append writes two copies again.
+//!
+//! A power cut at any step leaves the winner readable: step 1 erases only the area that does not
+//! hold the winner, and step 2 writes only there.
 
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 
-use crate::flash::{self, FlashError};
+use crate::flash::{self, FlashError, FlashOp};
 use crate::layout::Layout;
 use crate::state::{BootState, RECORD_SIZE_BYTES, Record, StateError};
 
@@ -42,10 +56,13 @@ pub enum AppendError {
     Flash(FlashError),
     /// The state to write is inconsistent; nothing was written.
     Inconsistent(StateError),
-    /// The record read back differs from what was written.
+    /// The record read back differs from what was written (the last pair tried, when every
+    /// one failed).
     ReadBack {
         position: Position,
     },
+    /// No pair of the freshly erased area could be written (every one stepped over).
+    Full,
 }
 
 impl From<FlashError> for AppendError {
@@ -64,9 +81,15 @@ impl core::fmt::Display for AppendError {
                 "boot-state record at area {} index {} read back wrong",
                 position.area, position.index
             ),
+            AppendError::Full => f.write_str("boot-state record not written: no writable position left"),
         }
     }
 }
+
+/// Copies of every record, in consecutive positions of one area.
+pub const COPIES: u32 = 2;
+// `append` writes the first copy and then the one after it.
+const _: () = assert!(COPIES == 2);
 
 fn record_offset(layout: &Layout, position: Position) -> u32 {
     layout.boot_state[position.area as usize].offset + position.index * RECORD_SIZE_BYTES as u32
@@ -92,6 +115,12 @@ pub fn read<F: ReadNorFlash>(flash: &mut F, layout: &Layout) -> Result<Option<Lo
 /// Appends `state` as the newest record after `current` (the result of [`read`]), and returns
 /// where it went. The state is checked before it is written and decoded again after it is read
 /// back.
+///
+/// A pair whose first program fails or whose record reads back wrong (a stuck bit, a weak cell)
+/// is stepped over: it holds no valid record, so the reader ignores it, and the record goes to
+/// the next pair of the same freshly erased area. The log stays writable as long as one pair of
+/// each area can be written. An erase or read error (the power going, among others) ends the
+/// append at once.
 pub fn append<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
@@ -101,43 +130,58 @@ pub fn append<F: NorFlash>(
     state.check().map_err(AppendError::Inconsistent)?;
     let seq = current.map_or(1, |c| c.record.seq.wrapping_add(1));
     let record = Record { seq, state: *state };
-    let position = match free_position(flash, layout, current)? {
-        Some(position) => position,
-        None => {
-            let area = current.map_or(1, |c| 1 - c.position.area);
-            let region = layout.boot_state[area as usize];
-            flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
-            Position { area, index: 0 }
-        }
-    };
     let raw = record.encode();
-    let offset = record_offset(layout, position);
-    flash::program(flash, offset, &raw)?;
-    let mut back = [0u8; RECORD_SIZE_BYTES];
-    flash::read(flash, offset, &mut back)?;
-    if back != raw || Record::decode(&back) != Ok(record) {
-        return Err(AppendError::ReadBack { position });
+    // Step 1: the area that does not hold the winner (area 0, with no winner).
+    let area = current.map_or(0, |c| 1 - c.position.area);
+    let region = layout.boot_state[area as usize];
+    flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
+    let mut failed = None;
+    let mut index = 0;
+    while index + COPIES <= layout.records_per_area() {
+        let position = Position { area, index };
+        match write_at(flash, layout, position, &record, &raw) {
+            Ok(()) => {}
+            Err(e) if is_bad_position(&e) => {
+                failed = Some(e);
+                index += COPIES;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        // The state is recorded once now; the copy guards it against a flip.
+        let copy = Position { area, index: index + 1 };
+        // A copy that reads back wrong (a stuck bit) leaves the state recorded once. A copy
+        // whose program fails is reported: the failure may be the power going.
+        return match write_at(flash, layout, copy, &record, &raw) {
+            Ok(()) | Err(AppendError::ReadBack { .. }) => Ok(Located { record, position }),
+            Err(e) => Err(e),
+        };
     }
-    Ok(Located { record, position })
+    Err(failed.unwrap_or(AppendError::Full))
 }
 
-/// The first fully erased position after the winner in the winner's area (from index 0 of area
-/// 0 when there is no winner), or `None` when that area has none left.
-fn free_position<F: ReadNorFlash>(
+/// A failure of one position (its program, or what it reads back), which the next position
+/// may not share, as opposed to an erase or read failure or a power cut.
+fn is_bad_position(e: &AppendError) -> bool {
+    matches!(e, AppendError::ReadBack { .. } | AppendError::Flash(FlashError { op: FlashOp::Program, .. }))
+}
+
+/// Programs `raw` at `position` and checks what reads back.
+fn write_at<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
-    current: Option<&Located>,
-) -> Result<Option<Position>, FlashError> {
-    let (area, first) = current.map_or((0, 0), |c| (c.position.area, c.position.index + 1));
-    let mut raw = [0u8; RECORD_SIZE_BYTES];
-    for index in first..layout.records_per_area() {
-        let position = Position { area, index };
-        flash::read(flash, record_offset(layout, position), &mut raw)?;
-        if raw.iter().all(|&b| b == layout.erased_byte) {
-            return Ok(Some(position));
-        }
+    position: Position,
+    record: &Record,
+    raw: &[u8; RECORD_SIZE_BYTES],
+) -> Result<(), AppendError> {
+    let offset = record_offset(layout, position);
+    flash::program(flash, offset, raw)?;
+    let mut back = [0u8; RECORD_SIZE_BYTES];
+    flash::read(flash, offset, &mut back)?;
+    if back != *raw || Record::decode(&back) != Ok(*record) {
+        return Err(AppendError::ReadBack { position });
     }
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -187,8 +231,8 @@ mod tests {
             assert_eq!(found.record.seq, n + 1);
             current = Some(found);
         }
-        // 20 records over areas of 4: positions cycle area 0, area 1, area 0, ...
-        assert_eq!(current.unwrap().position, Position { area: 0, index: 3 });
+        // Each record goes to pair 0 of a freshly erased area: area 0, area 1, area 0, ...
+        assert_eq!(current.unwrap().position, Position { area: 1, index: 0 });
     }
 
     #[test]
@@ -196,13 +240,19 @@ mod tests {
         let mut mem = vec![0u8; 6144];
         let mut flash = RamFlash::<4, 1024>::new(&mut mem);
         let first = append(&mut flash, &LAYOUT, None, &trial_state()).unwrap();
-        // A torn record: half a record landed at index 1.
+        // A torn record: half a record landed at index 2 of area 0, and another in area 1.
         let torn = Record { seq: 2, state: state_n(9) }.encode();
-        flash.write(256, &torn[..128]).unwrap();
+        flash.write(512, &torn[..128]).unwrap();
+        flash.write(1024, &torn[..128]).unwrap();
         assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(first));
+        // The next record goes to area 1, erased first; the one after to area 0, erased first.
         let next = append(&mut flash, &LAYOUT, Some(&first), &state_n(5)).unwrap();
-        assert_eq!(next.position, Position { area: 0, index: 2 });
+        assert_eq!(next.position, Position { area: 1, index: 0 });
         assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(next));
+        let after = append(&mut flash, &LAYOUT, Some(&next), &state_n(6)).unwrap();
+        assert_eq!(after.position, Position { area: 0, index: 0 });
+        assert!(flash.as_bytes()[512..1024].iter().all(|&b| b == 0xff), "the garbage was erased");
+        assert_eq!(read(&mut flash, &LAYOUT).unwrap(), Some(after));
     }
 
     #[test]
@@ -241,8 +291,8 @@ mod tests {
             probe_restore(&mut probe, &flash);
             let full = append(&mut probe, &LAYOUT, Some(&last), &state_n(k)).unwrap();
             let raw = full.record.encode();
-            if full.position.index == 0 {
-                // The append switched areas: the other area was erased first.
+            {
+                // The append erased the other area first.
                 let region = LAYOUT.boot_state[full.position.area as usize];
                 flash.erase(region.offset, region.offset + region.size_bytes).unwrap();
             }

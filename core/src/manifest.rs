@@ -6,29 +6,41 @@
 //! | `platform`  | top   | string, required  | [`Manifest::platform`], at most 16 bytes              |
 //! | `version`   | top   | string, optional  | [`Manifest::version`], at most 24 bytes               |
 //! | `build_id`  | top   | string, optional  | [`Manifest::build_id`], at most 54 bytes              |
-//! | `parts`     | top   | object, required  | [`Manifest::parts`], [`PARTS_MAX`], keys of 16 bytes  |
-//! | `type`      | part  | string            | [`Part::kind`], at most 16 bytes                      |
+//! | `parts`     | top   | object, required  | [`Manifest::parts`], [`PARTS_MAX`], keys of 32 bytes  |
+//! | `type`      | part  | string            | [`Part::kind`], at most 32 bytes                      |
 //! | `src`       | part  | string            | [`Part::src`], at most 50 bytes                       |
-//! | `size`      | part  | integer           | [`Part::size_bytes`], `u32`                           |
-//! | `addr`      | part  | integer           | [`Part::addr`], `u32`                                 |
+//! | `size`      | part  | integer (`20000.0` too) | [`Part::size_bytes`], `u32`                     |
+//! | `addr`      | part  | integer (`4096.0` too)  | [`Part::addr`], `u32`                           |
 //! | `cs_sha1`   | part  | 40 hex digits     | [`Part::cs_sha1`], either case                        |
 //! | `cs_sha256` | part  | 64 hex digits     | [`Part::cs_sha256`], either case                      |
 //! | `update`    | part  | bool              | [`Part::update`]                                      |
 //!
 //! Any other key, at either level, is skipped whatever its value (`description`,
-//! `build_timestamp`, `fill`, `ptn`, `encrypt`, extra attributes). A key the parser reads may
+//! `build_timestamp`, `fill`, `ptn`, `encrypt`, extra attributes), and whatever bytes its key or
+//! string values hold (UTF-8 or not), as Mongoose OS skips them.
+//!
+//! The bounds and why: `version` is stored in the boot-state record's 24 bytes
+//! ([`crate::state::VERSION_MAX_BYTES`]), so a longer one is refused rather than cut (two
+//! versions cut alike would compare equal); `build_id` likewise holds 54. `name` (32) and
+//! `platform` (16) are longer than any mos writes. Numbers past `u32` are refused only under
+//! `size` and `addr`; elsewhere any number is skipped. A key the parser reads may
 //! appear once; a duplicate of a skipped key is not detected, as it is not used.
 
 use crate::json::{self, ErrorKind, Key, Parser};
 use crate::state::{BuildId, Label, Version};
 
-pub const PARTS_MAX: usize = 8;
+/// Parts one manifest may list. ESP32 bundles list 6 to 8 (boot, pt, otadata, nvs, app, fs,
+/// and extra data partitions); 12 leaves room while the [`Manifest`] (about 190 bytes a part)
+/// keeps the whole `Updater` under 4 KiB.
+pub const PARTS_MAX: usize = 12;
 pub type Name = Label<32>;
 pub type Platform = Label<16>;
 pub type PartName = Label<PART_NAME_MAX_BYTES>;
 pub type Src = Label<50>;
 
-const PART_NAME_MAX_BYTES: usize = 16;
+/// Part keys are partition-like names (ESP-IDF partition labels are at most 16 bytes); 32
+/// leaves room for longer keys of extra data parts.
+const PART_NAME_MAX_BYTES: usize = 32;
 
 /// Longest key that can be one the parser reads; longer keys are skipped with their values.
 const KEY_MAX_BYTES: usize = 16;
@@ -190,6 +202,7 @@ fn parse_parts(p: &mut Parser<'_>) -> Result<heapless::Vec<Part, PARTS_MAX>, Man
                 let max_bytes = PART_NAME_MAX_BYTES as u32;
                 return Err(ManifestError::TooLong { field: "part name", max_bytes });
             }
+            Key::NotUtf8 => return Err(ManifestError::BadValue { field: "part name" }),
         };
         if parts.iter().any(|part: &Part| part.name == name) {
             return Err(ManifestError::Parse { offset: p.key_offset() });
@@ -511,10 +524,10 @@ mod tests {
         }
         let doc = format!(r#"{{"platform":"x","parts":{{"p":{{"src":"{}"}}}}}}"#, "s".repeat(51));
         check_err(&doc, ManifestError::TooLong { field: "src", max_bytes: 50 });
-        let doc = format!(r#"{{"platform":"x","parts":{{"p":{{"type":"{}"}}}}}}"#, "t".repeat(17));
-        check_err(&doc, ManifestError::TooLong { field: "type", max_bytes: 16 });
-        let doc = format!(r#"{{"platform":"x","parts":{{"{}":{{}}}}}}"#, "n".repeat(17));
-        check_err(&doc, ManifestError::TooLong { field: "part name", max_bytes: 16 });
+        let doc = format!(r#"{{"platform":"x","parts":{{"p":{{"type":"{}"}}}}}}"#, "t".repeat(33));
+        check_err(&doc, ManifestError::TooLong { field: "type", max_bytes: 32 });
+        let doc = format!(r#"{{"platform":"x","parts":{{"{}":{{}}}}}}"#, "n".repeat(33));
+        check_err(&doc, ManifestError::TooLong { field: "part name", max_bytes: 32 });
     }
 
     #[test]
@@ -598,7 +611,7 @@ mod tests {
         Failed to parse manifest (size has the wrong type or an impossible value)
         Failed to parse manifest (cs_sha1 of part app is not 40 hex digits)
         Failed to parse manifest (cs_sha256 of part fs is not 64 hex digits)
-        Failed to parse manifest (more than 8 parts)
+        Failed to parse manifest (more than 12 parts)
         ");
         assert_eq!(Hex(&[0x3f, 0x94, 0x0b, 0x00]).to_string(), "3f940b00");
     }
@@ -634,5 +647,32 @@ mod tests {
         let m = Manifest::parse(F401TEST.as_bytes());
         assert_eq!(Manifest::parse(squeezed.as_bytes()), m);
         assert_eq!(Manifest::parse(spread.as_bytes()), m);
+    }
+
+    // Issue 9, defect 6: fields Mongoose OS accepts were refused: more than 8 parts, a part key
+    // over 16 bytes, `"size": 20000.0`, and non-UTF-8 bytes under a key the device never reads.
+    #[test]
+    fn fields_mongoose_os_accepts_are_refused() {
+        let parts: Vec<String> = (0..11).map(|i| format!("\"p{i}\": {{\"size\": {i}}}")).collect();
+        let doc = format!(
+            r#"{{"platform": "esp32", "parts": {{"app": {{"src": "a.bin"}}, {}}}}}"#,
+            parts.join(",")
+        );
+        assert_eq!(Manifest::parse(doc.as_bytes()).map(|m| m.parts.len()), Ok(12));
+        let doc = r#"{"platform": "esp32", "parts": {"app": {"src": "a.bin"},
+            "a_part_key_of_thirty_two_bytes__": {"src": "b.bin", "type": "data"}}}"#;
+        let m = Manifest::parse(doc.as_bytes()).unwrap();
+        assert_eq!(m.parts[1].name.as_str(), "a_part_key_of_thirty_two_bytes__");
+        let doc =
+            r#"{"platform": "esp32", "parts": {"app": {"src": "a.bin", "size": 20000.0, "addr": 4096.00}}}"#;
+        let app = Manifest::parse(doc.as_bytes()).unwrap().parts[0];
+        assert_eq!((app.size_bytes, app.addr), (Some(20000), Some(4096)));
+        let doc = r#"{"platform": "esp32", "parts": {"app": {"src": "a.bin", "size": 20000.5}}}"#;
+        assert_eq!(Manifest::parse(doc.as_bytes()), Err(ManifestError::BadValue { field: "size" }));
+        let mut doc = br#"{"platform": "esp32", "note": "caf?", "k?y": [1], "parts": {"app": {"src": "a.bin", "x": "?"}}}"#.to_vec();
+        for at in doc.iter().enumerate().filter(|(_, b)| **b == b'?').map(|(i, _)| i).collect::<Vec<_>>() {
+            doc[at] = 0xe9; // Latin-1 'é': not UTF-8.
+        }
+        assert_eq!(Manifest::parse(&doc).map(|m| m.parts.len()), Ok(1));
     }
 }

@@ -177,6 +177,9 @@ pub enum StateError {
     RevertIsActive,
     UncommittedWithoutRevert,
     CommittedOnTrial,
+    /// A commit clears the revert slot (`OTA.Commit` and `SetBootState {is_committed: true}`
+    /// alike), so a request to commit and to keep a revert slot contradicts itself.
+    CommittedWithRevert,
     FirstBootBWithoutA,
     ActiveSlotEmpty,
     RevertSlotEmpty,
@@ -188,6 +191,9 @@ impl core::fmt::Display for StateError {
             StateError::RevertIsActive => "the revert slot is the active slot",
             StateError::UncommittedWithoutRevert => "an uncommitted image has no revert slot",
             StateError::CommittedOnTrial => "a committed image still has first-boot flags set",
+            StateError::CommittedWithRevert => {
+                "a committed image has no revert slot (committing clears revert_slot)"
+            }
             StateError::FirstBootBWithoutA => "first-boot flag B is set without flag A",
             StateError::ActiveSlotEmpty => "the active slot holds no image",
             StateError::RevertSlotEmpty => "the revert slot holds no image",
@@ -226,6 +232,22 @@ impl BootState {
             merge_fs: false,
             ..*self
         }
+    }
+
+    /// The state as the firmware running in `running` sees it, which is what the application
+    /// reports, commits and reverts. When `running` is the recorded active slot that is the
+    /// state as stored. When it is not, the recorded active image has not run yet: an update
+    /// finished and not yet booted, or a trial the boot loader could not record (it then boots
+    /// the committed revert slot, and tries again at the next boot). The running image is then
+    /// the committed one, with nothing on trial: a commit or a revert has nothing to act on,
+    /// and the untried image is never committed from here.
+    ///
+    /// | stored active | running | seen                                            |
+    /// |---------------|---------|-------------------------------------------------|
+    /// | `running`     | it      | as stored                                       |
+    /// | the other     | it      | `running` active, committed, no revert, no flags |
+    pub fn seen_from(&self, running: Slot) -> BootState {
+        if self.active == running { *self } else { self.settled_on(running) }
     }
 
     pub fn slot(&self, slot: Slot) -> &SlotInfo {

@@ -19,7 +19,11 @@
 //! skipped. Each written part is erased one erase unit ahead of the data, programmed in
 //! [`STAGE_MAX_BYTES`] pieces (write units that hold only erased bytes are left unprogrammed, so
 //! a filesystem image's free space stays truly erased), read back, and checked against the
-//! manifest's `cs_sha1` and `cs_sha256`, whichever are present.
+//! manifest's `cs_sha1` and `cs_sha256`, whichever are present; a written part must give at
+//! least one. A part's size is the manifest's `size`, which must equal the local header's, or
+//! the local header's when the manifest leaves it out. `manifest.json` is held whole in the work
+//! buffer, so the buffer bounds it: give at least 5 KiB (Mongoose OS's manifest bound) to take
+//! every manifest a real device takes.
 
 use embedded_storage::nor_flash::NorFlash;
 
@@ -50,7 +54,8 @@ pub struct UpdateOptions {
 /// What the device is, for the manifest checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Device {
-    /// A bundle's `platform` must start with this, ignoring case ("esp32", "host").
+    /// A bundle's `platform` must equal this, ignoring case ("esp32", "host"). Mongoose OS
+    /// matched a prefix, which let an `esp32c3` bundle onto an `esp32`; an exact match does not.
     pub arch: Platform,
     /// A part key that also names the app, besides `app` and `fw` (the real `ccm_host` bundles
     /// call it `host_fw`).
@@ -190,6 +195,11 @@ pub enum UpdateErrorKind {
     EmptyPart {
         part: PartName,
     },
+    /// A part that would be written gives neither `cs_sha1` nor `cs_sha256`: nothing could
+    /// check what lands in the slot.
+    NoDigest {
+        part: PartName,
+    },
     DigestMismatch {
         part: PartName,
         algorithm: &'static str,
@@ -241,9 +251,10 @@ impl core::fmt::Display for UpdateErrorKind {
             Zip { error, entry: None } => write!(f, "{error}"),
             Manifest(e) => write!(f, "{e}"),
             ManifestNotFirst => f.write_str("Malformed archive: the first entry is not manifest.json"),
-            ManifestTooLarge { len_bytes, max_bytes } => {
-                write!(f, "manifest.json is {len_bytes} bytes; the work buffer holds {max_bytes}")
-            }
+            ManifestTooLarge { len_bytes, max_bytes } => write!(
+                f,
+                "Failed to parse manifest: manifest.json is {len_bytes} bytes; the work buffer holds {max_bytes}"
+            ),
             WrongPlatform { bundle, device } => {
                 write!(f, "Wrong platform: bundle is for \"{bundle}\", device is \"{device}\"")
             }
@@ -257,6 +268,9 @@ impl core::fmt::Display for UpdateErrorKind {
                 write!(f, "Image too big: part {part} is {size_bytes} bytes, the slot holds {slot_bytes}")
             }
             EmptyPart { part } => write!(f, "Malformed archive: part {part} is empty"),
+            NoDigest { part } => {
+                write!(f, "Invalid checksum format: part {part} gives neither cs_sha1 nor cs_sha256")
+            }
             DigestMismatch { part, algorithm, expected, found } => write!(
                 f,
                 "Digest mismatch: {algorithm} of part {part} (expected {}…, found {}…)",
@@ -467,7 +481,7 @@ impl<B: AsMut<[u8]>> Updater<B> {
             {
                 Err(UpdateErrorKind::ManifestNotFirst)
             }
-            (Phase::Manifest, Event::Start { .. }) => Ok(()),
+            (Phase::Manifest, Event::Start { size_bytes, .. }) => self.check_manifest_size(size_bytes),
             (Phase::Manifest, Event::Data(_)) => self.buffer_manifest(data),
             (Phase::Manifest, Event::End) => self.on_manifest(),
             (Phase::Manifest, Event::Finished) => Err(UpdateErrorKind::ManifestNotFirst),
@@ -490,6 +504,16 @@ impl<B: AsMut<[u8]>> Updater<B> {
         }
     }
 
+    /// The whole manifest is held in the work buffer; its size is known from the local header,
+    /// so a manifest that does not fit is refused before any of it is read, with its true size.
+    fn check_manifest_size(&mut self, size_bytes: u32) -> Result<(), UpdateErrorKind> {
+        let max_bytes = self.buf.as_mut().len() as u32;
+        if size_bytes > max_bytes {
+            return Err(UpdateErrorKind::ManifestTooLarge { len_bytes: size_bytes, max_bytes });
+        }
+        Ok(())
+    }
+
     fn buffer_manifest(&mut self, data: &[u8]) -> Result<(), UpdateErrorKind> {
         let end = self.buffered + data.len();
         if end > self.buf.as_mut().len() {
@@ -508,14 +532,18 @@ impl<B: AsMut<[u8]>> Updater<B> {
         self.buffered = 0;
         // Kept even when a check below refuses it: the caller can say what the bundle was.
         let manifest = self.manifest.insert(manifest);
-        if !starts_with_ignore_case(manifest.platform.as_str(), self.device.arch.as_str()) {
+        if !manifest.platform.as_str().eq_ignore_ascii_case(self.device.arch.as_str()) {
             return Err(UpdateErrorKind::WrongPlatform {
                 bundle: manifest.platform,
                 device: self.device.arch,
             });
         }
         for part in &manifest.parts {
-            match role_of(part, &self.device) {
+            let role = role_of(part, &self.device);
+            if role.is_some() && part.cs_sha1.is_none() && part.cs_sha256.is_none() {
+                return Err(UpdateErrorKind::NoDigest { part: part.name });
+            }
+            match role {
                 Some(Role::App) if self.app == PartState::Absent => self.app = PartState::Pending(*part),
                 Some(Role::Fs) if self.fs == PartState::Absent => self.fs = PartState::Pending(*part),
                 Some(_) => return Err(UpdateErrorKind::DuplicateEntry { part: part.name }),
@@ -567,6 +595,9 @@ impl<B: AsMut<[u8]>> Updater<B> {
             return Err(UpdateErrorKind::DuplicateEntry { part: part.name });
         };
         self.check_size(role, &part, size_bytes)?;
+        // From here on the part carries its size: the manifest's, checked above, or the local
+        // header's when the manifest leaves it out (as Mongoose OS takes it).
+        let part = Part { size_bytes: Some(size_bytes), ..part };
         if let Some(digests) = self.already_in_place(flash, role, &part, size_bytes)? {
             *self.state_of_mut(role) = PartState::Done { part, digests, written: false };
             self.phase = Phase::Skipping;
@@ -760,7 +791,7 @@ impl<B: AsMut<[u8]>> Updater<B> {
             _ => 0,
         };
         let info = SlotInfo {
-            app_len_bytes: part.size_bytes.expect("size checked against the archive"),
+            app_len_bytes: part.size_bytes.expect("a done part carries its archive size (on_entry)"),
             app_sha256: digests.sha256,
             fs_len_bytes,
             version: manifest.version.unwrap_or_default(),
@@ -814,10 +845,6 @@ pub fn role_by_name(name: &str, kind: Option<&str>, app_part: Option<&str>) -> O
 
 fn fail(kind: UpdateErrorKind, running: Option<Slot>) -> UpdateError {
     UpdateError { kind, running }
-}
-
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// The first manifest digest that `digests` does not match.

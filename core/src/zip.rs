@@ -33,8 +33,10 @@ use crate::state::CRC32;
 /// Longest entry name accepted (after the leading folder is stripped), as Mongoose OS's
 /// `name[50]`: names of this many bytes or more are "Too long file name".
 pub const NAME_MAX_BYTES: usize = 50;
-/// Most entries one archive may hold.
-pub const ENTRIES_MAX: u32 = 32;
+/// Most entries one archive may hold. Only counted, never stored: it bounds the work on a
+/// hostile archive. A part whose `src` is a directory becomes one entry per file, so real
+/// bundles can hold far more than a handful (Mongoose OS sets no bound).
+pub const ENTRIES_MAX: u32 = 1024;
 
 const HEADER_SIZE_BYTES: usize = 30;
 const SIGNATURE_SIZE_BYTES: usize = 4;
@@ -783,13 +785,26 @@ mod tests {
         );
     }
 
+    // Issue 9, defect 6: more than 32 entries were refused; a bundle with a directory part has
+    // one entry per file. The bound is now 1024.
     #[test]
-    fn more_than_32_entries_are_too_many() {
+    fn more_than_32_entries_are_refused() {
+        let names: Vec<String> = (0..40).map(|i| format!("f/{i}")).collect();
+        let entries: Vec<TestEntry> = names.iter().map(|name| entry(name, b"x")).collect();
+        assert_eq!(events(&archive(&entries)), Ok(expected_events(&entries)));
+    }
+
+    #[test]
+    fn more_than_entries_max_entries_are_too_many() {
         let names: Vec<String> = (0..=ENTRIES_MAX).map(|i| format!("f/{i}")).collect();
         let entries: Vec<TestEntry> = names.iter().map(|name| entry(name, b"x")).collect();
         let most = &entries[..ENTRIES_MAX as usize];
         assert_eq!(events(&archive(most)), Ok(expected_events(most)));
-        check_error(&archive(&entries), ZipError::TooManyEntries, "Too many files in archive (more than 32)");
+        check_error(
+            &archive(&entries),
+            ZipError::TooManyEntries,
+            "Too many files in archive (more than 1024)",
+        );
     }
 
     #[test]
@@ -823,7 +838,7 @@ mod tests {
         Too long file name (77 bytes, at most 49 allowed)
         Malformed archive (file name is not UTF-8)
         Invalid CRC (expected 0badf00d, found 00c0ffee)
-        Too many files in archive (more than 32)
+        Too many files in archive (more than 1024)
         ");
     }
 

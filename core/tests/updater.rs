@@ -219,14 +219,15 @@ fn a_part_already_in_place_is_not_written_again() {
     let mut flash = provisioned();
     let v2 = bundle("2.0.0", app_image(2, 12_000)).build();
     apply(&mut flash, &v2, 4096, UpdateOptions::default()).unwrap();
-    ota_core::control::commit(&mut flash, &LAYOUT).unwrap();
+    ota_core::control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
     // Back to v1: slot 0 still holds it.
     let v1 = bundle("1.0.0", app_image(1, 20_000)).build();
     let programs = flash.programs;
     let outcome = apply(&mut flash, &v1, 4096, UpdateOptions::default()).unwrap();
     assert!(matches!(outcome, Outcome::Applied { slot: Slot::S0, .. }));
-    // Slot 0 still holds v1's app and fs (same lengths, same digests): only the record is written.
-    assert_eq!(flash.programs - programs, 1);
+    // Slot 0 still holds v1's app and fs (same lengths, same digests): only the record (in its
+    // two copies) is written.
+    assert_eq!(flash.programs - programs, log::COPIES);
     assert_eq!(&flash.region(LAYOUT.app(Slot::S0))[..20_000], &app_image(1, 20_000)[..]);
 }
 
@@ -390,4 +391,87 @@ proptest! {
             }
         }
     }
+}
+
+// Issue 9, defect 6: a part without `size` made `Updater::finish` panic ("size checked against
+// the archive"); Mongoose OS takes the size from the local header. An fs part without `size`
+// was recorded as "no fs shipped" and formatted away at the first boot.
+#[test]
+fn a_part_without_size_panics() {
+    let mut flash = provisioned();
+    let app = app_image(2, 9000);
+    let zip = Bundle::new("demo", "esp32")
+        .version("2.0.0")
+        .part(PartSpec::new("app", "demo.bin", app.clone()).kind("app").without_size())
+        .part(PartSpec::new("fs", "fs.img", vec![0x5a; 6000]).kind("fs").without_size())
+        .build();
+    for chunk in [zip.len(), 100] {
+        let mut flash = flash.clone();
+        let outcome = apply(&mut flash, &zip, chunk, UpdateOptions::default()).unwrap();
+        assert!(matches!(outcome, Outcome::Applied { slot: Slot::S1, .. }));
+        let s = state(&mut flash);
+        assert_eq!((s.slots[1].app_len_bytes, s.slots[1].fs_len_bytes), (9000, 6000));
+    }
+    // Reverted, then applied again: slot 1 already holds it, and the size still comes from the
+    // archive.
+    apply(&mut flash, &zip, 4096, UpdateOptions::default()).unwrap();
+    ota_core::control::revert(&mut flash, &LAYOUT, Slot::S1).unwrap();
+    let programs = flash.programs;
+    apply(&mut flash, &zip, 4096, UpdateOptions::default()).unwrap();
+    assert_eq!(flash.programs - programs, log::COPIES, "only the record's copies are written");
+    let s = state(&mut flash);
+    assert_eq!((s.slots[1].app_len_bytes, s.slots[1].fs_len_bytes), (9000, 6000));
+}
+
+// Issue 9, defect 6: an app with neither `cs_sha1` nor `cs_sha256` (and zip CRC 0) was applied,
+// booted and committed. Mongoose OS requires a digest: a written part without one is refused.
+#[test]
+fn a_part_with_no_digest_is_applied() {
+    let zip = Bundle::new("demo", "esp32")
+        .version("2.0.0")
+        .part(PartSpec::new("app", "demo.bin", app_image(2, 900)).kind("app").without_sha1().without_sha256())
+        .build();
+    let err = expect_error(&zip, 512);
+    assert!(format!("{:?}", err.kind).starts_with("NoDigest"), "{err}");
+    insta::assert_snapshot!(err.to_string(), @"Invalid checksum format: part app gives neither cs_sha1 nor cs_sha256; slot 1 not marked bootable, slot 0 stays active");
+}
+
+// Issue 9, defect 6: `platform: esp32c3` was accepted by an `esp32` device through a prefix
+// match. The platform is matched exactly (ignoring case, as `ESP32` bundles exist).
+#[test]
+fn a_platform_prefix_is_accepted() {
+    let zip = Bundle::new("demo", "esp32c3").version("2.0.0").app(app_image(2, 900)).build();
+    let err = expect_error(&zip, 512);
+    assert!(matches!(err.kind, UpdateErrorKind::WrongPlatform { .. }), "{err}");
+    // Exact, but not case-sensitive: "ESP32" bundles exist.
+    let zip = Bundle::new("demo", "ESP32").version("2.0.0").app(app_image(2, 900)).build();
+    assert!(apply(&mut provisioned(), &zip, 512, UpdateOptions::default()).is_ok());
+}
+
+// Issue 9, defect 6: a manifest over the work buffer was refused with a size that depended on
+// the chunking ("manifest.json is 4565 bytes" for a 5,301-byte and a 70,301-byte manifest
+// alike). The refusal gives the size from the local header.
+#[test]
+fn a_large_manifest_is_refused_with_a_size_that_depends_on_the_chunking() {
+    for pad in [5_000, 70_000] {
+        let zip =
+            bundle("2.0.0", app_image(2, 900)).attr("padding", &format!("\"{}\"", "x".repeat(pad))).build();
+        let whole = expect_error(&zip, zip.len());
+        let small = expect_error(&zip, 7);
+        assert_eq!(whole, small);
+        let UpdateErrorKind::ManifestTooLarge { len_bytes, max_bytes } = whole.kind else {
+            panic!("{whole}")
+        };
+        assert!(len_bytes as usize > pad && (len_bytes as usize) < pad + 600, "{len_bytes} for {pad}");
+        assert_eq!(max_bytes, 2048);
+    }
+    // With a buffer that holds it, a 5 KiB manifest is taken.
+    let zip =
+        bundle("2.0.0", app_image(2, 900)).attr("padding", &format!("\"{}\"", "x".repeat(4800))).build();
+    let mut flash = provisioned();
+    let mut buf = vec![0u8; 8192];
+    let mut updater =
+        Updater::begin(&mut flash, &LAYOUT, device(), UpdateOptions::default(), &mut buf[..]).unwrap();
+    updater.process(&mut flash, &zip).unwrap();
+    assert!(matches!(updater.finish(&mut flash), Ok(Outcome::Applied { .. })));
 }

@@ -180,3 +180,45 @@ fn files_that_cannot_be_read_exit_2() {
     }
     insta::assert_snapshot!("unreadable", texts.join("\n"));
 }
+
+// Issue 9, defect 6: on an archive with garbage before the central directory, or a truncated
+// one, inspect said "Image too big … slot holds 4096" where the device says "invalid file
+// header" / "Update aborted"; on a part without `size` it panicked (exit 101).
+#[test]
+fn inspect_says_image_too_big_where_the_device_says_invalid_file_header() {
+    let dir = temp_dir("device_reason");
+    let zip = demo().build();
+    let central = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    let mut garbage = zip[..central].to_vec();
+    garbage.extend_from_slice(b"garbage, not a zip header");
+    garbage.extend_from_slice(&zip[central..]);
+    let no_size = Bundle::new("demo", "esp32")
+        .version("1.0")
+        .part(PartSpec::new("app", "demo.bin", vec![7; 96]).kind("app").without_size())
+        .build();
+    let cases = [
+        ("garbage.zip", garbage, 1, "invalid file header"),
+        ("truncated.zip", zip[..central - 10].to_vec(), 1, "Update aborted"),
+        ("no_size.zip", no_size, 0, ""),
+    ];
+    for (name, bytes, code, message) in cases {
+        fs::write(dir.join(name), bytes).unwrap();
+        let run = hil(&dir, &["inspect", "--json", name]);
+        assert_eq!(run.code, code, "{name}: {}{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        let said = report["updater"]["message"].as_str().unwrap_or("");
+        assert!(said.contains(message) && !said.contains("Image too big"), "{name}: {said}");
+    }
+}
+
+// Issue 9, defect 6: a huge number under a key no device reads (which devices accept) made
+// inspect exit 1, as its own JSON reader could not hold the number.
+#[test]
+fn inspect_exits_1_on_a_huge_number_that_devices_accept() {
+    let dir = temp_dir("huge_number");
+    fs::write(dir.join("huge.zip"), demo().attr("huge", "1e999").build()).unwrap();
+    let run = hil(&dir, &["inspect", "--json", "huge.zip"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["updater"]["accepts"], true);
+}

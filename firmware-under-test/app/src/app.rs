@@ -31,7 +31,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use embedded_storage::nor_flash::NorFlash;
-use ota_core::boot::{self, BootOutcome, BootReason};
+use ota_core::boot::{self, BootOutcome};
 use ota_core::control::{self, BootStatePatch, ControlError, SnapshotOptions, TimerVerdict};
 use ota_core::layout::{Layout, Slot};
 use ota_core::manifest::Platform;
@@ -210,6 +210,8 @@ pub struct App<F> {
     settings: Settings,
     slot: Slot,
     boot_ms: u64,
+    /// The running slot and when its commit timer was armed, for every boot-state call.
+    running: control::Running,
     behaviour: Behaviour,
     version: String,
     /// The image carries the simulator's header.
@@ -235,6 +237,7 @@ pub struct Resume {
     settings: Settings,
     slot: Slot,
     boot_ms: u64,
+    running: control::Running,
     behaviour: Behaviour,
     version: String,
     simulated: bool,
@@ -280,7 +283,7 @@ pub fn start<F: Flash>(
     let mut out = Events { out: events, ms: now_ms };
     let mut buf = vec![0u8; settings.work_buffer_bytes.max(1)];
     out.push(&mut flash, Event::Phase { phase: Phase::Boot });
-    let (slot, state, reason) = match boot::boot(&mut flash, &layout, &mut buf) {
+    let (slot, state, reason, first_boot, merge_from) = match boot::boot(&mut flash, &layout, &mut buf) {
         Err(e) => {
             let why = format!("the boot loader could not read the flash: {e}");
             out.push(&mut flash, Event::Bricked { why: why.clone() });
@@ -296,18 +299,20 @@ pub fn start<F: Flash>(
             out.push(&mut flash, Event::Bricked { why: why.clone() });
             return Start::Bricked { flash, why };
         }
-        Ok(BootOutcome::Boot { slot, reason, state }) => (slot, state.record.state, reason),
+        Ok(BootOutcome::Boot { slot, reason, state, first_boot, merge_from }) => {
+            (slot, state.record.state, reason, first_boot, merge_from)
+        }
     };
     out.push(&mut flash, Event::Boot { slot: slot.index() as u8, reason: reason.into() });
-    if first_boot(slot, &state, reason) {
+    if let Some(old_slot) = merge_from {
         out.push(&mut flash, Event::Phase { phase: Phase::Merge });
-        let result = merge_into(&mut flash, &layout, slot, &state, &mut buf);
+        let result = merge_into(&mut flash, &layout, old_slot, slot, &state, &mut buf);
         match result {
             Ok((copied, kept_new)) => out.push(&mut flash, Event::Merged { copied, kept_new }),
             Err(why) => {
                 // As Mongoose OS's failed init: revert, and boot again.
                 out.push(&mut flash, Event::MergeFailed { why });
-                if control::revert(&mut flash, &layout).is_ok() {
+                if control::revert(&mut flash, &layout, slot).is_ok() {
                     out.push(&mut flash, Event::Reverted);
                 }
                 return Start::Reset { flash };
@@ -339,6 +344,7 @@ pub fn start<F: Flash>(
         settings,
         slot,
         boot_ms: now_ms,
+        running: control::Running::booted(slot, first_boot, now_ms),
         behaviour,
         version,
         simulated,
@@ -363,17 +369,6 @@ pub fn start<F: Flash>(
     Start::Running(Box::new(app))
 }
 
-/// Whether this boot is the first of `slot`'s image, so the merge runs: the record says so, and
-/// the slot booted is the one the record made active (a skipped trial boots the old slot, whose
-/// filesystem must not be merged into itself).
-fn first_boot(slot: Slot, state: &BootState, reason: BootReason) -> bool {
-    state.first_boot_a
-        && state.merge_fs
-        && state.active == slot
-        && state.revert.is_some_and(|r| r != slot)
-        && matches!(reason, BootReason::Trial)
-}
-
 /// Whether the running `slot` is on its trial: the state made it active and it is uncommitted.
 fn on_trial(slot: Slot, state: &BootState) -> bool {
     !state.committed && state.active == slot
@@ -384,12 +379,13 @@ fn on_trial(slot: Slot, state: &BootState) -> bool {
 fn merge_into<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
+    old_slot: Slot,
     slot: Slot,
     state: &BootState,
     buf: &mut [u8],
 ) -> Result<(u32, u32), String> {
     let cell = RefCell::new(flash);
-    let old = layout.fs(state.revert.ok_or("a first boot has a revert slot")?);
+    let old = layout.fs(old_slot);
     let new = layout.fs(slot);
     if state.slot(slot).fs_len_bytes == 0 {
         ota_lfs::format(&mut Shared(&cell), new).map_err(|e| e.to_string())?;
@@ -415,6 +411,7 @@ impl<F: Flash> App<F> {
             settings: self.settings.clone(),
             slot: self.slot,
             boot_ms: self.boot_ms,
+            running: self.running,
             behaviour: self.behaviour,
             version: self.version.clone(),
             simulated: self.simulated,
@@ -433,6 +430,7 @@ impl<F: Flash> App<F> {
             settings,
             slot,
             boot_ms,
+            running,
             behaviour,
             version,
             simulated,
@@ -448,6 +446,7 @@ impl<F: Flash> App<F> {
             settings,
             slot,
             boot_ms,
+            running,
             behaviour,
             version,
             simulated,
@@ -517,19 +516,14 @@ impl<F: Flash> App<F> {
 
     /// The boot state as stored.
     pub fn stored_boot_state(&mut self) -> Result<BootState, RpcError> {
-        control::get_boot_state(&mut self.flash, &self.layout).map_err(control_error)
+        control::read(&mut self.flash, &self.layout).map(|l| l.record.state).map_err(control_error)
     }
 
-    /// The boot state as the device reports it: the slot that runs is the active one. After a
-    /// skipped trial the record still names the new slot, but the old one runs.
+    /// The boot state as the device reports it: as the running image sees it
+    /// ([`BootState::seen_from`]). After an update was applied, or a trial was skipped, the
+    /// record names the other slot, but this one runs, committed.
     pub fn boot_state(&mut self) -> Result<BootState, RpcError> {
-        let mut state = self.stored_boot_state()?;
-        if state.active != self.slot {
-            state.active = self.slot;
-            state.committed = true;
-            state.revert = None;
-        }
-        Ok(state)
+        control::get_boot_state(&mut self.flash, &self.layout, self.slot).map_err(control_error)
     }
 
     /// The running firmware's version and build id: as its bundle's manifest gave them, else as
@@ -804,7 +798,7 @@ impl<F: Flash> App<F> {
             ));
         }
         self.emit(now_ms, Event::Phase { phase: Phase::Commit });
-        control::commit(&mut self.flash, &self.layout).map_err(control_error)?;
+        control::commit(&mut self.flash, &self.layout, self.slot).map_err(control_error)?;
         self.emit(now_ms, Event::Committed);
         Ok(())
     }
@@ -812,20 +806,23 @@ impl<F: Flash> App<F> {
     /// Points the state back at the revert slot; the device reboots in [`REBOOT_DELAY_MS`].
     pub fn revert(&mut self, now_ms: u64) -> Result<(), RpcError> {
         self.emit(now_ms, Event::Phase { phase: Phase::Revert });
-        control::revert(&mut self.flash, &self.layout).map_err(control_error)?;
+        control::revert(&mut self.flash, &self.layout, self.slot).map_err(control_error)?;
         self.emit(now_ms, Event::Reverted);
         self.reboot_at_ms = Some(now_ms.saturating_add(REBOOT_DELAY_MS));
         Ok(())
     }
 
-    pub fn set_boot_state(&mut self, patch: &BootStatePatch) -> Result<(), RpcError> {
-        control::set_boot_state(&mut self.flash, &self.layout, patch).map(|_| ()).map_err(control_error)
+    pub fn set_boot_state(&mut self, patch: &BootStatePatch, now_ms: u64) -> Result<(), RpcError> {
+        control::set_boot_state(&mut self.flash, &self.layout, &mut self.running, patch, now_ms)
+            .map(|_| ())
+            .map_err(control_error)
     }
 
     pub fn create_snapshot(&mut self, options: &SnapshotOptions, now_ms: u64) -> Result<Slot, RpcError> {
         self.emit(now_ms, Event::Phase { phase: Phase::Snapshot });
         let mut buf = vec![0u8; self.settings.work_buffer_bytes];
-        let slot = control::create_snapshot(&mut self.flash, &self.layout, options, &mut buf)
+        let (flash, layout) = (&mut self.flash, &self.layout);
+        let slot = control::create_snapshot(flash, layout, &mut self.running, options, &mut buf, now_ms)
             .map_err(control_error)?;
         self.emit(now_ms, Event::Snapshot { slot: slot.index() as u8 });
         Ok(slot)
@@ -902,7 +899,7 @@ impl<F: Flash> App<F> {
             let _ = self.commit(now_ms);
             return Tick::Nothing;
         }
-        match control::commit_timer(&state, self.boot_ms, now_ms) {
+        match self.running.timer(&state, now_ms) {
             TimerVerdict::CommitNow => {
                 let _ = self.commit(now_ms);
                 Tick::Nothing
@@ -910,7 +907,7 @@ impl<F: Flash> App<F> {
             TimerVerdict::Expired => {
                 self.emit(now_ms, Event::TimerExpired);
                 self.emit(now_ms, Event::Phase { phase: Phase::Revert });
-                let why = match control::revert(&mut self.flash, &self.layout) {
+                let why = match control::revert(&mut self.flash, &self.layout, self.slot) {
                     Ok(_) => {
                         self.emit(now_ms, Event::Reverted);
                         String::from("commit timer expired; reverted")
@@ -936,13 +933,14 @@ impl<F: Flash> App<F> {
 
     /// When [`App::tick`] next has something to do, so a port can sleep until then.
     pub fn next_due_ms(&mut self) -> Option<u64> {
-        let trial = control::get_boot_state(&mut self.flash, &self.layout)
+        let trial = control::read(&mut self.flash, &self.layout)
             .ok()
+            .map(|l| l.record.state)
             .filter(|state| on_trial(self.slot, state));
         let session = self.session.as_ref().map(|s| s.last_progress_ms.saturating_add(s.timeout_ms));
         // The firmware's own commit and the deadline only matter on a trial.
         let own = trial.and(self.own_commit_ms());
-        let deadline = trial.map(|state| self.boot_ms.saturating_add(state.commit_timeout_s as u64 * 1000));
+        let deadline = trial.and_then(|state| self.running.due_ms(&state));
         [self.reboot_at_ms, session, own, deadline].into_iter().flatten().min()
     }
 }

@@ -205,7 +205,7 @@ pub fn dispatch<F: Flash>(
         "OTA.Commit" => app.commit(now_ms).map(|_| Value::Null).into(),
         "OTA.Revert" => app.revert(now_ms).map(|_| Value::Null).into(),
         "OTA.GetBootState" => boot_state(app).into(),
-        "OTA.SetBootState" => set_boot_state(app, params).into(),
+        "OTA.SetBootState" => set_boot_state(app, params, now_ms).into(),
         "OTA.CreateSnapshot" => snapshot(app, params, now_ms).into(),
         "FS.Get" => fs_get(app, params).into(),
         "FS.Put" => fs_put(app, params).into(),
@@ -314,7 +314,7 @@ fn slot_param(params: &Value, key: &str) -> Result<Option<Option<Slot>>, RpcErro
     }
 }
 
-fn set_boot_state<F: Flash>(app: &mut App<F>, params: &Value) -> Result<Value, RpcError> {
+fn set_boot_state<F: Flash>(app: &mut App<F>, params: &Value, now_ms: u64) -> Result<Value, RpcError> {
     let active_slot = match slot_param(params, "active_slot")? {
         Some(Some(slot)) => Some(slot),
         Some(None) => return Err(malformed("active_slot must be 0 or 1")),
@@ -330,7 +330,7 @@ fn set_boot_state<F: Flash>(app: &mut App<F>, params: &Value) -> Result<Value, R
         is_committed,
         commit_timeout_s: seconds(params, "commit_timeout")?,
     };
-    app.set_boot_state(&patch)?;
+    app.set_boot_state(&patch, now_ms)?;
     Ok(Value::Null)
 }
 

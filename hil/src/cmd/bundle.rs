@@ -56,8 +56,8 @@ pub struct Args {
     /// Firmware version, recorded in the device's boot record (at most 24 bytes).
     #[arg(long)]
     pub version: String,
-    /// Platform the bundle is for; a device takes it when it starts with the device's own
-    /// ("esp32" for the simulator). At most 16 bytes.
+    /// Platform the bundle is for; a device takes it when it equals the device's own, ignoring
+    /// case ("esp32" for the simulator). At most 16 bytes.
     #[arg(long)]
     pub platform: String,
     /// Build id, recorded in the boot record (at most 54 bytes) [default: the version].

@@ -230,7 +230,9 @@ fn manifest_json(entries: &[Entry], zip: &[u8], listing_failed: bool) -> (Option
     if entry.method != METHOD_STORED {
         return (None, Some(format!("manifest.json is compressed (method {}); not shown", entry.method)));
     }
-    match serde_json::from_slice::<Value>(entry.data(zip)) {
+    // Bytes that are not UTF-8 under keys no device reads are shown replaced, as devices skip them.
+    let text = String::from_utf8_lossy(entry.data(zip));
+    match serde_json::from_str::<Value>(&text) {
         Ok(value @ Value::Object(_)) => (Some(value), None),
         Ok(_) => (None, Some("manifest.json is JSON but not an object".to_string())),
         Err(error) => (None, Some(format!("manifest.json is not JSON: {error}"))),
@@ -441,12 +443,14 @@ fn manifest_len(zip: &[u8]) -> Option<usize> {
 }
 
 /// The device's own reading of `zip`: the real updater, run on a RAM flash with slots as large as
-/// the bundle's largest entry, so its verdict is the device's by construction. It judges the
-/// structure only: any platform is accepted and no slot is too small (both depend on the device).
-/// Returns the first error, as the updater reports it, and the manifest if it parsed.
+/// the archive (no part is larger), so its verdict is the device's by construction, for a
+/// damaged archive too. It judges the structure only: the bundle's own platform is taken as the
+/// device's (an empty one, which no device takes, is refused) and no slot is too small (both
+/// depend on the device). Returns the first error, as the updater reports it, and the manifest
+/// if it parsed.
 fn walk(zip: &[u8], app_part: Option<PartName>) -> (Result<(), UpdateErrorKind>, Option<Manifest>) {
     const UNIT: u32 = 4096;
-    let largest = read_entries(zip).ok().and_then(|e| e.iter().map(|e| e.data_len_bytes).max()).unwrap_or(0);
+    let largest = u32::try_from(zip.len()).unwrap_or(u32::MAX);
     let slot = largest.clamp(1, REPLAY_SLOT_MAX_BYTES).next_multiple_of(UNIT);
     let region = |n: u32| Region::new(2 * UNIT + n * slot, slot);
     let boot_state = [Region::new(0, UNIT), Region::new(UNIT, UNIT)];
@@ -455,7 +459,8 @@ fn walk(zip: &[u8], app_part: Option<PartName>) -> (Result<(), UpdateErrorKind>,
     };
     let mut mem = vec![0u8; (2 * UNIT + 4 * slot) as usize];
     let mut flash = RamFlash::<4, 4096>::new(&mut mem);
-    let device = Device { arch: Platform::EMPTY, app_part };
+    let arch = bundle_platform(zip).filter(|p| !p.is_empty()).unwrap_or(Platform::new("a device").unwrap());
+    let device = Device { arch, app_part };
     // A work buffer as large as any manifest, so that the buffer's size (a device setting,
     // reported as a note) does not decide the verdict.
     let mut buf = vec![0u8; zip.len().clamp(WORK_BUFFER_MIN_BYTES, 1 << 20)];
@@ -471,6 +476,30 @@ fn walk(zip: &[u8], app_part: Option<PartName>) -> (Result<(), UpdateErrorKind>,
         Err(e) => Err(e.kind),
     };
     (result, manifest)
+}
+
+/// The platform the bundle's manifest names, when its first entry reads and parses: read as the
+/// device reads it, so that damage after the manifest does not hide the platform.
+fn bundle_platform(zip: &[u8]) -> Option<Platform> {
+    let mut reader = ota_core::zip::ZipReader::new();
+    let mut manifest = Vec::new();
+    let mut rest = zip;
+    while !rest.is_empty() {
+        let (consumed, event) = reader.feed(rest).ok()?;
+        if consumed == 0 && event.is_none() {
+            return None;
+        }
+        match event {
+            Some(ota_core::zip::ZipEvent::Data(data)) => manifest.extend_from_slice(data),
+            Some(ota_core::zip::ZipEvent::EntryEnd) => {
+                return Some(Manifest::parse(&manifest).ok()?.platform);
+            }
+            Some(ota_core::zip::ZipEvent::End) => return None,
+            _ => {}
+        }
+        rest = &rest[consumed..];
+    }
+    None
 }
 
 /// Larger entries are replayed with slots of this size, so that a huge file cannot make inspect
@@ -490,7 +519,10 @@ fn problems(
         let first_line = error.lines().next().unwrap_or(error);
         out.push(format!("the entries cannot all be read: {first_line}"));
     }
-    if let Some(error) = manifest_error {
+    // A manifest the device's own parser takes (the updater accepts the bundle) but this tool's
+    // JSON reader cannot show, such as a number past f64 under a key no device reads, is shown
+    // as an error line, not counted as a problem: the device's verdict decides.
+    if let Some(error) = manifest_error.filter(|_| !updater.accepts) {
         out.push(format!("the manifest cannot be shown: {error}"));
     }
     for entry in entries.iter().filter(|entry| entry.crc == "mismatch") {
