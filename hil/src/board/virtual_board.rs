@@ -70,6 +70,8 @@ const CONSOLE_LINES_MAX: usize = 100_000;
 const SETTLE_MAX: Duration = Duration::from_secs(2);
 /// Console lines quoted in an error about the process.
 const TAIL_LINES: usize = 8;
+/// How long the runner waits for the event that explains why no firmware answers.
+const LIFE_EVENT_WAIT: Duration = Duration::from_secs(2);
 /// The message a push gets when `OTA.Status` says an update runs, as `mos ota` words it.
 const BUSY: &str = "update is already in progress";
 
@@ -77,6 +79,8 @@ const BUSY: &str = "update is already in progress";
 struct Log {
     /// The device's time as last seen (an event's stamp, a clock reply).
     device_ms: u64,
+    /// The last event that said whether a firmware runs, hangs or nothing boots.
+    life: Option<ota_app::Event>,
     console: Vec<String>,
     events: Vec<(u64, EventKind)>,
 }
@@ -94,6 +98,11 @@ impl Log {
     /// A typed event from the device's console.
     fn device_event(&mut self, stamped: Stamped) {
         self.device_ms = self.device_ms.max(stamped.ms);
+        if let ota_app::Event::Running { .. } | ota_app::Event::Hung { .. } | ota_app::Event::Bricked { .. } =
+            stamped.event
+        {
+            self.life = Some(stamped.event.clone());
+        }
         if let Some(kind) = super::timeline_event(&stamped.event, "") {
             self.events.push((stamped.ms, kind));
         }
@@ -174,7 +183,7 @@ impl VirtualBoard {
             sweep: false,
             virtual_time: false,
         };
-        let log = Log { device_ms: 0, console: Vec::new(), events: Vec::new() };
+        let log = Log { device_ms: 0, life: None, console: Vec::new(), events: Vec::new() };
         VirtualBoard {
             info,
             capabilities,
@@ -249,6 +258,8 @@ impl VirtualBoard {
             BoardError::new(format!("cannot start {}: {e}", binary.display()))
                 .help("build it with `cargo build -p ota-firmware --bin virtual-board`, or set `binary` in the board file's [virtual] table")
         })?;
+        // A new process says for itself whether a firmware runs.
+        lock(&self.log).life = None;
         let (tx, stdout) = mpsc::channel();
         let out = child.stdout.take().expect("stdout is piped");
         let err = child.stderr.take().expect("stderr is piped");
@@ -695,16 +706,22 @@ impl VirtualBoard {
                 let version = info.get("fw_version").and_then(Value::as_str).unwrap_or_default().to_string();
                 Ok(Activity::Running { slot, version })
             }
-            Err(e) if e.message.contains("hangs") => {
-                let slot =
-                    e.message.split("slot ").nth(1).and_then(|s| s.get(..1)).and_then(|d| d.parse().ok());
-                Ok(Activity::Hung { slot: slot.unwrap_or(0) })
+            // No firmware answers: the device's own events say whether one hangs or nothing
+            // boots. Its line may still be on its way from the process's stderr.
+            Err(e) => {
+                let deadline = Instant::now() + self.capped(LIFE_EVENT_WAIT);
+                loop {
+                    match lock(&self.log).life.clone() {
+                        Some(ota_app::Event::Hung { slot }) => return Ok(Activity::Hung { slot }),
+                        Some(ota_app::Event::Bricked { why }) => return Ok(Activity::Bricked { why }),
+                        _ if Instant::now() >= deadline => break,
+                        _ => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                Err(BoardError::new(format!(
+                    "Sys.GetInfo failed: {e}, and the device reported no hang or brick (still waiting for a `hung` or `bricked` event)"
+                )))
             }
-            Err(e) if e.message.contains("bricked") => {
-                let why = e.message.split_once(": ").map_or(e.message.as_str(), |(_, why)| why).to_string();
-                Ok(Activity::Bricked { why })
-            }
-            Err(e) => Err(BoardError::new(format!("Sys.GetInfo failed: {e}"))),
         }
     }
 
@@ -791,6 +808,7 @@ impl Board for VirtualBoard {
         {
             let mut log = lock(&self.log);
             log.device_ms = 0;
+            log.life = None;
             log.console.clear();
             log.events.clear();
         }
@@ -1132,7 +1150,7 @@ mod tests {
     /// are console text only.
     #[test]
     fn device_event_lines_become_timeline_events_at_device_time() {
-        let mut log = Log { device_ms: 0, console: Vec::new(), events: Vec::new() };
+        let mut log = Log { device_ms: 0, life: None, console: Vec::new(), events: Vec::new() };
         for line in [
             r#"@ota {"ms":12,"ops":3,"event":"boot","slot":1,"reason":{"kind":"trial"}}"#,
             r#"@ota {"ms":40,"event":"update_applied","slot":1}"#,
