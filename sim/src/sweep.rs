@@ -342,11 +342,37 @@ pub struct Summary {
     pub script_ops: u64,
     pub points: u64,
     pub failures: Vec<Failure>,
+    /// Every point's result, when the sweep recorded them ([`sweep_recording_points`]).
+    pub results: Vec<PointResult>,
     pub seconds: f64,
 }
 
 /// The sweep of one script: depth 1 or 2, on `threads` threads.
 pub fn sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
+    run_sweep(fixture, script, depth, threads, Record::FailuresOnly)
+}
+
+/// Like [`sweep`], and keeps every point's [`PointResult`] in [`Summary::results`], sorted by
+/// point: what `--dump` writes, to compare two builds point by point.
+pub fn sweep_recording_points(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
+    run_sweep(fixture, script, depth, threads, Record::EveryPoint)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    FailuresOnly,
+    EveryPoint,
+}
+
+/// What a worker gathers.
+#[derive(Default)]
+struct Gathered {
+    points: u64,
+    failures: Vec<Failure>,
+    results: Vec<PointResult>,
+}
+
+fn run_sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize, record: Record) -> Summary {
     let started = Instant::now();
     let base = prepare(fixture);
     let start = base.snapshot();
@@ -354,34 +380,58 @@ pub fn sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Su
     let first: Vec<Point> =
         (0..script_ops).flat_map(|op| CUTS.map(|when| Point { op, when, second: None })).collect();
     let next = AtomicUsize::new(0);
-    let results: Vec<(u64, Vec<Failure>)> = std::thread::scope(|scope| {
+    let results: Vec<Gathered> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 scope.spawn(|| {
                     let mut device = Device::new(fixture.config.clone());
-                    let mut points = 0;
-                    let mut failures = Vec::new();
+                    let mut gathered = Gathered::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(point) = first.get(i) else { break };
-                        let (n, mut f) = run_point(&mut device, fixture, script, &start, *point, depth);
-                        points += n;
-                        failures.append(&mut f);
+                        let run = PointRun { fixture, script, start: &start, depth, record };
+                        run.run(&mut device, *point, &mut gathered);
                     }
-                    (points, failures)
+                    gathered
                 })
             })
             .collect();
         workers.into_iter().map(|w| w.join().expect("sweep worker")).collect()
     });
     let mut summary = Summary { script_ops, ..Summary::default() };
-    for (points, mut failures) in results {
-        summary.points += points;
-        summary.failures.append(&mut failures);
+    for mut gathered in results {
+        summary.points += gathered.points;
+        summary.failures.append(&mut gathered.failures);
+        summary.results.append(&mut gathered.results);
     }
-    summary.failures.sort_by_key(|f| (f.point.op, f.point.when as u8, f.point.second.map(|s| s.0)));
+    summary.failures.sort_by_key(|f| point_order(f.point));
+    summary.results.sort_by_key(|r| point_order(r.point));
     summary.seconds = started.elapsed().as_secs_f64();
     summary
+}
+
+fn point_order(point: Point) -> (u64, u8, Option<(u64, u8)>) {
+    (point.op, point.when as u8, point.second.map(|(op, when)| (op, when as u8)))
+}
+
+/// One point's result: whether every invariant held, and a hash of the trace the point's own
+/// run noted (from the restore of the start to the end of its recovery).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointResult {
+    pub point: Point,
+    pub outcome: Result<(), String>,
+    pub trace_hash: u64,
+}
+
+impl PointResult {
+    /// One line of a dump: point, outcome and trace hash.
+    pub fn dump_line(&self) -> String {
+        let outcome = match &self.outcome {
+            Ok(()) => "ok".to_string(),
+            Err(what) => format!("FAILED {what}"),
+        };
+        format!("{} {:016x} {outcome}", self.point, self.trace_hash)
+    }
 }
 
 /// Mutating operations of a clean run of the script.
@@ -402,53 +452,75 @@ fn device_expect(device: &mut Device) -> Result<Slot, String> {
     state_now(device).map(|state| expected_version(&state, |slot| behaviour_in(device, slot)))
 }
 
-/// Runs one first-cut point and, at depth two, every second cut of its recovery. Returns the
-/// number of points run and the failures.
-fn run_point(
-    device: &mut Device,
-    fixture: &Fixture,
+/// What every point of a sweep shares.
+struct PointRun<'a> {
+    fixture: &'a Fixture,
     script: Script,
-    start: &DeviceSnapshot,
-    point: Point,
+    start: &'a DeviceSnapshot,
     depth: u8,
-) -> (u64, Vec<Failure>) {
-    device.restore(start);
-    let base = device.flash_ops();
-    device.power_cut_at_op(base + point.op, point.when);
-    run_script(device, fixture, script);
-    device.power_cut();
-    let mut failures = Vec::new();
-    let cut = device.snapshot();
-    let expect = at_cut(device, fixture);
-    let recovery_start = device.flash_ops();
-    device.power_on();
-    device.advance_ms(SETTLE_MS);
-    let recovery_ops = device.flash_ops() - recovery_start;
-    if let Err(what) = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot))) {
-        failures.push(failure(device, point, what));
-    }
-    if depth < 2 {
-        return (1, failures);
-    }
-    let mut points = 1;
-    for op in 0..recovery_ops {
-        for when in CUTS {
-            points += 1;
-            let second = Point { second: Some((op, when)), ..point };
-            device.restore(&cut);
-            device.power_cut_at_op(recovery_start + op, when);
-            device.power_on();
-            device.advance_ms(SETTLE_MS);
-            device.power_cut();
-            let expect = at_cut(device, fixture);
-            device.power_on();
-            device.advance_ms(SETTLE_MS);
-            if let Err(what) = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot))) {
-                failures.push(failure(device, second, what));
+    record: Record,
+}
+
+impl PointRun<'_> {
+    /// Runs one first-cut point and, at depth two, every second cut of its recovery.
+    fn run(&self, device: &mut Device, point: Point, gathered: &mut Gathered) {
+        let fixture = self.fixture;
+        device.restore(self.start);
+        let own_from = device.trace().len();
+        let base = device.flash_ops();
+        device.power_cut_at_op(base + point.op, point.when);
+        run_script(device, fixture, self.script);
+        device.power_cut();
+        let cut = device.snapshot();
+        let expect = at_cut(device, fixture);
+        let recovery_start = device.flash_ops();
+        device.power_on();
+        device.advance_ms(SETTLE_MS);
+        let recovery_ops = device.flash_ops() - recovery_start;
+        let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
+        self.gather(device, point, own_from, outcome, gathered);
+        if self.depth < 2 {
+            return;
+        }
+        for op in 0..recovery_ops {
+            for when in CUTS {
+                let second = Point { second: Some((op, when)), ..point };
+                device.restore(&cut);
+                device.power_cut_at_op(recovery_start + op, when);
+                device.power_on();
+                device.advance_ms(SETTLE_MS);
+                device.power_cut();
+                let expect = at_cut(device, fixture);
+                device.power_on();
+                device.advance_ms(SETTLE_MS);
+                let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
+                self.gather(device, second, own_from, outcome, gathered);
             }
         }
     }
-    (points, failures)
+
+    fn gather(
+        &self,
+        device: &Device,
+        point: Point,
+        own_from: usize,
+        outcome: Result<(), String>,
+        gathered: &mut Gathered,
+    ) {
+        gathered.points += 1;
+        if self.record == Record::EveryPoint {
+            let lines = trace_lines(&device.trace()[own_from..]);
+            let trace_hash = crate::schedule::fnv1a(lines.iter().flat_map(|l| l.bytes().chain([b'\n'])));
+            gathered.results.push(PointResult { point, outcome: outcome.clone(), trace_hash });
+        }
+        if let Err(what) = outcome {
+            gathered.failures.push(failure(device, point, what));
+        }
+    }
+}
+
+fn trace_lines(trace: &[(u64, crate::device::Event)]) -> Vec<String> {
+    trace.iter().map(|(ms, e)| format!("[{ms:>9} ms] {e}")).collect()
 }
 
 /// Runs one point from scratch and returns whether every invariant held, with the device's
@@ -477,8 +549,7 @@ pub fn replay(fixture: &Fixture, script: Script, point: Point) -> (Result<(), St
 }
 
 fn failure(device: &Device, point: Point, what: String) -> Failure {
-    let trace = device.trace().iter().map(|(ms, e)| format!("[{ms:>9} ms] {e}")).collect();
-    Failure { point, what, trace }
+    Failure { point, what, trace: trace_lines(device.trace()) }
 }
 
 /// With the power off after a cut: the invariants that hold at the cut, and the slot recovery
