@@ -267,7 +267,10 @@ const BENCH_KIBS: [usize; 7] = [16, 32, 64, 128, 256, 512, 1024];
 fn bench(args: &Args) {
     use std::time::Instant;
     println!("ms a point, update script, 4096-byte buffer, 1 thread, against one SHA-256 of the image:");
-    println!("{:>8} {:>9} {:>8} {:>12} {:>12} {:>12}", "app KiB", "flash ops", "points", "ms a point", "SHA-256 ms", "point/hash");
+    println!(
+        "{:>8} {:>9} {:>8} {:>12} {:>12} {:>12}",
+        "app KiB", "flash ops", "points", "ms a point", "SHA-256 ms", "point/hash"
+    );
     let mut sha_ms_1mib = 0.0;
     for app_kib in BENCH_KIBS {
         let fixture = Fixture::for_script(Script::Update, app_kib * 1024, args.seed);
@@ -289,13 +292,17 @@ fn bench(args: &Args) {
     for app_kib in BENCH_KIBS {
         for buf_bytes in [1024, 2048, 4096] {
             for script in Script::ALL {
-                let fixture = Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
+                let fixture =
+                    Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
                 points += sweep::sweep(&fixture, script, 1, args.threads).points;
             }
         }
     }
     let matrix_s = started.elapsed().as_secs_f64();
-    println!("full matrix (7 sizes x 3 buffers x 3 scripts, {} threads): {points} points, {matrix_s:.2} s", args.threads);
+    println!(
+        "full matrix (7 sizes x 3 buffers x 3 scripts, {} threads): {points} points, {matrix_s:.2} s",
+        args.threads
+    );
     let fixture = Fixture::for_script(Script::Update, 1024 * 1024, args.seed);
     let depth_two = sweep::sweep(&fixture, Script::Update, 2, args.threads);
     println!(

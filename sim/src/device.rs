@@ -172,13 +172,15 @@ impl fmt::Display for DeviceError {
     }
 }
 
-/// A saved device: flash, clock, run state and trace length.
+/// A saved device: flash, clock, run state and trace. The trace is kept whole, not as a length:
+/// a snapshot may be restored into another device (a sweep's worker) whose trace is not a prefix.
 #[derive(Clone, Debug)]
 pub struct DeviceSnapshot {
     flash: Snapshot,
     now_ms: u64,
     run: Run,
-    trace_len: usize,
+    trace: Vec<(u64, Event)>,
+    trace_ops: Vec<u64>,
 }
 
 pub struct Device {
@@ -252,7 +254,8 @@ impl Device {
             flash: self.flash.borrow().snapshot(),
             now_ms: self.now_ms,
             run: self.run.clone(),
-            trace_len: self.trace.len(),
+            trace: self.trace.clone(),
+            trace_ops: self.trace_ops.clone(),
         }
     }
 
@@ -260,8 +263,8 @@ impl Device {
         self.flash.get_mut().restore(&snapshot.flash);
         self.now_ms = snapshot.now_ms;
         self.run = snapshot.run.clone();
-        self.trace.truncate(snapshot.trace_len);
-        self.trace_ops.truncate(snapshot.trace_len);
+        self.trace.clone_from(&snapshot.trace);
+        self.trace_ops.clone_from(&snapshot.trace_ops);
     }
 
     fn device_info(&self) -> updater::Device {

@@ -414,13 +414,16 @@ fn point_order(point: Point) -> (u64, u8, Option<(u64, u8)>) {
     (point.op, point.when as u8, point.second.map(|(op, when)| (op, when as u8)))
 }
 
-/// One point's result: whether every invariant held, and a hash of the trace the point's own
-/// run noted (from the restore of the start to the end of its recovery).
+/// One point's result: whether every invariant held, and hashes of its trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PointResult {
     pub point: Point,
     pub outcome: Result<(), String>,
+    /// The whole trace, as a failure at this point prints it.
     pub trace_hash: u64,
+    /// The events the point's own run noted, from the restore of the start to the end of its
+    /// recovery: comparable across builds whatever the trace held before.
+    pub point_trace_hash: u64,
 }
 
 impl PointResult {
@@ -430,7 +433,7 @@ impl PointResult {
             Ok(()) => "ok".to_string(),
             Err(what) => format!("FAILED {what}"),
         };
-        format!("{} {:016x} {outcome}", self.point, self.trace_hash)
+        format!("{} {:016x} {outcome}", self.point, self.point_trace_hash)
     }
 }
 
@@ -509,14 +512,24 @@ impl PointRun<'_> {
     ) {
         gathered.points += 1;
         if self.record == Record::EveryPoint {
-            let lines = trace_lines(&device.trace()[own_from..]);
-            let trace_hash = crate::schedule::fnv1a(lines.iter().flat_map(|l| l.bytes().chain([b'\n'])));
-            gathered.results.push(PointResult { point, outcome: outcome.clone(), trace_hash });
+            let lines = trace_lines(device.trace());
+            let trace_hash = hash_lines(&lines);
+            let point_trace_hash = hash_lines(&lines[own_from..]);
+            gathered.results.push(PointResult {
+                point,
+                outcome: outcome.clone(),
+                trace_hash,
+                point_trace_hash,
+            });
         }
         if let Err(what) = outcome {
             gathered.failures.push(failure(device, point, what));
         }
     }
+}
+
+fn hash_lines(lines: &[String]) -> u64 {
+    crate::schedule::fnv1a(lines.iter().flat_map(|l| l.bytes().chain([b'\n'])))
 }
 
 fn trace_lines(trace: &[(u64, crate::device::Event)]) -> Vec<String> {
