@@ -97,6 +97,18 @@ fn traces_of_a_two_thread_sweep_hold_no_events_of_another_point() {
     }
 }
 
+/// A batch spread over threads gives each seed the result the sequential batch gives it.
+#[test]
+fn a_parallel_batch_of_schedules_gives_every_seed_its_sequential_result() {
+    let one = schedule::run_many_on(40, 12, 15, 1);
+    let two = schedule::run_many_on(40, 12, 15, 2);
+    assert_eq!(one.trace_hashes.len() + one.failures.len(), 12);
+    assert_eq!(one.trace_hashes, two.trace_hashes);
+    let failures =
+        |b: &schedule::Batch| b.failures.iter().map(|f| (f.seed, f.step, f.what.clone())).collect::<Vec<_>>();
+    assert_eq!(failures(&one), failures(&two));
+}
+
 #[test]
 fn a_seed_replays_to_the_same_trace() {
     let first =
