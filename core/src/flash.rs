@@ -55,23 +55,37 @@ pub(crate) fn program_data<F: NorFlash>(
 ) -> Result<(), FlashError> {
     let unit = write_size_bytes as usize;
     assert!(data.len().is_multiple_of(unit), "programs are whole write units");
-    // Branch-free per unit: data units are the common case and are scanned whole anyway.
-    let blank =
-        |i: usize| data[i * unit..(i + 1) * unit].iter().fold(0, |acc, &b| acc | (b ^ erased_byte)) == 0;
-    let units = data.len() / unit;
-    let mut i = 0;
-    while i < units {
-        if blank(i) {
-            i += 1;
-            continue;
+    // One pass over the units, each compared a word at a time; a run of data units is programmed
+    // when the first blank unit after it (or the end) is seen.
+    let mut run_start = None;
+    for (i, cells) in data.chunks_exact(unit).enumerate() {
+        match (is_erased(cells, erased_byte), run_start) {
+            (false, None) => run_start = Some(i),
+            (true, Some(start)) => {
+                program(flash, offset + (start * unit) as u32, &data[start * unit..i * unit])?;
+                run_start = None;
+            }
+            _ => {}
         }
-        let start = i;
-        while i < units && !blank(i) {
-            i += 1;
-        }
-        program(flash, offset + (start * unit) as u32, &data[start * unit..i * unit])?;
+    }
+    if let Some(start) = run_start {
+        program(flash, offset + (start * unit) as u32, &data[start * unit..])?;
     }
     Ok(())
+}
+
+/// Whether every byte of `cells` is `erased_byte`, compared as whole words: one compare for the
+/// usual 4- and 8-byte write units, eight bytes at a time for larger ones.
+fn is_erased(cells: &[u8], erased_byte: u8) -> bool {
+    let word = u64::from_ne_bytes([erased_byte; 8]);
+    match *cells {
+        [a, b, c, d] => u32::from_ne_bytes([a, b, c, d]) == word as u32,
+        _ => {
+            let mut words = cells.chunks_exact(8);
+            let whole = words.by_ref().all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == word);
+            whole && words.remainder().iter().all(|&b| b == erased_byte)
+        }
+    }
 }
 
 pub(crate) fn erase<F: NorFlash>(flash: &mut F, from: u32, to: u32) -> Result<(), FlashError> {
@@ -117,6 +131,41 @@ pub fn sha256_region<F: ReadNorFlash>(
     let mut hasher = Sha256::new();
     for_each_piece(flash, offset, len_bytes, buf, |piece| hasher.update(piece))?;
     Ok(hasher.finalize().into())
+}
+
+/// A flash that may already know the SHA-256 of a region it holds, so that hashing it again can
+/// be skipped: the simulator's flash does, by the identity of its copy-on-write pages, and a
+/// sweep boots over the same unchanged image tens of thousands of times. Both methods have
+/// defaults (know nothing, remember nothing), and real flashes need not implement the trait at
+/// all: [`sha256_region`] always reads.
+///
+/// **Invariant:** an answer of [`RegionDigests::known_sha256`] equals the SHA-256 of the
+/// `len_bytes` bytes that `read` returns from `offset` at the time of the call. A flash that
+/// cannot be sure answers `None`.
+pub trait RegionDigests {
+    /// The SHA-256 of the region, when the flash knows it without reading.
+    fn known_sha256(&mut self, _offset: u32, _len_bytes: u32) -> Option<[u8; 32]> {
+        None
+    }
+
+    /// Tells the flash the SHA-256 just computed from the bytes read from the region.
+    fn remember_sha256(&mut self, _offset: u32, _len_bytes: u32, _sha256: &[u8; 32]) {}
+}
+
+/// [`sha256_region`], answered by the flash when it knows the digest ([`RegionDigests`]); the
+/// digest it computes otherwise is handed back to the flash. The result is the same either way.
+pub fn sha256_region_known<F: ReadNorFlash + RegionDigests>(
+    flash: &mut F,
+    offset: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+) -> Result<[u8; 32], FlashError> {
+    if let Some(sha256) = flash.known_sha256(offset, len_bytes) {
+        return Ok(sha256);
+    }
+    let sha256 = sha256_region(flash, offset, len_bytes, buf)?;
+    flash.remember_sha256(offset, len_bytes, &sha256);
+    Ok(sha256)
 }
 
 /// SHA-1 and SHA-256 of `len_bytes` of flash from `offset`, read through `buf`.
@@ -278,5 +327,35 @@ mod tests {
         let mut flash = Recorder(Vec::new());
         program_data(&mut flash, 0, &[0xff; 16], 4, 0x00).unwrap();
         assert_eq!(flash.0, [(0, 16)], "0xff is data where erased bytes read 0x00");
+    }
+
+    proptest::proptest! {
+        // Invariant: program_data programs exactly the maximal runs of write units that hold a
+        // byte other than the erased one, for any write size, whatever the word compare does.
+        #[test]
+        fn program_data_programs_exactly_the_runs_of_units_that_hold_data(
+            unit in proptest::sample::select(std::vec![1usize, 2, 4, 8, 16, 12]),
+            blanks in proptest::collection::vec(proptest::bool::ANY, 0..40),
+            noise in proptest::collection::vec(0usize..64, 40),
+            erased in proptest::sample::select(std::vec![0xffu8, 0x00]),
+        ) {
+            let mut data = std::vec![erased; blanks.len() * unit];
+            for (i, &blank) in blanks.iter().enumerate() {
+                if !blank {
+                    data[i * unit + noise[i] % unit] ^= 1 << (noise[i] % 8);
+                }
+            }
+            let mut expected = Vec::new();
+            let mut i = 0;
+            while i < blanks.len() {
+                if blanks[i] { i += 1; continue; }
+                let start = i;
+                while i < blanks.len() && !blanks[i] { i += 1; }
+                expected.push((0x40 + (start * unit) as u32, (i - start) * unit));
+            }
+            let mut flash = Recorder(Vec::new());
+            program_data(&mut flash, 0x40, &data, unit as u32, erased).unwrap();
+            proptest::prop_assert_eq!(flash.0, expected);
+        }
     }
 }

@@ -348,7 +348,7 @@ impl Device {
         self.run = Run::Booting;
         for _ in 0..self.config.boot_loops_max {
             let layout = self.layout;
-            let outcome = boot::boot(self.flash.get_mut(), &layout, &mut self.buf);
+            let outcome = boot::boot_with_known_digests(self.flash.get_mut(), &layout, &mut self.buf);
             let (slot, state) = match outcome {
                 Err(_) if self.lost_power() => return,
                 Err(e) => return self.brick(format!("boot loader could not read the flash: {e}")),

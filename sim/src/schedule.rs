@@ -254,7 +254,9 @@ fn check(world: &mut World) -> Result<(), String> {
         relied_on.extend(state.revert);
     }
     for s in relied_on {
-        if !ota_core::boot::verify(device.flash(), &layout, &state, s, &mut buf).map_err(|e| e.to_string())? {
+        if !ota_core::boot::verify_with_known_digests(device.flash(), &layout, &state, s, &mut buf)
+            .map_err(|e| e.to_string())?
+        {
             return Err(format!("{s} is relied on by the boot state but does not verify: {state:?}"));
         }
     }

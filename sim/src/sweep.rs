@@ -19,7 +19,9 @@
 //! A depth-two sweep also cuts the power at every operation of the recovery after each first cut.
 //! Points are spread over threads; each thread restores its own device from one snapshot.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -33,7 +35,7 @@ use ota_core::updater::UpdateOptions;
 use sha2::Digest as _;
 
 use crate::device::{ARCH, Config, Device, DeviceSnapshot, Run};
-use crate::flash::CutWhen;
+use crate::flash::{CutWhen, Matched};
 use crate::image::{self, Behaviour, Image};
 use crate::lfs;
 
@@ -132,7 +134,7 @@ impl Fixture {
 #[derive(Clone, Debug)]
 struct Known {
     version: String,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     sha256: [u8; 32],
 }
 
@@ -143,7 +145,7 @@ impl Known {
 
     fn from_bytes(version: &str, bytes: Vec<u8>) -> Known {
         let sha256 = sha2::Sha256::digest(&bytes).into();
-        Known { version: version.to_string(), bytes, sha256 }
+        Known { version: version.to_string(), bytes: bytes.into(), sha256 }
     }
 }
 
@@ -172,13 +174,28 @@ fn app_of(zip: &[u8]) -> Result<(Image, Vec<u8>, String), String> {
     Ok((image, bytes, manifest.platform.as_str().to_string()))
 }
 
-/// True when the flash holds exactly `bytes` at `offset`, compared a page at a time.
-fn holds(device: &mut Device, offset: u32, bytes: &[u8]) -> bool {
-    let mut page = [0u8; 4096];
-    bytes.chunks(page.len()).enumerate().all(|(i, expected)| {
-        let got = &mut page[..expected.len()];
-        device.flash().peek(offset + (i * 4096) as u32, got);
-        got == expected
+/// True when the flash holds exactly `known`'s image at `offset`. Each thread remembers, per
+/// image and place, the pages found equal ([`Matched`]), so the pages a point left as they were
+/// in the start snapshot are not compared again.
+fn holds(device: &mut Device, offset: u32, known: &Known) -> bool {
+    /// Images × places a thread remembers: the two images in the two slots.
+    const REMEMBERED: usize = 4;
+    thread_local! {
+        static MATCHED: RefCell<Vec<Matched>> = const { RefCell::new(Vec::new()) };
+    }
+    MATCHED.with_borrow_mut(|matched| {
+        let i =
+            match matched.iter().position(|m| m.offset() == offset && Arc::ptr_eq(m.bytes(), &known.bytes)) {
+                Some(i) => i,
+                None => {
+                    if matched.len() == REMEMBERED {
+                        matched.remove(0);
+                    }
+                    matched.push(Matched::new(offset, known.bytes.clone()));
+                    matched.len() - 1
+                }
+            };
+        device.flash().holds(&mut matched[i])
     })
 }
 
@@ -193,9 +210,10 @@ fn verifies(device: &mut Device, fixture: &Fixture, state: &BootState, slot: Slo
         .find(|k| k.sha256 == info.app_sha256 && k.bytes.len() == info.app_len_bytes as usize);
     match known {
         Some(k) if info.app_len_bytes <= layout.app(slot).size_bytes => {
-            Ok(holds(device, layout.app(slot).offset, &k.bytes))
+            Ok(holds(device, layout.app(slot).offset, k))
         }
-        _ => boot::verify(device.flash(), &layout, state, slot, &mut [0u8; 4096]).map_err(|e| e.to_string()),
+        _ => boot::verify_with_known_digests(device.flash(), &layout, state, slot, &mut [0u8; 4096])
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -636,7 +654,7 @@ fn check_recovered(
         format!("{slot} runs an image that is neither bundle's (version {:?})", version.unwrap_or_default())
     })?;
     let offset = device.layout().app(slot).offset;
-    if !holds(device, offset, &known.bytes) {
+    if !holds(device, offset, known) {
         return Err(format!("{slot} runs {} but its bytes are not exactly that image", known.version));
     }
     match device.read_user_file(USER_FILE) {
