@@ -64,6 +64,15 @@
 //! capture the whole device: bytes, needs-erase bits, counters (so operation indices line up after a
 //! restore), power, the armed cut, failing ranges, violations and the fault RNG's state. A snapshot
 //! can be restored into any flash of the same size, on any thread.
+//!
+//! # Page identity
+//!
+//! A shared page is never changed in place, so a page pointer that is still alive names fixed
+//! bytes. Two things use that. The flash implements the core's `RegionDigests`: it remembers the
+//! SHA-256 of a region with the pages it was computed from, and gives it again while the region
+//! is covered by those very pages and the power is on, so a boot over an unchanged image does not
+//! hash it again (such a digest reads nothing and counts no read). [`SimFlash::holds`] compares a
+//! region with expected bytes and skips the pages a [`Matched`] found equal before.
 
 use std::fmt;
 use std::ops::Range;
