@@ -55,27 +55,62 @@ pub(crate) fn program_data<F: NorFlash>(
 ) -> Result<(), FlashError> {
     let unit = write_size_bytes as usize;
     assert!(data.len().is_multiple_of(unit), "programs are whole write units");
-    // One pass over the units, each compared a word at a time; a run of data units is programmed
-    // when the first blank unit after it (or the end) is seen.
-    let mut run_start = None;
-    for (i, cells) in data.chunks_exact(unit).enumerate() {
-        match (is_erased(cells, erased_byte), run_start) {
-            (false, None) => run_start = Some(i),
-            (true, Some(start)) => {
-                program(flash, offset + (start * unit) as u32, &data[start * unit..i * unit])?;
-                run_start = None;
-            }
-            _ => {}
+    let units = data.len() / unit;
+    let mut i = 0;
+    while i < units {
+        let start = next_unit(data, unit, erased_byte, i, Unit::Data);
+        if start == units {
+            break;
         }
-    }
-    if let Some(start) = run_start {
-        program(flash, offset + (start * unit) as u32, &data[start * unit..])?;
+        i = next_unit(data, unit, erased_byte, start, Unit::Blank);
+        program(flash, offset + (start * unit) as u32, &data[start * unit..i * unit])?;
     }
     Ok(())
 }
 
+/// What [`next_unit`] looks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// A write unit holding only erased bytes.
+    Blank,
+    /// A write unit holding at least one other byte.
+    Data,
+}
+
+/// The first write unit at or after unit `from` that is `wanted`, or the number of units. Units
+/// of 1, 2, 4 or 8 bytes are scanned eight bytes at a time: a word XOR the erased pattern is
+/// non-zero when a unit in it holds data, and has a zero lane (the classic has-zero-byte trick
+/// at the unit's width) when a unit in it is blank. Only the word that has one is looked at unit
+/// by unit.
+fn next_unit(data: &[u8], unit: usize, erased_byte: u8, from: usize, wanted: Unit) -> usize {
+    let units = data.len() / unit;
+    let mut i = from;
+    if 8 % unit == 0 {
+        let per_word = 8 / unit;
+        let pattern = u64::from_ne_bytes([erased_byte; 8]);
+        let lane_bits = unit * 8;
+        let low = if lane_bits == 64 { 1 } else { u64::MAX / ((1u64 << lane_bits) - 1) };
+        let high = low << (lane_bits - 1);
+        let load = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes")) ^ pattern;
+        let mut words = data[i * unit..].chunks_exact(8);
+        let skipped = match wanted {
+            Unit::Data => words.position(|w| load(w) != 0),
+            Unit::Blank => words.position(|w| {
+                let word = load(w);
+                word.wrapping_sub(low) & !word & high != 0
+            }),
+        };
+        i += skipped.unwrap_or((data.len() - i * unit) / 8) * per_word;
+    }
+    while i < units && is_erased(&data[i * unit..(i + 1) * unit], erased_byte) != (wanted == Unit::Blank) {
+        i += 1;
+    }
+    i
+}
+
 /// Whether every byte of `cells` is `erased_byte`, compared as whole words: one compare for the
-/// usual 4- and 8-byte write units, eight bytes at a time for larger ones.
+/// usual 4-byte write unit, eight bytes at a time for larger ones.
+#[inline]
 fn is_erased(cells: &[u8], erased_byte: u8) -> bool {
     let word = u64::from_ne_bytes([erased_byte; 8]);
     match *cells {
