@@ -24,7 +24,7 @@
 
 use embedded_storage::nor_flash::NorFlash;
 
-use crate::flash::{FlashError, sha256_region};
+use crate::flash::{FlashError, RegionDigests, sha256_region, sha256_region_known};
 use crate::layout::{Layout, Slot};
 use crate::log::{self, AppendError, Located};
 use crate::state::BootState;
@@ -73,16 +73,38 @@ pub enum BootOutcome {
 /// Reads the boot state, decides, writes the state the decision needs, and says which slot to
 /// boot. `buf` is any non-empty scratch buffer for hashing.
 pub fn boot<F: NorFlash>(flash: &mut F, layout: &Layout, buf: &mut [u8]) -> Result<BootOutcome, FlashError> {
+    decide(flash, layout, buf, sha256_region::<F>)
+}
+
+/// [`boot`] on a flash that may know its images' digests ([`RegionDigests`]): the same decision
+/// on the same path, with each image's SHA-256 asked of the flash before it is read.
+pub fn boot_with_known_digests<F: NorFlash + RegionDigests>(
+    flash: &mut F,
+    layout: &Layout,
+    buf: &mut [u8],
+) -> Result<BootOutcome, FlashError> {
+    decide(flash, layout, buf, sha256_region_known::<F>)
+}
+
+/// How an image's SHA-256 is found: [`sha256_region`] or [`sha256_region_known`].
+type Sha256Of<F> = fn(&mut F, u32, u32, &mut [u8]) -> Result<[u8; 32], FlashError>;
+
+fn decide<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    buf: &mut [u8],
+    sha256_of: Sha256Of<F>,
+) -> Result<BootOutcome, FlashError> {
     let Some(current) = log::read(flash, layout)? else {
         return Ok(BootOutcome::NotProvisioned);
     };
     let stored = current.record.state;
     let (planned, reason) = plan(&stored);
-    let (next, reason) = if verify(flash, layout, &planned, planned.active, buf)? {
+    let (next, reason) = if verify_with(flash, layout, &planned, planned.active, buf, sha256_of)? {
         (planned, reason)
     } else {
         let other = planned.active.other();
-        if !verify(flash, layout, &planned, other, buf)? {
+        if !verify_with(flash, layout, &planned, other, buf, sha256_of)? {
             return Ok(BootOutcome::NoBootableImage);
         }
         (planned.settled_on(other), BootReason::FellBack { from: planned.active })
@@ -92,7 +114,7 @@ pub fn boot<F: NorFlash>(flash: &mut F, layout: &Layout, buf: &mut [u8]) -> Resu
     }
     match log::append(flash, layout, Some(&current), &next) {
         Ok(state) => Ok(booted(next.active, reason, state)),
-        Err(error) => write_failed(flash, layout, buf, current, &next, reason, error),
+        Err(error) => write_failed(flash, layout, buf, sha256_of, current, &next, reason, error),
     }
 }
 
@@ -111,10 +133,12 @@ pub fn plan(state: &BootState) -> (BootState, BootReason) {
 /// A failed state write must not turn into a boot loop: a trial needs flag B cleared on flash,
 /// so without that write the committed revert slot boots instead, if it verifies. A revert or a
 /// fallback boots its already verified committed slot; the next boot tries the write again.
+#[allow(clippy::too_many_arguments)]
 fn write_failed<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
     buf: &mut [u8],
+    sha256_of: Sha256Of<F>,
     current: Located,
     next: &BootState,
     reason: BootReason,
@@ -125,7 +149,7 @@ fn write_failed<F: NorFlash>(
     }
     let stored = current.record.state;
     let revert = stored.revert.expect("a trial has a revert slot");
-    if verify(flash, layout, &stored, revert, buf)? {
+    if verify_with(flash, layout, &stored, revert, buf, sha256_of)? {
         return Ok(booted(revert, BootReason::TrialSkipped { error }, current));
     }
     Ok(BootOutcome::NoBootableImage)
@@ -149,12 +173,34 @@ pub fn verify<F: NorFlash>(
     slot: Slot,
     buf: &mut [u8],
 ) -> Result<bool, FlashError> {
+    verify_with(flash, layout, state, slot, buf, sha256_region::<F>)
+}
+
+/// [`verify`] on a flash that may know its images' digests ([`RegionDigests`]).
+pub fn verify_with_known_digests<F: NorFlash + RegionDigests>(
+    flash: &mut F,
+    layout: &Layout,
+    state: &BootState,
+    slot: Slot,
+    buf: &mut [u8],
+) -> Result<bool, FlashError> {
+    verify_with(flash, layout, state, slot, buf, sha256_region_known::<F>)
+}
+
+fn verify_with<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    state: &BootState,
+    slot: Slot,
+    buf: &mut [u8],
+    sha256_of: Sha256Of<F>,
+) -> Result<bool, FlashError> {
     let info = state.slot(slot);
     let region = layout.app(slot);
     if !info.has_image() || info.app_len_bytes > region.size_bytes {
         return Ok(false);
     }
-    Ok(sha256_region(flash, region.offset, info.app_len_bytes, buf)? == info.app_sha256)
+    Ok(sha256_of(flash, region.offset, info.app_len_bytes, buf)? == info.app_sha256)
 }
 
 #[cfg(test)]

@@ -55,23 +55,72 @@ pub(crate) fn program_data<F: NorFlash>(
 ) -> Result<(), FlashError> {
     let unit = write_size_bytes as usize;
     assert!(data.len().is_multiple_of(unit), "programs are whole write units");
-    // Branch-free per unit: data units are the common case and are scanned whole anyway.
-    let blank =
-        |i: usize| data[i * unit..(i + 1) * unit].iter().fold(0, |acc, &b| acc | (b ^ erased_byte)) == 0;
     let units = data.len() / unit;
     let mut i = 0;
     while i < units {
-        if blank(i) {
-            i += 1;
-            continue;
+        let start = next_unit(data, unit, erased_byte, i, Unit::Data);
+        if start == units {
+            break;
         }
-        let start = i;
-        while i < units && !blank(i) {
-            i += 1;
-        }
+        i = next_unit(data, unit, erased_byte, start, Unit::Blank);
         program(flash, offset + (start * unit) as u32, &data[start * unit..i * unit])?;
     }
     Ok(())
+}
+
+/// What [`next_unit`] looks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// A write unit holding only erased bytes.
+    Blank,
+    /// A write unit holding at least one other byte.
+    Data,
+}
+
+/// The first write unit at or after unit `from` that is `wanted`, or the number of units. Units
+/// of 1, 2, 4 or 8 bytes are scanned eight bytes at a time: a word XOR the erased pattern is
+/// non-zero when a unit in it holds data, and has a zero lane (the classic has-zero-byte trick
+/// at the unit's width) when a unit in it is blank. Only the word that has one is looked at unit
+/// by unit.
+fn next_unit(data: &[u8], unit: usize, erased_byte: u8, from: usize, wanted: Unit) -> usize {
+    let units = data.len() / unit;
+    let mut i = from;
+    if 8 % unit == 0 {
+        let per_word = 8 / unit;
+        let pattern = u64::from_ne_bytes([erased_byte; 8]);
+        let lane_bits = unit * 8;
+        let low = if lane_bits == 64 { 1 } else { u64::MAX / ((1u64 << lane_bits) - 1) };
+        let high = low << (lane_bits - 1);
+        let load = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes")) ^ pattern;
+        let mut words = data[i * unit..].chunks_exact(8);
+        let skipped = match wanted {
+            Unit::Data => words.position(|w| load(w) != 0),
+            Unit::Blank => words.position(|w| {
+                let word = load(w);
+                word.wrapping_sub(low) & !word & high != 0
+            }),
+        };
+        i += skipped.unwrap_or((data.len() - i * unit) / 8) * per_word;
+    }
+    while i < units && is_erased(&data[i * unit..(i + 1) * unit], erased_byte) != (wanted == Unit::Blank) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether every byte of `cells` is `erased_byte`, compared as whole words: one compare for the
+/// usual 4-byte write unit, eight bytes at a time for larger ones.
+#[inline]
+fn is_erased(cells: &[u8], erased_byte: u8) -> bool {
+    let word = u64::from_ne_bytes([erased_byte; 8]);
+    match *cells {
+        [a, b, c, d] => u32::from_ne_bytes([a, b, c, d]) == word as u32,
+        _ => {
+            let mut words = cells.chunks_exact(8);
+            let whole = words.by_ref().all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == word);
+            whole && words.remainder().iter().all(|&b| b == erased_byte)
+        }
+    }
 }
 
 pub(crate) fn erase<F: NorFlash>(flash: &mut F, from: u32, to: u32) -> Result<(), FlashError> {
@@ -117,6 +166,41 @@ pub fn sha256_region<F: ReadNorFlash>(
     let mut hasher = Sha256::new();
     for_each_piece(flash, offset, len_bytes, buf, |piece| hasher.update(piece))?;
     Ok(hasher.finalize().into())
+}
+
+/// A flash that may already know the SHA-256 of a region it holds, so that hashing it again can
+/// be skipped: the simulator's flash does, by the identity of its copy-on-write pages, and a
+/// sweep boots over the same unchanged image tens of thousands of times. Both methods have
+/// defaults (know nothing, remember nothing), and real flashes need not implement the trait at
+/// all: [`sha256_region`] always reads.
+///
+/// **Invariant:** an answer of [`RegionDigests::known_sha256`] equals the SHA-256 of the
+/// `len_bytes` bytes that `read` returns from `offset` at the time of the call. A flash that
+/// cannot be sure answers `None`.
+pub trait RegionDigests {
+    /// The SHA-256 of the region, when the flash knows it without reading.
+    fn known_sha256(&mut self, _offset: u32, _len_bytes: u32) -> Option<[u8; 32]> {
+        None
+    }
+
+    /// Tells the flash the SHA-256 just computed from the bytes read from the region.
+    fn remember_sha256(&mut self, _offset: u32, _len_bytes: u32, _sha256: &[u8; 32]) {}
+}
+
+/// [`sha256_region`], answered by the flash when it knows the digest ([`RegionDigests`]); the
+/// digest it computes otherwise is handed back to the flash. The result is the same either way.
+pub fn sha256_region_known<F: ReadNorFlash + RegionDigests>(
+    flash: &mut F,
+    offset: u32,
+    len_bytes: u32,
+    buf: &mut [u8],
+) -> Result<[u8; 32], FlashError> {
+    if let Some(sha256) = flash.known_sha256(offset, len_bytes) {
+        return Ok(sha256);
+    }
+    let sha256 = sha256_region(flash, offset, len_bytes, buf)?;
+    flash.remember_sha256(offset, len_bytes, &sha256);
+    Ok(sha256)
 }
 
 /// SHA-1 and SHA-256 of `len_bytes` of flash from `offset`, read through `buf`.
@@ -166,6 +250,9 @@ pub(crate) fn erase_span(offset: u32, len_bytes: u32, erase_size_bytes: u32) -> 
 pub struct RamFlash<'a, const WRITE: usize, const ERASE: usize> {
     mem: &'a mut [u8],
 }
+
+/// A RAM flash knows no digests: every image is hashed from its bytes.
+impl<const WRITE: usize, const ERASE: usize> RegionDigests for RamFlash<'_, WRITE, ERASE> {}
 
 impl<'a, const WRITE: usize, const ERASE: usize> RamFlash<'a, WRITE, ERASE> {
     /// Wraps `mem` and erases it. Its length must be a multiple of `ERASE`.
@@ -278,5 +365,35 @@ mod tests {
         let mut flash = Recorder(Vec::new());
         program_data(&mut flash, 0, &[0xff; 16], 4, 0x00).unwrap();
         assert_eq!(flash.0, [(0, 16)], "0xff is data where erased bytes read 0x00");
+    }
+
+    proptest::proptest! {
+        // Invariant: program_data programs exactly the maximal runs of write units that hold a
+        // byte other than the erased one, for any write size, whatever the word compare does.
+        #[test]
+        fn program_data_programs_exactly_the_runs_of_units_that_hold_data(
+            unit in proptest::sample::select(std::vec![1usize, 2, 4, 8, 16, 12]),
+            blanks in proptest::collection::vec(proptest::bool::ANY, 0..40),
+            noise in proptest::collection::vec(0usize..64, 40),
+            erased in proptest::sample::select(std::vec![0xffu8, 0x00]),
+        ) {
+            let mut data = std::vec![erased; blanks.len() * unit];
+            for (i, &blank) in blanks.iter().enumerate() {
+                if !blank {
+                    data[i * unit + noise[i] % unit] ^= 1 << (noise[i] % 8);
+                }
+            }
+            let mut expected = Vec::new();
+            let mut i = 0;
+            while i < blanks.len() {
+                if blanks[i] { i += 1; continue; }
+                let start = i;
+                while i < blanks.len() && !blanks[i] { i += 1; }
+                expected.push((0x40 + (start * unit) as u32, (i - start) * unit));
+            }
+            let mut flash = Recorder(Vec::new());
+            program_data(&mut flash, 0x40, &data, unit as u32, erased).unwrap();
+            proptest::prop_assert_eq!(flash.0, expected);
+        }
     }
 }

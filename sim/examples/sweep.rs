@@ -6,6 +6,17 @@
 //!     cargo run --release -p ota-sim --example sweep -- --point 57:during      (replay one point)
 //!     cargo run --release -p ota-sim --example sweep -- --random --seed 7 --steps 40
 //!     cargo run --release -p ota-sim --example sweep -- --random --schedules 500
+//!     cargo run --release -p ota-sim --example sweep -- --script all --dump points.txt
+//!
+//!     cargo run --release -p ota-sim --example sweep -- --bench
+//!
+//! `--bench` prints the figures that matter, each next to the SHA-256 of an image of the same size
+//! measured in the same run (just before and just after the sweep) (the ratio holds on a busy machine where times do not): ms a point by
+//! image size on one thread, the full matrix, depth two at 1 MiB, random schedules a second, and
+//! the peak resident memory.
+//!
+//! `--dump FILE` writes one line a point (script, app KiB, buffer bytes, depth, point, the hash of
+//! the trace the point noted, outcome), sorted, so that two builds can be compared with `diff`.
 //!
 //! Exit code: 0 when every invariant held, 1 when one broke (each failure is printed with its
 //! seed and a one-line replay command), 2 on bad usage.
@@ -28,11 +39,15 @@ struct Args {
     random: bool,
     steps: usize,
     schedules: u64,
+    /// Where to write every point's result, one line each, to compare two builds.
+    dump: Option<std::path::PathBuf>,
+    bench: bool,
 }
 
 const USAGE: &str = "usage: sweep [--app-kib N] [--depth 1|2] [--script update|rollback|snapshot|all] [--threads N] \
-[--seed N] [--buf-bytes N[,N...]] [--point OP:WHEN[+OP:WHEN]] [--json]   (--app-kib takes a list too: 128,1024)
-       sweep --random [--seed N] [--steps N] [--schedules N]";
+[--seed N] [--buf-bytes N[,N...]] [--point OP:WHEN[+OP:WHEN]] [--json] [--dump FILE]   (--app-kib takes a list too: 128,1024)
+       sweep --random [--seed N] [--steps N] [--schedules N]
+       sweep --bench [--threads N]";
 
 fn parse_args() -> Result<Args, String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -48,6 +63,8 @@ fn parse_args() -> Result<Args, String> {
         random: false,
         steps: 40,
         schedules: 1,
+        dump: None,
+        bench: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,7 +77,9 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = number(&flag, &value()?)?,
             "--steps" => args.steps = number(&flag, &value()?)?,
             "--schedules" => args.schedules = number(&flag, &value()?)?,
+            "--dump" => args.dump = Some(value()?.into()),
             "--json" => args.json = true,
+            "--bench" => args.bench = true,
             "--random" => args.random = true,
             "--script" => {
                 let name = value()?;
@@ -108,18 +127,35 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.bench {
+        bench(&args);
+        return ExitCode::SUCCESS;
+    }
     if args.random {
         return random(&args);
     }
     if let Some(point) = args.point {
         return replay(&args, point);
     }
+    let mut dump = match args.dump.as_ref().map(std::fs::File::create).transpose() {
+        Ok(file) => file.map(std::io::BufWriter::new),
+        Err(e) => {
+            eprintln!("error: cannot create the dump file: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut failed = false;
     let (mut points, mut seconds, mut runs) = (0, 0.0, 0);
     for &app_kib in &args.app_kibs {
         for &buf_bytes in &args.buf_bytes {
             for &script in &args.scripts {
                 let summary = run_sweep(&args, script, app_kib, buf_bytes);
+                if let Some(out) = &mut dump
+                    && let Err(e) = write_dump(out, &summary, script, app_kib, buf_bytes, args.depth)
+                {
+                    eprintln!("error: cannot write the dump file: {e}");
+                    return ExitCode::from(2);
+                }
                 failed |= !summary.failures.is_empty();
                 points += summary.points;
                 seconds += summary.seconds;
@@ -150,7 +186,11 @@ fn replay_command(args: &Args, script: Script, app_kib: usize, buf_bytes: usize,
 
 fn run_sweep(args: &Args, script: Script, app_kib: usize, buf_bytes: usize) -> sweep::Summary {
     let fixture = Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
-    let summary = sweep::sweep(&fixture, script, args.depth, args.threads);
+    let summary = if args.dump.is_some() {
+        sweep::sweep_recording_points(&fixture, script, args.depth, args.threads)
+    } else {
+        sweep::sweep(&fixture, script, args.depth, args.threads)
+    };
     let ms_per_point = summary.ms_per_point();
     if args.json {
         println!("{}", summary.json_line(script, app_kib, buf_bytes, args.depth, args.threads, args.seed));
@@ -173,6 +213,21 @@ fn run_sweep(args: &Args, script: Script, app_kib: usize, buf_bytes: usize) -> s
         eprintln!("  replay: {}", replay_command(args, script, app_kib, buf_bytes, failure.point));
     }
     summary
+}
+
+/// One line a point: script, sizes, depth, point, trace hash, outcome.
+fn write_dump(
+    out: &mut impl std::io::Write,
+    summary: &sweep::Summary,
+    script: Script,
+    app_kib: usize,
+    buf_bytes: usize,
+    depth: u8,
+) -> std::io::Result<()> {
+    for result in &summary.results {
+        writeln!(out, "{} {app_kib} {buf_bytes} {depth} {}", script.name(), result.dump_line())?;
+    }
+    out.flush()
 }
 
 fn replay(args: &Args, point: Point) -> ExitCode {
@@ -204,4 +259,98 @@ fn random(args: &Args) -> ExitCode {
         )
     });
     if batch.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// Image sizes of the figures and of the full matrix.
+const BENCH_KIBS: [usize; 7] = [16, 32, 64, 128, 256, 512, 1024];
+
+fn bench(args: &Args) {
+    use std::time::Instant;
+    println!("ms a point, update script, 4096-byte buffer, 1 thread, against one SHA-256 of the image:");
+    println!(
+        "{:>8} {:>9} {:>8} {:>12} {:>12} {:>12}",
+        "app KiB", "flash ops", "points", "ms a point", "SHA-256 ms", "point/hash"
+    );
+    let mut sha_ms_1mib = 0.0;
+    for app_kib in BENCH_KIBS {
+        let fixture = Fixture::for_script(Script::Update, app_kib * 1024, args.seed);
+        let sha_before_ms = sha256_ms(app_kib * 1024);
+        let summary = sweep::sweep(&fixture, Script::Update, 1, 1);
+        let sha_ms = (sha_before_ms + sha256_ms(app_kib * 1024)) / 2.0;
+        if app_kib == 1024 {
+            sha_ms_1mib = sha_ms;
+        }
+        let ms = summary.ms_per_point();
+        println!(
+            "{app_kib:>8} {:>9} {:>8} {ms:>12.4} {sha_ms:>12.4} {:>12.3}",
+            summary.script_ops,
+            summary.points,
+            ms / sha_ms
+        );
+    }
+    let started = Instant::now();
+    let mut points = 0;
+    for app_kib in BENCH_KIBS {
+        for buf_bytes in [1024, 2048, 4096] {
+            for script in Script::ALL {
+                let fixture =
+                    Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
+                points += sweep::sweep(&fixture, script, 1, args.threads).points;
+            }
+        }
+    }
+    let matrix_s = started.elapsed().as_secs_f64();
+    println!(
+        "full matrix (7 sizes x 3 buffers x 3 scripts, {} threads): {points} points, {matrix_s:.2} s",
+        args.threads
+    );
+    let fixture = Fixture::for_script(Script::Update, 1024 * 1024, args.seed);
+    let depth_two = sweep::sweep(&fixture, Script::Update, 2, args.threads);
+    println!(
+        "depth 2 at 1 MiB ({} threads): {} points, {:.2} s ({:.4} ms a point, {:.3} x SHA-256 of 1 MiB)",
+        args.threads,
+        depth_two.points,
+        depth_two.seconds,
+        depth_two.ms_per_point(),
+        depth_two.ms_per_point() / sha_ms_1mib
+    );
+    let batch = schedule::run_many(args.seed, 200, args.steps);
+    println!(
+        "random schedules of {} steps: {:.1} a second ({} in {:.2} s, {} failed)",
+        args.steps,
+        batch.count as f64 / batch.seconds,
+        batch.count,
+        batch.seconds,
+        batch.failures.len()
+    );
+    println!("peak resident memory: {}", peak_rss().unwrap_or_else(|| "unknown".into()));
+}
+
+/// Milliseconds of one SHA-256 of `bytes` bytes: the median of nine batches of at least 10 ms,
+/// so that a burst of load on a shared machine moves it little.
+fn sha256_ms(bytes: usize) -> f64 {
+    use sha2::Digest as _;
+    let data: Vec<u8> = (0..bytes).map(|i| (i * 31 + 7) as u8).collect();
+    let mut sink = 0u8;
+    let mut batches: Vec<f64> = (0..9)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let mut rounds = 0u32;
+            while rounds < 2 || started.elapsed().as_secs_f64() < 0.01 {
+                sink ^= sha2::Sha256::digest(std::hint::black_box(&data))[0];
+                rounds += 1;
+            }
+            started.elapsed().as_secs_f64() * 1000.0 / rounds as f64
+        })
+        .collect();
+    std::hint::black_box(sink);
+    batches.sort_by(f64::total_cmp);
+    batches[batches.len() / 2]
+}
+
+/// `VmHWM` of this process, from /proc (Linux).
+fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line["VmHWM:".len()..].trim().to_string())
 }

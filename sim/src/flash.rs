@@ -64,12 +64,22 @@
 //! capture the whole device: bytes, needs-erase bits, counters (so operation indices line up after a
 //! restore), power, the armed cut, failing ranges, violations and the fault RNG's state. A snapshot
 //! can be restored into any flash of the same size, on any thread.
+//!
+//! # Page identity
+//!
+//! A shared page is never changed in place, so a page pointer that is still alive names fixed
+//! bytes. Two things use that. The flash implements the core's `RegionDigests`: it remembers the
+//! SHA-256 of a region with the pages it was computed from, and gives it again while the region
+//! is covered by those very pages and the power is on, so a boot over an unchanged image does not
+//! hash it again (such a digest reads nothing and counts no read). [`SimFlash::holds`] compares a
+//! region with expected bytes and skips the pages a [`Matched`] found equal before.
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use ota_core::flash::RegionDigests;
 
 use crate::rng::Rng;
 
@@ -392,7 +402,33 @@ pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
     /// Every mutating operation that reached the device, when logging is on. Outside the
     /// snapshotted state: a log records what happened, restores included.
     op_log: Option<Vec<OpRecord>>,
+    /// Region digests by page identity. Outside the snapshotted state too: an entry stays true
+    /// across restores, since it names the pages it was computed from.
+    digests: DigestCache,
 }
+
+/// The SHA-256 of regions, each with the pages that covered the region when it was hashed.
+///
+/// **Invariant:** an entry's digest is the SHA-256 of its region's bytes in its pages. It holds
+/// because an entry keeps its pages alive (so their addresses are not reused) and a shared page
+/// is never changed in place (`Arc::make_mut` copies it first), so the same page pointers over
+/// the same region mean the same bytes.
+#[derive(Default)]
+struct DigestCache {
+    entries: Vec<DigestEntry>,
+    /// The entry the next new one replaces, once the cache is full.
+    next: usize,
+}
+
+struct DigestEntry {
+    offset: u32,
+    len_bytes: u32,
+    pages: Vec<Arc<Page>>,
+    sha256: [u8; 32],
+}
+
+/// Regions a cache remembers: the two app slots, a few versions each.
+const DIGEST_ENTRIES: usize = 8;
 
 /// One mutating operation, as [`SimFlash::take_op_log`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -429,6 +465,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                 rng,
             },
             op_log: None,
+            digests: DigestCache::default(),
         }
     }
 
@@ -579,6 +616,31 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         out
     }
 
+    /// Whether the flash holds exactly `matched`'s bytes at its offset, compared in place a page
+    /// at a time. A page `matched` found equal before, and that is still the same page, is not
+    /// compared again.
+    pub fn holds(&self, matched: &mut Matched) -> bool {
+        let (offset, bytes) = (matched.offset as usize, &matched.bytes[..]);
+        assert!(
+            offset + bytes.len() <= self.size_bytes as usize,
+            "compare of 0x{:x} bytes at 0x{offset:x} overflows",
+            bytes.len()
+        );
+        let first = offset / PAGE_BYTES;
+        chunks(offset, bytes.len()).all(|(p, at, from, n)| {
+            let page = &self.pages[p];
+            let known = &mut matched.pages[p - first];
+            if known.as_ref().is_some_and(|known| Arc::ptr_eq(known, page)) {
+                return true;
+            }
+            let equal = page.bytes[at..at + n] == bytes[from..from + n];
+            if equal {
+                *known = Some(page.clone());
+            }
+            equal
+        })
+    }
+
     // ---- Snapshots ----
 
     /// Starts (or stops) recording every mutating operation that reaches the device, for
@@ -717,13 +779,8 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             if let Some(unit) = first_set(&page.needs_erase, at / WRITE, (at + n) / WRITE) {
                 return Err(violation(ViolationKind::Reprogram, (p * PAGE_BYTES + unit * WRITE) as u32));
             }
-            // A bit is wrong where the new value is erased and the stored one is not. One OR-fold
-            // per chunk keeps the common case branch-free; only a failure looks for the byte.
             let cells = &page.bytes[at..at + n];
-            let new = &data[from..from + n];
-            let toward_erased = |(&old, &new): (&u8, &u8)| !(new ^ erased) & (old ^ erased);
-            if cells.iter().zip(new).fold(0, |acc, pair| acc | toward_erased(pair)) != 0 {
-                let byte = cells.iter().zip(new).position(|pair| toward_erased(pair) != 0).unwrap_or(0);
+            if let Some(byte) = first_toward_erased(cells, &data[from..from + n], erased) {
                 return Err(violation(ViolationKind::BitTowardErased, (p * PAGE_BYTES + at + byte) as u32));
             }
         }
@@ -842,6 +899,76 @@ impl<const WRITE: usize, const ERASE: usize> fmt::Debug for SimFlash<WRITE, ERAS
     }
 }
 
+impl<const WRITE: usize, const ERASE: usize> RegionDigests for SimFlash<WRITE, ERASE> {
+    /// The digest of the region when its pages are, one for one, those of a remembered entry.
+    /// Never without power: reading would fail then, so a digest must not be given either.
+    fn known_sha256(&mut self, offset: u32, len_bytes: u32) -> Option<[u8; 32]> {
+        if !self.state.powered {
+            return None;
+        }
+        let pages = self.pages_of(offset, len_bytes)?;
+        let entry = self.digests.entries.iter().find(|e| {
+            e.offset == offset
+                && e.len_bytes == len_bytes
+                && e.pages.iter().zip(pages).all(|(a, b)| Arc::ptr_eq(a, b))
+        })?;
+        Some(entry.sha256)
+    }
+
+    fn remember_sha256(&mut self, offset: u32, len_bytes: u32, sha256: &[u8; 32]) {
+        let Some(pages) = self.pages_of(offset, len_bytes) else { return };
+        let entry = DigestEntry { offset, len_bytes, pages: pages.to_vec(), sha256: *sha256 };
+        let cache = &mut self.digests;
+        if let Some(same) = cache.entries.iter_mut().find(|e| e.offset == offset && e.len_bytes == len_bytes)
+        {
+            *same = entry;
+        } else if cache.entries.len() < DIGEST_ENTRIES {
+            cache.entries.push(entry);
+        } else {
+            cache.entries[cache.next] = entry;
+            cache.next = (cache.next + 1) % DIGEST_ENTRIES;
+        }
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
+    /// The pages covering a non-empty region inside the flash.
+    fn pages_of(&self, offset: u32, len_bytes: u32) -> Option<&[Arc<Page>]> {
+        let end = offset.checked_add(len_bytes)?;
+        if len_bytes == 0 || end > self.size_bytes {
+            return None;
+        }
+        Some(&self.pages[offset as usize / PAGE_BYTES..(end as usize).div_ceil(PAGE_BYTES)])
+    }
+}
+
+/// Bytes expected at an offset of a flash, with the pages found to hold them, so that comparing
+/// again skips those pages while they are the same pages ([`SimFlash::holds`]). Holding a page
+/// keeps it alive, and a shared page is never changed in place, so the same page still holds the
+/// bytes it was found to hold.
+#[derive(Clone)]
+pub struct Matched {
+    offset: u32,
+    bytes: Arc<[u8]>,
+    pages: Vec<Option<Arc<Page>>>,
+}
+
+impl Matched {
+    pub fn new(offset: u32, bytes: Arc<[u8]>) -> Matched {
+        let first = offset as usize / PAGE_BYTES;
+        let last = (offset as usize + bytes.len()).div_ceil(PAGE_BYTES);
+        Matched { offset, bytes, pages: vec![None; last - first] }
+    }
+
+    pub fn offset(&self) -> u32 {
+        self.offset
+    }
+
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+}
+
 impl<const WRITE: usize, const ERASE: usize> ErrorType for SimFlash<WRITE, ERASE> {
     type Error = SimError;
 }
@@ -885,6 +1012,23 @@ fn chunks(offset: usize, len: usize) -> impl Iterator<Item = (usize, usize, usiz
         done += n;
         Some(chunk)
     })
+}
+
+/// The first byte where programming `new` over `cells` would move a bit back toward the erased
+/// value: where the new bit is erased and the stored one is not. One OR-fold over 8-byte words
+/// keeps the common case branch-free; only a failure looks for the byte.
+fn first_toward_erased(cells: &[u8], new: &[u8], erased: u8) -> Option<usize> {
+    let toward_erased = |old: u8, new: u8| !(new ^ erased) & (old ^ erased);
+    let word = u64::from_ne_bytes([erased; 8]);
+    let (old_words, new_words) = (cells.chunks_exact(8), new.chunks_exact(8));
+    let tail = old_words.remainder().iter().zip(new_words.remainder());
+    let load = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+    let words = old_words.zip(new_words).fold(0, |acc, (o, n)| acc | (!(load(n) ^ word) & (load(o) ^ word)));
+    let bytes = tail.fold(0, |acc, (&o, &n)| acc | toward_erased(o, n));
+    if words == 0 && bytes == 0 {
+        return None;
+    }
+    cells.iter().zip(new).position(|(&o, &n)| toward_erased(o, n) != 0)
 }
 
 fn overlaps(range: &Range<u32>, offset: u32, len: usize) -> bool {

@@ -8,6 +8,7 @@
 //! byte for byte: [`Outcome::trace_hash`] is compared across runs by the determinism check.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ota_bundle::Bundle;
 use ota_core::layout::Slot;
@@ -253,7 +254,9 @@ fn check(world: &mut World) -> Result<(), String> {
         relied_on.extend(state.revert);
     }
     for s in relied_on {
-        if !ota_core::boot::verify(device.flash(), &layout, &state, s, &mut buf).map_err(|e| e.to_string())? {
+        if !ota_core::boot::verify_with_known_digests(device.flash(), &layout, &state, s, &mut buf)
+            .map_err(|e| e.to_string())?
+        {
             return Err(format!("{s} is relied on by the boot state but does not verify: {state:?}"));
         }
     }
@@ -295,29 +298,73 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// A batch of schedules: `count` seeds from `first_seed`.
+/// A batch of schedules: `count` seeds from `first_seed`. Everything in it is in seed order,
+/// whatever order the threads ran the seeds in.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub first_seed: u64,
     pub count: u64,
     pub steps: usize,
     pub failures: Vec<ScheduleFailure>,
+    /// Each schedule that held, with its trace hash.
+    pub trace_hashes: Vec<(u64, u64)>,
     /// The outcome, when the batch was one schedule that held: its trace is worth showing.
     pub single: Option<Outcome>,
     pub seconds: f64,
 }
 
-/// Runs `count` schedules of `steps` steps, seeds `first_seed..first_seed + count`.
+/// Runs `count` schedules of `steps` steps, seeds `first_seed..first_seed + count`, on every
+/// thread the machine has.
 pub fn run_many(first_seed: u64, count: u64, steps: usize) -> Batch {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_many_on(first_seed, count, steps, threads)
+}
+
+/// [`run_many`] on `threads` threads. Each seed is run whole by one thread, so the per-seed
+/// results do not depend on the thread count.
+pub fn run_many_on(first_seed: u64, count: u64, steps: usize, threads: usize) -> Batch {
     let started = std::time::Instant::now();
-    let mut batch = Batch { first_seed, count, steps, failures: Vec::new(), single: None, seconds: 0.0 };
-    for seed in first_seed..first_seed + count {
-        match run(seed, steps) {
-            Ok(outcome) if count == 1 => batch.single = Some(outcome),
-            Ok(_) => {}
+    let next = AtomicU64::new(first_seed);
+    let end = first_seed + count;
+    let results: Vec<Result<Outcome, ScheduleFailure>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, count.max(1) as usize))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut results = Vec::new();
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed >= end {
+                            break results;
+                        }
+                        results.push(run(seed, steps));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("schedule worker")).collect()
+    });
+    let mut batch = Batch {
+        first_seed,
+        count,
+        steps,
+        failures: Vec::new(),
+        trace_hashes: Vec::new(),
+        single: None,
+        seconds: 0.0,
+    };
+    for result in results {
+        match result {
+            Ok(outcome) => {
+                batch.trace_hashes.push((outcome.seed, outcome.trace_hash));
+                if count == 1 {
+                    batch.single = Some(outcome);
+                }
+            }
             Err(failure) => batch.failures.push(failure),
         }
     }
+    batch.trace_hashes.sort_unstable();
+    batch.failures.sort_by_key(|f| f.seed);
     batch.seconds = started.elapsed().as_secs_f64();
     batch
 }

@@ -19,7 +19,9 @@
 //! A depth-two sweep also cuts the power at every operation of the recovery after each first cut.
 //! Points are spread over threads; each thread restores its own device from one snapshot.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -33,7 +35,7 @@ use ota_core::updater::UpdateOptions;
 use sha2::Digest as _;
 
 use crate::device::{ARCH, Config, Device, DeviceSnapshot, Run};
-use crate::flash::CutWhen;
+use crate::flash::{CutWhen, Matched};
 use crate::image::{self, Behaviour, Image};
 use crate::lfs;
 
@@ -132,7 +134,7 @@ impl Fixture {
 #[derive(Clone, Debug)]
 struct Known {
     version: String,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     sha256: [u8; 32],
 }
 
@@ -143,7 +145,7 @@ impl Known {
 
     fn from_bytes(version: &str, bytes: Vec<u8>) -> Known {
         let sha256 = sha2::Sha256::digest(&bytes).into();
-        Known { version: version.to_string(), bytes, sha256 }
+        Known { version: version.to_string(), bytes: bytes.into(), sha256 }
     }
 }
 
@@ -172,13 +174,28 @@ fn app_of(zip: &[u8]) -> Result<(Image, Vec<u8>, String), String> {
     Ok((image, bytes, manifest.platform.as_str().to_string()))
 }
 
-/// True when the flash holds exactly `bytes` at `offset`, compared a page at a time.
-fn holds(device: &mut Device, offset: u32, bytes: &[u8]) -> bool {
-    let mut page = [0u8; 4096];
-    bytes.chunks(page.len()).enumerate().all(|(i, expected)| {
-        let got = &mut page[..expected.len()];
-        device.flash().peek(offset + (i * 4096) as u32, got);
-        got == expected
+/// True when the flash holds exactly `known`'s image at `offset`. Each thread remembers, per
+/// image and place, the pages found equal ([`Matched`]), so the pages a point left as they were
+/// in the start snapshot are not compared again.
+fn holds(device: &mut Device, offset: u32, known: &Known) -> bool {
+    /// Images × places a thread remembers: the two images in the two slots.
+    const REMEMBERED: usize = 4;
+    thread_local! {
+        static MATCHED: RefCell<Vec<Matched>> = const { RefCell::new(Vec::new()) };
+    }
+    MATCHED.with_borrow_mut(|matched| {
+        let i =
+            match matched.iter().position(|m| m.offset() == offset && Arc::ptr_eq(m.bytes(), &known.bytes)) {
+                Some(i) => i,
+                None => {
+                    if matched.len() == REMEMBERED {
+                        matched.remove(0);
+                    }
+                    matched.push(Matched::new(offset, known.bytes.clone()));
+                    matched.len() - 1
+                }
+            };
+        device.flash().holds(&mut matched[i])
     })
 }
 
@@ -193,9 +210,10 @@ fn verifies(device: &mut Device, fixture: &Fixture, state: &BootState, slot: Slo
         .find(|k| k.sha256 == info.app_sha256 && k.bytes.len() == info.app_len_bytes as usize);
     match known {
         Some(k) if info.app_len_bytes <= layout.app(slot).size_bytes => {
-            Ok(holds(device, layout.app(slot).offset, &k.bytes))
+            Ok(holds(device, layout.app(slot).offset, k))
         }
-        _ => boot::verify(device.flash(), &layout, state, slot, &mut [0u8; 4096]).map_err(|e| e.to_string()),
+        _ => boot::verify_with_known_digests(device.flash(), &layout, state, slot, &mut [0u8; 4096])
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -342,11 +360,37 @@ pub struct Summary {
     pub script_ops: u64,
     pub points: u64,
     pub failures: Vec<Failure>,
+    /// Every point's result, when the sweep recorded them ([`sweep_recording_points`]).
+    pub results: Vec<PointResult>,
     pub seconds: f64,
 }
 
 /// The sweep of one script: depth 1 or 2, on `threads` threads.
 pub fn sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
+    run_sweep(fixture, script, depth, threads, Record::FailuresOnly)
+}
+
+/// Like [`sweep`], and keeps every point's [`PointResult`] in [`Summary::results`], sorted by
+/// point: what `--dump` writes, to compare two builds point by point.
+pub fn sweep_recording_points(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
+    run_sweep(fixture, script, depth, threads, Record::EveryPoint)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Record {
+    FailuresOnly,
+    EveryPoint,
+}
+
+/// What a worker gathers.
+#[derive(Default)]
+struct Gathered {
+    points: u64,
+    failures: Vec<Failure>,
+    results: Vec<PointResult>,
+}
+
+fn run_sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize, record: Record) -> Summary {
     let started = Instant::now();
     let base = prepare(fixture);
     let start = base.snapshot();
@@ -354,34 +398,61 @@ pub fn sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Su
     let first: Vec<Point> =
         (0..script_ops).flat_map(|op| CUTS.map(|when| Point { op, when, second: None })).collect();
     let next = AtomicUsize::new(0);
-    let results: Vec<(u64, Vec<Failure>)> = std::thread::scope(|scope| {
+    let results: Vec<Gathered> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 scope.spawn(|| {
                     let mut device = Device::new(fixture.config.clone());
-                    let mut points = 0;
-                    let mut failures = Vec::new();
+                    let mut gathered = Gathered::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(point) = first.get(i) else { break };
-                        let (n, mut f) = run_point(&mut device, fixture, script, &start, *point, depth);
-                        points += n;
-                        failures.append(&mut f);
+                        let run = PointRun { fixture, script, start: &start, depth, record };
+                        run.run(&mut device, *point, &mut gathered);
                     }
-                    (points, failures)
+                    gathered
                 })
             })
             .collect();
         workers.into_iter().map(|w| w.join().expect("sweep worker")).collect()
     });
     let mut summary = Summary { script_ops, ..Summary::default() };
-    for (points, mut failures) in results {
-        summary.points += points;
-        summary.failures.append(&mut failures);
+    for mut gathered in results {
+        summary.points += gathered.points;
+        summary.failures.append(&mut gathered.failures);
+        summary.results.append(&mut gathered.results);
     }
-    summary.failures.sort_by_key(|f| (f.point.op, f.point.when as u8, f.point.second.map(|s| s.0)));
+    summary.failures.sort_by_key(|f| point_order(f.point));
+    summary.results.sort_by_key(|r| point_order(r.point));
     summary.seconds = started.elapsed().as_secs_f64();
     summary
+}
+
+fn point_order(point: Point) -> (u64, u8, Option<(u64, u8)>) {
+    (point.op, point.when as u8, point.second.map(|(op, when)| (op, when as u8)))
+}
+
+/// One point's result: whether every invariant held, and hashes of its trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointResult {
+    pub point: Point,
+    pub outcome: Result<(), String>,
+    /// The whole trace, as a failure at this point prints it.
+    pub trace_hash: u64,
+    /// The events the point's own run noted, from the restore of the start to the end of its
+    /// recovery: comparable across builds whatever the trace held before.
+    pub point_trace_hash: u64,
+}
+
+impl PointResult {
+    /// One line of a dump: point, outcome and trace hash.
+    pub fn dump_line(&self) -> String {
+        let outcome = match &self.outcome {
+            Ok(()) => "ok".to_string(),
+            Err(what) => format!("FAILED {what}"),
+        };
+        format!("{} {:016x} {outcome}", self.point, self.point_trace_hash)
+    }
 }
 
 /// Mutating operations of a clean run of the script.
@@ -402,53 +473,85 @@ fn device_expect(device: &mut Device) -> Result<Slot, String> {
     state_now(device).map(|state| expected_version(&state, |slot| behaviour_in(device, slot)))
 }
 
-/// Runs one first-cut point and, at depth two, every second cut of its recovery. Returns the
-/// number of points run and the failures.
-fn run_point(
-    device: &mut Device,
-    fixture: &Fixture,
+/// What every point of a sweep shares.
+struct PointRun<'a> {
+    fixture: &'a Fixture,
     script: Script,
-    start: &DeviceSnapshot,
-    point: Point,
+    start: &'a DeviceSnapshot,
     depth: u8,
-) -> (u64, Vec<Failure>) {
-    device.restore(start);
-    let base = device.flash_ops();
-    device.power_cut_at_op(base + point.op, point.when);
-    run_script(device, fixture, script);
-    device.power_cut();
-    let mut failures = Vec::new();
-    let cut = device.snapshot();
-    let expect = at_cut(device, fixture);
-    let recovery_start = device.flash_ops();
-    device.power_on();
-    device.advance_ms(SETTLE_MS);
-    let recovery_ops = device.flash_ops() - recovery_start;
-    if let Err(what) = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot))) {
-        failures.push(failure(device, point, what));
-    }
-    if depth < 2 {
-        return (1, failures);
-    }
-    let mut points = 1;
-    for op in 0..recovery_ops {
-        for when in CUTS {
-            points += 1;
-            let second = Point { second: Some((op, when)), ..point };
-            device.restore(&cut);
-            device.power_cut_at_op(recovery_start + op, when);
-            device.power_on();
-            device.advance_ms(SETTLE_MS);
-            device.power_cut();
-            let expect = at_cut(device, fixture);
-            device.power_on();
-            device.advance_ms(SETTLE_MS);
-            if let Err(what) = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot))) {
-                failures.push(failure(device, second, what));
+    record: Record,
+}
+
+impl PointRun<'_> {
+    /// Runs one first-cut point and, at depth two, every second cut of its recovery.
+    fn run(&self, device: &mut Device, point: Point, gathered: &mut Gathered) {
+        let fixture = self.fixture;
+        device.restore(self.start);
+        let own_from = device.trace().len();
+        let base = device.flash_ops();
+        device.power_cut_at_op(base + point.op, point.when);
+        run_script(device, fixture, self.script);
+        device.power_cut();
+        let cut = device.snapshot();
+        let expect = at_cut(device, fixture);
+        let recovery_start = device.flash_ops();
+        device.power_on();
+        device.advance_ms(SETTLE_MS);
+        let recovery_ops = device.flash_ops() - recovery_start;
+        let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
+        self.gather(device, point, own_from, outcome, gathered);
+        if self.depth < 2 {
+            return;
+        }
+        for op in 0..recovery_ops {
+            for when in CUTS {
+                let second = Point { second: Some((op, when)), ..point };
+                device.restore(&cut);
+                device.power_cut_at_op(recovery_start + op, when);
+                device.power_on();
+                device.advance_ms(SETTLE_MS);
+                device.power_cut();
+                let expect = at_cut(device, fixture);
+                device.power_on();
+                device.advance_ms(SETTLE_MS);
+                let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
+                self.gather(device, second, own_from, outcome, gathered);
             }
         }
     }
-    (points, failures)
+
+    fn gather(
+        &self,
+        device: &Device,
+        point: Point,
+        own_from: usize,
+        outcome: Result<(), String>,
+        gathered: &mut Gathered,
+    ) {
+        gathered.points += 1;
+        if self.record == Record::EveryPoint {
+            let lines = trace_lines(device.trace());
+            let trace_hash = hash_lines(&lines);
+            let point_trace_hash = hash_lines(&lines[own_from..]);
+            gathered.results.push(PointResult {
+                point,
+                outcome: outcome.clone(),
+                trace_hash,
+                point_trace_hash,
+            });
+        }
+        if let Err(what) = outcome {
+            gathered.failures.push(failure(device, point, what));
+        }
+    }
+}
+
+fn hash_lines(lines: &[String]) -> u64 {
+    crate::schedule::fnv1a(lines.iter().flat_map(|l| l.bytes().chain([b'\n'])))
+}
+
+fn trace_lines(trace: &[(u64, crate::device::Event)]) -> Vec<String> {
+    trace.iter().map(|(ms, e)| format!("[{ms:>9} ms] {e}")).collect()
 }
 
 /// Runs one point from scratch and returns whether every invariant held, with the device's
@@ -477,8 +580,7 @@ pub fn replay(fixture: &Fixture, script: Script, point: Point) -> (Result<(), St
 }
 
 fn failure(device: &Device, point: Point, what: String) -> Failure {
-    let trace = device.trace().iter().map(|(ms, e)| format!("[{ms:>9} ms] {e}")).collect();
-    Failure { point, what, trace }
+    Failure { point, what, trace: trace_lines(device.trace()) }
 }
 
 /// With the power off after a cut: the invariants that hold at the cut, and the slot recovery
@@ -552,7 +654,7 @@ fn check_recovered(
         format!("{slot} runs an image that is neither bundle's (version {:?})", version.unwrap_or_default())
     })?;
     let offset = device.layout().app(slot).offset;
-    if !holds(device, offset, &known.bytes) {
+    if !holds(device, offset, known) {
         return Err(format!("{slot} runs {} but its bytes are not exactly that image", known.version));
     }
     match device.read_user_file(USER_FILE) {

@@ -1,8 +1,9 @@
 //! The strict NOR model: its rules, counters, faults and snapshots.
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use ota_core::flash::RegionDigests;
 use ota_sim::flash::{
-    Counters, CutWhen, Geometry, Op, PowerCut, SimError, SimFlash, Violation, ViolationKind,
+    Counters, CutWhen, Geometry, Matched, Op, PowerCut, SimError, SimFlash, Violation, ViolationKind,
 };
 use ota_sim::rng::Rng;
 use proptest::prelude::*;
@@ -704,6 +705,92 @@ proptest! {
         prop_assert_eq!(&after[to as usize..], &old[to as usize..]);
         for i in from as usize..to as usize {
             prop_assert_eq!(!(old[i] ^ erased) & (after[i] ^ erased), 0, "byte 0x{:x}", i);
+        }
+    }
+}
+
+// ---- Digests by page identity and compares that skip matched pages ----
+
+fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// A cached digest once let the boot loader verify the revert slot after the power had gone
+/// (a cut while writing the trial's state): the boot then went on as `TrialSkipped` where the
+/// read it replaces would have failed. Without power a flash knows no digest.
+#[test]
+fn a_flash_without_power_knows_no_digest() {
+    let mut flash = uniform(1);
+    flash.load(0, &pattern(8 * KIB as usize, 3));
+    let digest = ota_core::flash::sha256_region_known(&mut flash, 0, 8 * KIB, &mut [0; 512]).unwrap();
+    assert_eq!(flash.known_sha256(0, 8 * KIB), Some(digest), "remembered while the pages stay");
+    flash.power_cut();
+    assert_eq!(flash.known_sha256(0, 8 * KIB), None);
+    assert!(ota_core::flash::sha256_region_known(&mut flash, 0, 8 * KIB, &mut [0; 512]).is_err());
+}
+
+#[derive(Clone, Debug)]
+enum Change {
+    Load { offset: u32, len: u32, salt: u8 },
+    Erase { sector: u32 },
+    Flip { offset: u32, bit: u8 },
+    Snapshot,
+    Restore { which: usize },
+    Digest { region: usize },
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (0..64 * KIB, 1..9000u32, any::<u8>()).prop_map(|(offset, len, salt)| Change::Load {
+            offset: offset.min(64 * KIB - 1),
+            len: len.min(64 * KIB - offset.min(64 * KIB - 1)),
+            salt
+        }),
+        (0..16u32).prop_map(|sector| Change::Erase { sector }),
+        (0..64 * KIB, 0..8u8).prop_map(|(offset, bit)| Change::Flip { offset, bit }),
+        Just(Change::Snapshot),
+        any::<usize>().prop_map(|which| Change::Restore { which }),
+        any::<usize>().prop_map(|region| Change::Digest { region }),
+    ]
+}
+
+/// Regions asked for again and again, so that the cache answers: page-aligned or not.
+const REGIONS: [(u32, u32); 4] =
+    [(0, 16 * KIB), (8 * KIB, 20 * KIB + 100), (4 * KIB + 3, 9), (60 * KIB, 4 * KIB)];
+
+proptest! {
+    // Invariant: whatever the history of loads, erases, bit flips, snapshots and restores, the
+    // digest a flash gives from its cache equals the SHA-256 of the region's bytes, and a compare
+    // that skips pages matched before says what a plain compare says.
+    #[test]
+    fn a_cached_digest_and_a_skipping_compare_equal_the_plain_ones(
+        changes in prop::collection::vec(change(), 1..60),
+    ) {
+        let mut flash = uniform(1);
+        let mut snapshots = vec![flash.snapshot()];
+        let expected: std::sync::Arc<[u8]> = pattern(16 * KIB as usize, 7).into();
+        let mut matched = Matched::new(0, expected.clone());
+        for change in changes {
+            match change {
+                Change::Load { offset, len, salt } => {
+                    // Half the loads write the expected bytes, so that the compare can hold.
+                    let bytes = if salt % 2 == 0 { expected[..].to_vec() } else { pattern(len as usize, salt) };
+                    let offset = if salt % 2 == 0 { 0 } else { offset };
+                    flash.load(offset, &bytes);
+                }
+                Change::Erase { sector } => flash.erase(sector * 4 * KIB, (sector + 1) * 4 * KIB).unwrap(),
+                Change::Flip { offset, bit } => flash.flip_bit(offset, bit),
+                Change::Snapshot => snapshots.push(flash.snapshot()),
+                Change::Restore { which } => flash.restore(&snapshots[which % snapshots.len()]),
+                Change::Digest { region } => {
+                    let (offset, len) = REGIONS[region % REGIONS.len()];
+                    let got = ota_core::flash::sha256_region_known(&mut flash, offset, len, &mut [0; 1000]).unwrap();
+                    prop_assert_eq!(got, sha256_of(&flash.contents(offset..offset + len)));
+                }
+            }
+            let plain = flash.contents(0..16 * KIB)[..] == expected[..];
+            prop_assert_eq!(flash.holds(&mut matched), plain);
         }
     }
 }

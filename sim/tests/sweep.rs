@@ -77,6 +77,38 @@ fn the_scripts_cover_every_path_that_writes_flash() {
     }
 }
 
+/// Restoring a snapshot used to only shorten the trace, so a worker kept the events of the point it
+/// ran before (or lacked the provisioning a fresh device never noted), and a failure printed by a
+/// two-thread sweep could show another point's events. Every point's whole trace must be the same
+/// on any number of threads.
+#[test]
+fn traces_of_a_two_thread_sweep_hold_no_events_of_another_point() {
+    for (script, depth) in [(Script::Update, 1), (Script::Rollback, 1), (Script::Snapshot, 2)] {
+        let fixture = Fixture::for_script(script, APP_BYTES, 3);
+        let one = sweep::sweep_recording_points(&fixture, script, depth, 1);
+        let two = sweep::sweep_recording_points(&fixture, script, depth, 2);
+        assert_eq!(one.results.len() as u64, one.points);
+        assert_eq!(
+            one.results,
+            two.results,
+            "{}: per-point results differ between 1 and 2 threads",
+            script.name()
+        );
+    }
+}
+
+/// A batch spread over threads gives each seed the result the sequential batch gives it.
+#[test]
+fn a_parallel_batch_of_schedules_gives_every_seed_its_sequential_result() {
+    let one = schedule::run_many_on(40, 12, 15, 1);
+    let two = schedule::run_many_on(40, 12, 15, 2);
+    assert_eq!(one.trace_hashes.len() + one.failures.len(), 12);
+    assert_eq!(one.trace_hashes, two.trace_hashes);
+    let failures =
+        |b: &schedule::Batch| b.failures.iter().map(|f| (f.seed, f.step, f.what.clone())).collect::<Vec<_>>();
+    assert_eq!(failures(&one), failures(&two));
+}
+
 #[test]
 fn a_seed_replays_to_the_same_trace() {
     let first =

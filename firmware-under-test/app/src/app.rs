@@ -33,6 +33,7 @@ use core::cell::RefCell;
 use embedded_storage::nor_flash::NorFlash;
 use ota_core::boot::{self, BootOutcome};
 use ota_core::control::{self, BootStatePatch, ControlError, SnapshotOptions, TimerVerdict};
+use ota_core::flash::RegionDigests;
 use ota_core::layout::{Layout, Slot};
 use ota_core::manifest::Platform;
 use ota_core::merge;
@@ -52,8 +53,10 @@ pub const REBOOT_DELAY_MS: u64 = 100;
 pub const DELAY_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// What the application asks of a port's flash beyond [`NorFlash`]: hooks for a simulator or
-/// a test rig. A real flash takes the defaults (`impl Flash for MyFlash {}`).
-pub trait Flash: NorFlash {
+/// a test rig, and [`RegionDigests`] (image digests the flash may already know; each answer equals
+/// hashing the bytes). A real flash takes the defaults (`impl Flash for MyFlash {}` and
+/// `impl RegionDigests for MyFlash {}`).
+pub trait Flash: NorFlash + RegionDigests {
     /// Mutating flash operations so far, to stamp each event with (0 when not counted).
     fn ops_done(&self) -> u64 {
         0
@@ -283,7 +286,8 @@ pub fn start<F: Flash>(
     let mut out = Events { out: events, ms: now_ms };
     let mut buf = vec![0u8; settings.work_buffer_bytes.max(1)];
     out.push(&mut flash, Event::Phase { phase: Phase::Boot });
-    let (slot, state, reason, first_boot, merge_from) = match boot::boot(&mut flash, &layout, &mut buf) {
+    let decision = boot::boot_with_known_digests(&mut flash, &layout, &mut buf);
+    let (slot, state, reason, first_boot, merge_from) = match decision {
         Err(e) => {
             let why = format!("the boot loader could not read the flash: {e}");
             out.push(&mut flash, Event::Bricked { why: why.clone() });
