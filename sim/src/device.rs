@@ -474,6 +474,7 @@ impl Device {
         if self.lost_power() {
             return;
         }
+        // The simulator has no network: a poll that falls due finds nothing to pull.
         if let Tick::Reboot { .. } = tick {
             self.reset();
         }

@@ -203,6 +203,8 @@ pub enum Tick {
     Reboot {
         why: String,
     },
+    /// Polling is due (§6.2): the port runs this pull over its network.
+    Pull(crate::service::PullRequest),
 }
 
 /// The running application. It owns the flash while it runs; [`App::into_flash`] gives it back
@@ -225,6 +227,8 @@ pub struct App<F> {
     message: String,
     progress_percent: u32,
     reboot_at_ms: Option<u64>,
+    /// Device time of the last poll, for `update.interval`.
+    last_poll_ms: u64,
     events: Vec<Stamped>,
     /// Every event since the firmware started, for `Sys.Events`.
     journal: Journal,
@@ -249,6 +253,7 @@ pub struct Resume {
     message: String,
     progress_percent: u32,
     reboot_at_ms: Option<u64>,
+    last_poll_ms: u64,
 }
 
 /// Where [`start`] puts its events, stamped with the time it ran at.
@@ -358,6 +363,7 @@ pub fn start<F: Flash>(
         message: String::new(),
         progress_percent: 0,
         reboot_at_ms: None,
+        last_poll_ms: now_ms,
         events: Vec::new(),
         journal: Journal::default(),
         config: None,
@@ -424,6 +430,7 @@ impl<F: Flash> App<F> {
             message: self.message.clone(),
             progress_percent: self.progress_percent,
             reboot_at_ms: self.reboot_at_ms,
+            last_poll_ms: self.last_poll_ms,
         })
     }
 
@@ -443,6 +450,7 @@ impl<F: Flash> App<F> {
             message,
             progress_percent,
             reboot_at_ms,
+            last_poll_ms,
         } = point;
         App {
             flash,
@@ -460,6 +468,7 @@ impl<F: Flash> App<F> {
             message,
             progress_percent,
             reboot_at_ms,
+            last_poll_ms,
             events: Vec::new(),
             journal: Journal::default(),
             config: None,
@@ -893,6 +902,9 @@ impl<F: Flash> App<F> {
         {
             self.abort_session("Update timed out", now_ms);
         }
+        if let Some(pull) = self.poll(now_ms) {
+            return Tick::Pull(pull);
+        }
         let Ok(state) = self.stored_boot_state() else { return Tick::Nothing };
         if !on_trial(self.slot, &state) {
             return Tick::Nothing;
@@ -925,6 +937,33 @@ impl<F: Flash> App<F> {
         }
     }
 
+    /// When polling is next due: `update.url` and `update.interval` set (§6.2).
+    fn poll_due_ms(&mut self) -> Option<u64> {
+        let config = self.config();
+        let interval_ms = config.update_interval_s.saturating_mul(1000);
+        (config.update_url.is_some() && interval_ms > 0)
+            .then(|| self.last_poll_ms.saturating_add(interval_ms))
+    }
+
+    /// Polling: a pull every interval, with `ignore_same_version`, skipped while an update runs
+    /// or the running image is uncommitted.
+    fn poll(&mut self, now_ms: u64) -> Option<crate::service::PullRequest> {
+        let due_ms = self.poll_due_ms()?;
+        if now_ms < due_ms {
+            return None;
+        }
+        self.last_poll_ms = now_ms;
+        if self.session.is_some() || !self.is_committed() {
+            return None;
+        }
+        let config = self.config();
+        Some(crate::service::PullRequest {
+            url: config.update_url?,
+            commit_timeout_s: config.update_commit_timeout_s,
+            ignore_same_version: true,
+        })
+    }
+
     /// When a firmware with the simulator's header commits by itself.
     fn own_commit_ms(&self) -> Option<u64> {
         match self.behaviour {
@@ -945,6 +984,7 @@ impl<F: Flash> App<F> {
         // The firmware's own commit and the deadline only matter on a trial.
         let own = trial.and(self.own_commit_ms());
         let deadline = trial.and_then(|state| self.running.due_ms(&state));
-        [self.reboot_at_ms, session, own, deadline].into_iter().flatten().min()
+        let poll = self.poll_due_ms();
+        [self.reboot_at_ms, session, own, deadline, poll].into_iter().flatten().min()
     }
 }

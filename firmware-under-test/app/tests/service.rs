@@ -455,3 +455,26 @@ fn sys_events_returns_the_typed_events_since_a_number() {
     );
     assert_eq!(later["dropped"], 0);
 }
+
+/// Polling (§6.2) is the application's: with `update.url` and `update.interval` in conf9.json,
+/// `tick` asks the port for a pull every interval, with `ignore_same_version`.
+#[test]
+fn polling_from_conf9_is_due_every_interval_and_asks_the_port_to_pull() {
+    let mut mem = vec![0u8; FLASH_BYTES];
+    let mut app = device(&mut mem);
+    let conf = br#"{"update": {"url": "http://127.0.0.1:9/fw.zip", "interval": 60, "commit_timeout": 30}}"#;
+    call(&mut app, "FS.Put", json!({"filename": "conf9.json", "data": b64(conf)}), 0).unwrap();
+    assert_eq!(app.next_due_ms(), Some(60_000));
+    assert_eq!(app.tick(59_999), Tick::Nothing);
+    let pull = PullRequest {
+        url: "http://127.0.0.1:9/fw.zip".into(),
+        commit_timeout_s: 30,
+        ignore_same_version: true,
+    };
+    assert_eq!(app.tick(60_000), Tick::Pull(pull.clone()));
+    assert_eq!(app.next_due_ms(), Some(120_000));
+    call(&mut app, "OTA.Begin", json!({}), 60_001).unwrap();
+    assert_eq!(app.tick(120_000), Tick::Nothing, "no poll while an update runs");
+    assert!(call(&mut app, "OTA.End", Value::Null, 120_001).is_err(), "an empty update ends refused");
+    assert_eq!(app.tick(180_000), Tick::Pull(pull), "polling goes on once the session ended");
+}

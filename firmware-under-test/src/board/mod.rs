@@ -289,8 +289,6 @@ pub struct Device {
     settings: Settings,
     pub clock: Clock,
     pub console: Console,
-    /// Device time of the last poll, for `update.interval`.
-    last_poll_ms: u64,
 }
 
 pub type SharedDevice = Arc<Mutex<Device>>;
@@ -304,7 +302,7 @@ impl Device {
         clock: Clock,
         console: Console,
     ) -> Device {
-        let mut device = Device { life: None, layout, settings, clock, console, last_poll_ms: 0 };
+        let mut device = Device { life: None, layout, settings, clock, console };
         device.boot(flash);
         device
     }
@@ -397,32 +395,14 @@ impl Device {
             }
             _ => Tick::Nothing,
         };
-        if let Tick::Reboot { why } = tick {
-            self.reboot(&why);
-            return None;
+        match tick {
+            Tick::Reboot { why } => {
+                self.reboot(&why);
+                None
+            }
+            Tick::Pull(request) => Some(request),
+            Tick::Nothing => None,
         }
-        self.poll_due(now)
-    }
-
-    /// Polling (§6.2): with `update.url` and `update.interval` set, a pull every interval, with
-    /// `ignore_same_version`, skipped while an update runs or the image is uncommitted.
-    fn poll_due(&mut self, now: u64) -> Option<crate::service::PullRequest> {
-        let Some(Life::Running(app)) = self.life.as_mut() else { return None };
-        let config = app.config();
-        let url = config.update_url.clone()?;
-        let interval_ms = config.update_interval_s.saturating_mul(1000);
-        if interval_ms == 0 || now < self.last_poll_ms.saturating_add(interval_ms) {
-            return None;
-        }
-        self.last_poll_ms = now;
-        if app.update_source().is_some() || !app.is_committed() {
-            return None;
-        }
-        Some(crate::service::PullRequest {
-            url,
-            commit_timeout_s: config.update_commit_timeout_s,
-            ignore_same_version: true,
-        })
     }
 
     /// `Board.CutAtPhase`: the first flash operation after the application marks `phase` dies
