@@ -31,8 +31,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `target/debug/virtual-board`, built now; `None` (and a printed line) when there is none.
-fn virtual_board() -> Option<PathBuf> {
+/// `target/debug/virtual-board`, built now. A test that cannot find it fails: it never passes by
+/// running nothing.
+fn virtual_board() -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
     let binary = target.join("debug").join("virtual-board");
@@ -44,12 +45,8 @@ fn virtual_board() -> Option<PathBuf> {
     if !matches!(built, Ok(s) if s.success()) {
         eprintln!("virtual_board: `cargo build -p ota-firmware --bin virtual-board` failed ({built:?})");
     }
-    if binary.is_file() {
-        Some(binary)
-    } else {
-        eprintln!("virtual_board: SKIPPED, no {} to run", binary.display());
-        None
-    }
+    assert!(binary.is_file(), "no {} to run: build it with `cargo build -p ota-firmware`", binary.display());
+    binary
 }
 
 fn hil(args: &[&str], dir: &Path) -> Output {
@@ -110,7 +107,7 @@ fn run_scenarios_on(board: &Path, dir: &Path, paths: &[&str]) -> (Output, Value)
 #[test]
 fn every_scenario_passes_or_is_skipped_for_a_capability() {
     let _one = one_at_a_time();
-    let Some(_) = virtual_board() else { return };
+    virtual_board();
     for time_scale in [1, 100] {
         let dir = TempDir::new(&format!("scenarios-{time_scale}"));
         let board = dir.0.join("virtual.toml");
@@ -146,7 +143,7 @@ fn every_scenario_on(board: &Path, dir: &Path) {
 #[test]
 fn a_cut_mid_upload_over_any_transport_leaves_the_old_image() {
     let _one = one_at_a_time();
-    let Some(_) = virtual_board() else { return };
+    virtual_board();
     let dir = TempDir::new("cuts");
     let mut scenario = String::from(
         "name = \"cuts mid-upload\"\n\
@@ -241,7 +238,7 @@ fn json_of(output: &Output) -> Value {
 #[test]
 fn hil_call_and_hil_ota_over_the_pty_and_http() {
     let _one = one_at_a_time();
-    let Some(binary) = virtual_board() else { return };
+    let binary = virtual_board();
     let dir = TempDir::new("call-ota");
     let d = &dir.0;
     std::fs::write(d.join("v1.zip"), bundle("1.0.0", Behaviour::Healthy, 64 * 1024)).unwrap();
@@ -328,7 +325,7 @@ fn hil_call_without_a_device_says_what_to_check() {
 #[test]
 fn a_step_timeout_ends_the_wait_and_names_it() {
     let _one = one_at_a_time();
-    let Some(_) = virtual_board() else { return };
+    virtual_board();
     let dir = TempDir::new("step-timeout");
     let scenario = "name = \"too little time\"\n\
          [[step]]\nprovision = { version = \"1.0.0\" }\n\
