@@ -211,24 +211,9 @@ pub enum Tick {
 /// for a reboot.
 pub struct App<F> {
     flash: F,
-    layout: Layout,
-    settings: Settings,
-    slot: Slot,
-    boot_ms: u64,
-    /// The running slot and when its commit timer was armed, for every boot-state call.
-    running: control::Running,
-    behaviour: Behaviour,
-    version: String,
-    /// The image carries the simulator's header.
-    simulated: bool,
+    /// Everything else a resumed application needs ([`Resume`]).
+    ram: Resume,
     session: Option<Session>,
-    sessions_opened: u64,
-    state: OtaState,
-    message: String,
-    progress_percent: u32,
-    reboot_at_ms: Option<u64>,
-    /// Device time of the last poll, for `update.interval`.
-    last_poll_ms: u64,
     events: Vec<Stamped>,
     /// Every event since the firmware started, for `Sys.Events`.
     journal: Journal,
@@ -244,15 +229,18 @@ pub struct Resume {
     settings: Settings,
     slot: Slot,
     boot_ms: u64,
+    /// The running slot and when its commit timer was armed, for every boot-state call.
     running: control::Running,
     behaviour: Behaviour,
     version: String,
+    /// The image carries the simulator's header.
     simulated: bool,
     sessions_opened: u64,
     state: OtaState,
     message: String,
     progress_percent: u32,
     reboot_at_ms: Option<u64>,
+    /// Device time of the last poll, for `update.interval`.
     last_poll_ms: u64,
 }
 
@@ -347,8 +335,7 @@ pub fn start<F: Flash>(
     let version =
         if manifest_version.is_empty() { header_version.unwrap_or_default() } else { manifest_version };
     out.push(&mut flash, Event::Running { slot: slot.index() as u8, version: version.clone() });
-    let mut app = App {
-        flash,
+    let ram = Resume {
         layout,
         settings,
         slot,
@@ -357,17 +344,15 @@ pub fn start<F: Flash>(
         behaviour,
         version,
         simulated,
-        session: None,
         sessions_opened: 0,
         state: OtaState::Idle,
         message: String::new(),
         progress_percent: 0,
         reboot_at_ms: None,
         last_poll_ms: now_ms,
-        events: Vec::new(),
-        journal: Journal::default(),
-        config: None,
     };
+    let mut app =
+        App { flash, ram, session: None, events: Vec::new(), journal: Journal::default(), config: None };
     for stamped in out.out.iter() {
         app.journal.push(stamped.clone());
     }
@@ -413,62 +398,15 @@ impl<F: Flash> App<F> {
     /// The RAM state to resume from, when no update session is open (a session holds the
     /// updater's state, which is not saved).
     pub fn resume_point(&self) -> Option<Resume> {
-        if self.session.is_some() {
-            return None;
-        }
-        Some(Resume {
-            layout: self.layout,
-            settings: self.settings.clone(),
-            slot: self.slot,
-            boot_ms: self.boot_ms,
-            running: self.running,
-            behaviour: self.behaviour,
-            version: self.version.clone(),
-            simulated: self.simulated,
-            sessions_opened: self.sessions_opened,
-            state: self.state,
-            message: self.message.clone(),
-            progress_percent: self.progress_percent,
-            reboot_at_ms: self.reboot_at_ms,
-            last_poll_ms: self.last_poll_ms,
-        })
+        self.session.is_none().then(|| self.ram.clone())
     }
 
     /// The application saved at `point`, on `flash` restored to the same moment.
     pub fn resume(flash: F, point: Resume) -> App<F> {
-        let Resume {
-            layout,
-            settings,
-            slot,
-            boot_ms,
-            running,
-            behaviour,
-            version,
-            simulated,
-            sessions_opened,
-            state,
-            message,
-            progress_percent,
-            reboot_at_ms,
-            last_poll_ms,
-        } = point;
         App {
             flash,
-            layout,
-            settings,
-            slot,
-            boot_ms,
-            running,
-            behaviour,
-            version,
-            simulated,
+            ram: point,
             session: None,
-            sessions_opened,
-            state,
-            message,
-            progress_percent,
-            reboot_at_ms,
-            last_poll_ms,
             events: Vec::new(),
             journal: Journal::default(),
             config: None,
@@ -490,23 +428,23 @@ impl<F: Flash> App<F> {
     }
 
     pub fn slot(&self) -> Slot {
-        self.slot
+        self.ram.slot
     }
 
     pub fn boot_ms(&self) -> u64 {
-        self.boot_ms
+        self.ram.boot_ms
     }
 
     pub fn behaviour(&self) -> Behaviour {
-        self.behaviour
+        self.ram.behaviour
     }
 
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.ram.settings
     }
 
     pub fn layout(&self) -> &Layout {
-        &self.layout
+        &self.ram.layout
     }
 
     /// What happened since the last call.
@@ -529,14 +467,14 @@ impl<F: Flash> App<F> {
 
     /// The boot state as stored.
     pub fn stored_boot_state(&mut self) -> Result<BootState, RpcError> {
-        control::read(&mut self.flash, &self.layout).map(|l| l.record.state).map_err(control_error)
+        control::read(&mut self.flash, &self.ram.layout).map(|l| l.record.state).map_err(control_error)
     }
 
     /// The boot state as the device reports it: as the running image sees it
     /// ([`BootState::seen_from`]). After an update was applied, or a trial was skipped, the
     /// record names the other slot, but this one runs, committed.
     pub fn boot_state(&mut self) -> Result<BootState, RpcError> {
-        control::get_boot_state(&mut self.flash, &self.layout, self.slot).map_err(control_error)
+        control::get_boot_state(&mut self.flash, &self.ram.layout, self.ram.slot).map_err(control_error)
     }
 
     /// The running firmware's version and build id: as its bundle's manifest gave them, else as
@@ -544,9 +482,9 @@ impl<F: Flash> App<F> {
     pub fn version(&mut self) -> (String, String) {
         let build_id = self
             .stored_boot_state()
-            .map(|s| s.slot(self.slot).build_id.as_str().to_string())
+            .map(|s| s.slot(self.ram.slot).build_id.as_str().to_string())
             .unwrap_or_default();
-        (self.version.clone(), build_id)
+        (self.ram.version.clone(), build_id)
     }
 
     /// Whether the running image is committed.
@@ -572,23 +510,23 @@ impl<F: Flash> App<F> {
                 format!("Another update is in progress ({:?}); call OTA.End to abort it", session.source),
             ));
         }
-        let timeout_ms = timeout_ms.unwrap_or(self.settings.update_timeout_ms);
+        let timeout_ms = timeout_ms.unwrap_or(self.ram.settings.update_timeout_ms);
         if timeout_ms > DELAY_MAX_MS {
             return Err(RpcError::new(
                 -1,
                 format!("timeout must be at most {} s; no update started", DELAY_MAX_MS / 1000),
             ));
         }
-        let arch = Platform::new(&self.settings.platform)
+        let arch = Platform::new(&self.ram.settings.platform)
             .ok_or_else(|| RpcError::new(-1, "platform name too long"))?;
         let device = updater::Device { arch, app_part: None };
-        let buf = vec![0u8; self.settings.work_buffer_bytes];
-        let updater = match Updater::begin(&mut self.flash, &self.layout, device, options, buf) {
+        let buf = vec![0u8; self.ram.settings.work_buffer_bytes];
+        let updater = match Updater::begin(&mut self.flash, &self.ram.layout, device, options, buf) {
             Ok(updater) => updater,
             Err(e) => return Err(self.failed(now_ms, e)),
         };
-        self.sessions_opened += 1;
-        let id = SessionId(self.sessions_opened);
+        self.ram.sessions_opened += 1;
+        let id = SessionId(self.ram.sessions_opened);
         self.session = Some(Session {
             id,
             updater,
@@ -599,9 +537,9 @@ impl<F: Flash> App<F> {
             timeout_ms,
             reported_tenths: 0,
         });
-        self.state = OtaState::Progress;
-        self.message = "Update started".into();
-        self.progress_percent = 0;
+        self.ram.state = OtaState::Progress;
+        self.ram.message = "Update started".into();
+        self.ram.progress_percent = 0;
         self.emit(now_ms, Event::UpdateStarted { source, commit_timeout_s: options.commit_timeout_s });
         Ok(id)
     }
@@ -648,7 +586,7 @@ impl<F: Flash> App<F> {
                 let report = tenths > session.reported_tenths;
                 session.reported_tenths = session.reported_tenths.max(tenths);
                 let received_bytes = session.received;
-                self.progress_percent = percent;
+                self.ram.progress_percent = percent;
                 if report {
                     self.emit(now_ms, Event::UpdateProgress { received_bytes, percent });
                 }
@@ -708,17 +646,17 @@ impl<F: Flash> App<F> {
         self.emit(now_ms, Event::Phase { phase: Phase::Finalize });
         match session.updater.finish(&mut self.flash) {
             Ok(Outcome::Applied { slot, .. }) => {
-                self.state = OtaState::Success;
-                self.message = Finished::Applied { slot }.message().into();
-                self.progress_percent = 100;
-                self.reboot_at_ms = Some(now_ms.saturating_add(REBOOT_DELAY_MS));
+                self.ram.state = OtaState::Success;
+                self.ram.message = Finished::Applied { slot }.message().into();
+                self.ram.progress_percent = 100;
+                self.ram.reboot_at_ms = Some(now_ms.saturating_add(REBOOT_DELAY_MS));
                 self.emit(now_ms, Event::UpdateApplied { slot: slot.index() as u8 });
                 Ok(Finished::Applied { slot })
             }
             Ok(_) => {
                 // No reboot follows: the device is ready for the next update at once.
-                self.state = OtaState::Idle;
-                self.message = Finished::UpToDate.message().into();
+                self.ram.state = OtaState::Idle;
+                self.ram.message = Finished::UpToDate.message().into();
                 self.emit(now_ms, Event::UpToDate);
                 Ok(Finished::UpToDate)
             }
@@ -747,8 +685,8 @@ impl<F: Flash> App<F> {
     pub fn update_not_modified(&mut self, id: SessionId, now_ms: u64) {
         if self.session_mut(id).is_ok() {
             self.session = None;
-            self.state = OtaState::Idle;
-            self.message = "Not Modified".into();
+            self.ram.state = OtaState::Idle;
+            self.ram.message = "Not Modified".into();
             self.emit(now_ms, Event::UpToDate);
         }
     }
@@ -769,15 +707,15 @@ impl<F: Flash> App<F> {
     fn abort_session(&mut self, why: &str, now_ms: u64) {
         if let Some(session) = self.session.take() {
             let e = session.updater.abort();
-            self.state = OtaState::Error;
-            self.message = format!("{why}: {e}");
-            self.emit(now_ms, Event::UpdateAborted { why: self.message.clone() });
+            self.ram.state = OtaState::Error;
+            self.ram.message = format!("{why}: {e}");
+            self.emit(now_ms, Event::UpdateAborted { why: self.ram.message.clone() });
         }
     }
 
     fn failed(&mut self, now_ms: u64, e: UpdateError) -> RpcError {
-        self.state = OtaState::Error;
-        self.message = e.to_string();
+        self.ram.state = OtaState::Error;
+        self.ram.message = e.to_string();
         self.emit(now_ms, Event::UpdateRefused { why: e.to_string() });
         RpcError::new(-1, e.to_string())
     }
@@ -786,12 +724,12 @@ impl<F: Flash> App<F> {
     pub fn status(&mut self) -> serde_json::Value {
         let state = self.boot_state().ok();
         serde_json::json!({
-            "state": self.state as u8,
-            "msg": self.message,
-            "progress_percent": self.progress_percent,
+            "state": self.ram.state as u8,
+            "msg": self.ram.message,
+            "progress_percent": self.ram.progress_percent,
             "is_committed": state.map(|s| s.committed),
             "commit_timeout": state.map(|s| s.commit_timeout_s),
-            "partition": self.slot.index(),
+            "partition": self.ram.slot.index(),
         })
     }
 
@@ -801,17 +739,17 @@ impl<F: Flash> App<F> {
     /// image has not run, and only an image that ran may be committed.
     pub fn commit(&mut self, now_ms: u64) -> Result<(), RpcError> {
         let stored = self.stored_boot_state()?;
-        if stored.active != self.slot {
+        if stored.active != self.ram.slot {
             return Err(RpcError::new(
                 -1,
                 format!(
                     "the running {} is not the active {} (its image has not run yet); nothing committed",
-                    self.slot, stored.active
+                    self.ram.slot, stored.active
                 ),
             ));
         }
         self.emit(now_ms, Event::Phase { phase: Phase::Commit });
-        control::commit(&mut self.flash, &self.layout, self.slot).map_err(control_error)?;
+        control::commit(&mut self.flash, &self.ram.layout, self.ram.slot).map_err(control_error)?;
         self.emit(now_ms, Event::Committed);
         Ok(())
     }
@@ -819,23 +757,23 @@ impl<F: Flash> App<F> {
     /// Points the state back at the revert slot; the device reboots in [`REBOOT_DELAY_MS`].
     pub fn revert(&mut self, now_ms: u64) -> Result<(), RpcError> {
         self.emit(now_ms, Event::Phase { phase: Phase::Revert });
-        control::revert(&mut self.flash, &self.layout, self.slot).map_err(control_error)?;
+        control::revert(&mut self.flash, &self.ram.layout, self.ram.slot).map_err(control_error)?;
         self.emit(now_ms, Event::Reverted);
-        self.reboot_at_ms = Some(now_ms.saturating_add(REBOOT_DELAY_MS));
+        self.ram.reboot_at_ms = Some(now_ms.saturating_add(REBOOT_DELAY_MS));
         Ok(())
     }
 
     pub fn set_boot_state(&mut self, patch: &BootStatePatch, now_ms: u64) -> Result<(), RpcError> {
-        control::set_boot_state(&mut self.flash, &self.layout, &mut self.running, patch, now_ms)
+        control::set_boot_state(&mut self.flash, &self.ram.layout, &mut self.ram.running, patch, now_ms)
             .map(|_| ())
             .map_err(control_error)
     }
 
     pub fn create_snapshot(&mut self, options: &SnapshotOptions, now_ms: u64) -> Result<Slot, RpcError> {
         self.emit(now_ms, Event::Phase { phase: Phase::Snapshot });
-        let mut buf = vec![0u8; self.settings.work_buffer_bytes];
-        let (flash, layout) = (&mut self.flash, &self.layout);
-        let slot = control::create_snapshot(flash, layout, &mut self.running, options, &mut buf, now_ms)
+        let mut buf = vec![0u8; self.ram.settings.work_buffer_bytes];
+        let (flash, layout) = (&mut self.flash, &self.ram.layout);
+        let slot = control::create_snapshot(flash, layout, &mut self.ram.running, options, &mut buf, now_ms)
             .map_err(control_error)?;
         self.emit(now_ms, Event::Snapshot { slot: slot.index() as u8 });
         Ok(slot)
@@ -849,25 +787,25 @@ impl<F: Flash> App<F> {
                 format!("delay_ms must be at most {DELAY_MAX_MS} (one week); no reboot scheduled"),
             ));
         }
-        self.reboot_at_ms = Some(now_ms.saturating_add(delay_ms));
+        self.ram.reboot_at_ms = Some(now_ms.saturating_add(delay_ms));
         Ok(())
     }
 
     // ---- Files ----
 
     pub fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, RpcError> {
-        ota_lfs::read_file(&mut self.flash, self.layout.fs(self.slot), name)
+        ota_lfs::read_file(&mut self.flash, self.ram.layout.fs(self.ram.slot), name)
             .map_err(|e| RpcError::new(-1, e.to_string()))
     }
 
     pub fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), RpcError> {
         self.config = None;
-        ota_lfs::write_file(&mut self.flash, self.layout.fs(self.slot), name, data)
+        ota_lfs::write_file(&mut self.flash, self.ram.layout.fs(self.ram.slot), name, data)
             .map_err(|e| RpcError::new(-1, e.to_string()))
     }
 
     pub fn list_files(&mut self) -> Result<Vec<(String, usize)>, RpcError> {
-        let files = ota_lfs::list_files(&mut self.flash, self.layout.fs(self.slot))
+        let files = ota_lfs::list_files(&mut self.flash, self.ram.layout.fs(self.ram.slot))
             .map_err(|e| RpcError::new(-1, e.to_string()))?;
         Ok(files.into_iter().map(|(name, data)| (name, data.len())).collect())
     }
@@ -880,7 +818,7 @@ impl<F: Flash> App<F> {
             return config.clone();
         }
         let user = self.read_file(config::USER_FILE).ok().flatten();
-        let config = Config::from_user_file(user.as_deref(), &self.settings);
+        let config = Config::from_user_file(user.as_deref(), &self.ram.settings);
         self.config = Some(config.clone());
         config
     }
@@ -890,7 +828,7 @@ impl<F: Flash> App<F> {
     /// Runs what falls due by `now_ms`: a scheduled reboot, the update timeout, the firmware's
     /// own commit, the commit deadline (a revert and a reboot).
     pub fn tick(&mut self, now_ms: u64) -> Tick {
-        if let Some(at) = self.reboot_at_ms
+        if let Some(at) = self.ram.reboot_at_ms
             && now_ms >= at
         {
             let why = String::from("scheduled reboot");
@@ -906,7 +844,7 @@ impl<F: Flash> App<F> {
             return Tick::Pull(pull);
         }
         let Ok(state) = self.stored_boot_state() else { return Tick::Nothing };
-        if !on_trial(self.slot, &state) {
+        if !on_trial(self.ram.slot, &state) {
             return Tick::Nothing;
         }
         if let Some(own_ms) = self.own_commit_ms()
@@ -915,7 +853,7 @@ impl<F: Flash> App<F> {
             let _ = self.commit(now_ms);
             return Tick::Nothing;
         }
-        match self.running.timer(&state, now_ms) {
+        match self.ram.running.timer(&state, now_ms) {
             TimerVerdict::CommitNow => {
                 let _ = self.commit(now_ms);
                 Tick::Nothing
@@ -923,7 +861,7 @@ impl<F: Flash> App<F> {
             TimerVerdict::Expired => {
                 self.emit(now_ms, Event::TimerExpired);
                 self.emit(now_ms, Event::Phase { phase: Phase::Revert });
-                let why = match control::revert(&mut self.flash, &self.layout, self.slot) {
+                let why = match control::revert(&mut self.flash, &self.ram.layout, self.ram.slot) {
                     Ok(_) => {
                         self.emit(now_ms, Event::Reverted);
                         String::from("commit timer expired; reverted")
@@ -942,7 +880,7 @@ impl<F: Flash> App<F> {
         let config = self.config();
         let interval_ms = config.update_interval_s.saturating_mul(1000);
         (config.update_url.is_some() && interval_ms > 0)
-            .then(|| self.last_poll_ms.saturating_add(interval_ms))
+            .then(|| self.ram.last_poll_ms.saturating_add(interval_ms))
     }
 
     /// Polling: a pull every interval, with `ignore_same_version`, skipped while an update runs
@@ -952,7 +890,7 @@ impl<F: Flash> App<F> {
         if now_ms < due_ms {
             return None;
         }
-        self.last_poll_ms = now_ms;
+        self.ram.last_poll_ms = now_ms;
         if self.session.is_some() || !self.is_committed() {
             return None;
         }
@@ -966,9 +904,9 @@ impl<F: Flash> App<F> {
 
     /// When a firmware with the simulator's header commits by itself.
     fn own_commit_ms(&self) -> Option<u64> {
-        match self.behaviour {
-            Behaviour::CommitsAfter { seconds } if self.simulated => {
-                Some(self.boot_ms.saturating_add(seconds as u64 * 1000))
+        match self.ram.behaviour {
+            Behaviour::CommitsAfter { seconds } if self.ram.simulated => {
+                Some(self.ram.boot_ms.saturating_add(seconds as u64 * 1000))
             }
             _ => None,
         }
@@ -976,15 +914,15 @@ impl<F: Flash> App<F> {
 
     /// When [`App::tick`] next has something to do, so a port can sleep until then.
     pub fn next_due_ms(&mut self) -> Option<u64> {
-        let trial = control::read(&mut self.flash, &self.layout)
+        let trial = control::read(&mut self.flash, &self.ram.layout)
             .ok()
             .map(|l| l.record.state)
-            .filter(|state| on_trial(self.slot, state));
+            .filter(|state| on_trial(self.ram.slot, state));
         let session = self.session.as_ref().map(|s| s.last_progress_ms.saturating_add(s.timeout_ms));
         // The firmware's own commit and the deadline only matter on a trial.
         let own = trial.and(self.own_commit_ms());
-        let deadline = trial.and_then(|state| self.running.due_ms(&state));
+        let deadline = trial.and_then(|state| self.ram.running.due_ms(&state));
         let poll = self.poll_due_ms();
-        [self.reboot_at_ms, session, own, deadline, poll].into_iter().flatten().min()
+        [self.ram.reboot_at_ms, session, own, deadline, poll].into_iter().flatten().min()
     }
 }
