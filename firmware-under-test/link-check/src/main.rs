@@ -22,7 +22,8 @@ use ota_core::layout::Region;
 type Check = fn() -> Result<(), String>;
 
 /// One check per device crate. To add a crate: its dependency line in Cargo.toml, and its line here.
-const CHECKS: &[(&str, Check)] = &[("ota-lfs", lfs_round_trip), ("ota-app", app_start_and_config)];
+const CHECKS: &[(&str, Check)] =
+    &[("ota-lfs", lfs_round_trip), ("ota-app", app_start_and_config), ("ota-proto", proto_frame_round_trip)];
 
 /// Formats a LittleFS on a four-block RAM flash, writes a file and reads it back.
 fn lfs_round_trip() -> Result<(), String> {
@@ -75,6 +76,22 @@ fn app_start_and_config() -> Result<(), String> {
         return Err(format!("conf9.json gave device id {:?}", config.device_id));
     }
     Ok(())
+}
+
+/// Parses an RPC request frame and answers it, through serde_json on the heap.
+fn proto_frame_round_trip() -> Result<(), String> {
+    use ota_proto::rpc::frame;
+    let request = frame::parse_request(br#"{"id": 7, "method": "Sys.GetInfo", "src": "mos"}"#)
+        .map_err(|e| format!("{e}"))?;
+    let result = serde_json::json!({"fw_version": "1.0.0"});
+    let response = frame::Response::ok(&request, "esp32c3", result)
+        .ok_or_else(|| String::from("a request with an id gets a response"))?;
+    let json = response.to_json();
+    if json.contains("\"id\":7") && json.contains("\"fw_version\":\"1.0.0\"") {
+        Ok(())
+    } else {
+        Err(format!("the response reads {json}"))
+    }
 }
 
 #[cfg(not(target_os = "none"))]
