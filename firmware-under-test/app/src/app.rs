@@ -748,6 +748,10 @@ impl<F: Flash> App<F> {
                 ),
             ));
         }
+        if stored.seen_from(self.ram.slot).committed {
+            // Nothing to write: no phase starts.
+            return Err(control_error(ControlError::AlreadyCommitted));
+        }
         self.emit(now_ms, Event::Phase { phase: Phase::Commit });
         control::commit(&mut self.flash, &self.ram.layout, self.ram.slot).map_err(control_error)?;
         self.emit(now_ms, Event::Committed);
