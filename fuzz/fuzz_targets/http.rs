@@ -73,10 +73,8 @@ fn parse<'a>(body_max_bytes: Option<u64>, pieces: impl Iterator<Item = &'a [u8]>
             assert!(!parsed.ended, "an event after End");
             match event {
                 Ok(RequestEvent::Head(head)) => {
-                    if let Some(content_type) = head.header("content-type") {
-                        if let Ok(form) = UploadForm::new(content_type) {
-                            upload = Some(Upload { form, in_bundle: false, bundles: 0, failed: false });
-                        }
+                    if let Some(Ok(form)) = head.header("content-type").map(UploadForm::new) {
+                        upload = Some(Upload { form, in_bundle: false, bundles: 0, failed: false });
                     }
                     let _ = (head.expects_continue(), head.query_param("commit_timeout"));
                     assert!(parsed.head.replace(head).is_none(), "a second Head");
