@@ -27,12 +27,14 @@ cd "$fuzz"
 # `-s none`: the project's crates forbid unsafe code, so what fuzzing finds in them are panics,
 # which need no sanitizer; AddressSanitizer made the updater target five times slower.
 cargo "${toolchain[@]}" fuzz build -s none
+# -max_len: libFuzzer would take the largest seed's size (a 4 KiB cap for the manifests, which
+# may be 5 KiB); 20000 holds the largest real bundle with its header.
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 for target in "${targets[@]}"; do
     echo "fuzzing $target for $seconds s"
     if ! cargo "${toolchain[@]}" fuzz run -s none "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 > "$log" 2>&1; then
+        -max_total_time="$seconds" -max_len=20000 -print_final_stats=1 > "$log" 2>&1; then
         tail -n 60 "$log" >&2
         echo "fuzz target $target failed: see fuzz/README.md to replay fuzz/artifacts/$target/" >&2
         exit 1
