@@ -35,8 +35,9 @@
 //!    receive buffer, reported as [`Item::Cleared`]; the decoder then reads on as before a `{`.
 //!    Outside a frame such a byte is junk like any other.
 //!
-//! So the decoder holds at most `max_frame_bytes + META_MAX_BYTES` bytes whatever it is fed, and
-//! its items do not depend on how the input was split into chunks.
+//! So the decoder holds at most `max_frame_bytes + META_MAX_BYTES + HELD_QUOTES_MAX` bytes whatever
+//! it is fed (the last term: up to two `"` after full metadata, held back because they may start
+//! the closing `"""`), and its items do not depend on how the input was split into chunks.
 //!
 //! The [`Encoder`] frames replies the way the peer frames its requests: once the peer has sent a
 //! frame with a good CRC, every reply carries one; once it has used `"""`, every reply is wrapped.
@@ -53,6 +54,10 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 8192;
 
 /// The most metadata (CRC and further fields) accepted after a frame's closing `}`.
 pub const META_MAX_BYTES: usize = 64;
+
+/// The `"` held back after the metadata because they may start a closing `"""`: counted in
+/// [`Decoder::buffered_bytes`] and in [`Item::Cleared`] on top of the frame and its metadata.
+pub const HELD_QUOTES_MAX: usize = 2;
 
 /// End of transmission: a frame of just this byte asks the device to answer [`EOT_REPLY`].
 pub const EOT: u8 = 0x04;
@@ -189,7 +194,8 @@ impl Decoder {
         self.max_frame_bytes
     }
 
-    /// Bytes held for an unfinished line; never more than `max_frame_bytes + META_MAX_BYTES`.
+    /// Bytes held for an unfinished line; never more than
+    /// `max_frame_bytes + META_MAX_BYTES + HELD_QUOTES_MAX`.
     pub fn buffered_bytes(&self) -> usize {
         self.buf.len() + usize::from(self.quotes_pending)
     }
