@@ -15,6 +15,9 @@
 //! | running = active           | uncommitted| this boot is the trial: commit at once (timeout 0) or revert at the deadline |
 //! | running ≠ active           | any        | none: the new image has not run yet (an update was just applied, or its trial was skipped); it gets its own trial at its first boot |
 //!
+//! The rows are the core's `BootState::seen_from`: the running image sees itself committed whenever
+//! the record names another slot.
+//!
 //! The third row is what keeps an image that never ran from being committed: a commit, by timer
 //! or by `OTA.Commit`, commits only the image that is running.
 //!
@@ -356,17 +359,12 @@ pub fn start<F: Flash>(
     for stamped in out.out.iter() {
         app.journal.push(stamped.clone());
     }
-    if simulated && behaviour == Behaviour::Healthy && on_trial(slot, &state) {
+    if simulated && behaviour == Behaviour::Healthy && !state.seen_from(slot).committed {
         // The firmware checked itself and commits, as an app calling `OTA.Commit` at start does.
         let _ = app.commit(now_ms);
     }
     out.out.append(&mut app.events);
     Start::Running(Box::new(app))
-}
-
-/// Whether the running `slot` is on its trial: the state made it active and it is uncommitted.
-fn on_trial(slot: Slot, state: &BootState) -> bool {
-    !state.committed && state.active == slot
 }
 
 /// The first-boot merge: the revert slot's filesystem into the new one, formatting it first
@@ -847,8 +845,9 @@ impl<F: Flash> App<F> {
         if let Some(pull) = self.poll(now_ms) {
             return Tick::Pull(pull);
         }
-        let Ok(state) = self.stored_boot_state() else { return Tick::Nothing };
-        if !on_trial(self.ram.slot, &state) {
+        // As the running image sees it: committed whenever the record names another slot.
+        let Ok(state) = self.boot_state() else { return Tick::Nothing };
+        if state.committed {
             return Tick::Nothing;
         }
         if let Some(own_ms) = self.own_commit_ms()
@@ -918,10 +917,7 @@ impl<F: Flash> App<F> {
 
     /// When [`App::tick`] next has something to do, so a port can sleep until then.
     pub fn next_due_ms(&mut self) -> Option<u64> {
-        let trial = control::read(&mut self.flash, &self.ram.layout)
-            .ok()
-            .map(|l| l.record.state)
-            .filter(|state| on_trial(self.ram.slot, state));
+        let trial = self.boot_state().ok().filter(|state| !state.committed);
         let session = self.session.as_ref().map(|s| s.last_progress_ms.saturating_add(s.timeout_ms));
         // The firmware's own commit and the deadline only matter on a trial.
         let own = trial.and(self.own_commit_ms());

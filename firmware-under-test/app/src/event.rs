@@ -54,6 +54,21 @@ pub enum Phase {
     Snapshot,
 }
 
+impl Phase {
+    /// The phase's name, as scenario files and `Board.CutAtPhase` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Write => "write",
+            Phase::Finalize => "finalize",
+            Phase::Boot => "boot",
+            Phase::Merge => "merge",
+            Phase::Commit => "commit",
+            Phase::Revert => "revert",
+            Phase::Snapshot => "snapshot",
+        }
+    }
+}
+
 /// Who started an update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

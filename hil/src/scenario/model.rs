@@ -145,38 +145,9 @@ pub enum CutWhen {
     After,
 }
 
-/// Named phases a cut can aim at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Writing the app and fs parts.
-    Write,
-    /// Writing the boot-state record that finishes an update.
-    Finalize,
-    /// The boot loader's record at the first boot of a new image.
-    Boot,
-    /// The first-boot filesystem merge.
-    Merge,
-    /// The commit record.
-    Commit,
-    /// The revert record.
-    Revert,
-    /// Copying slots for a snapshot.
-    Snapshot,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Write => "write",
-            Phase::Finalize => "finalize",
-            Phase::Boot => "boot",
-            Phase::Merge => "merge",
-            Phase::Commit => "commit",
-            Phase::Revert => "revert",
-            Phase::Snapshot => "snapshot",
-        }
-    }
-}
+/// Named phases a cut can aim at: the application's own phase markers, so every board cuts at
+/// the same step.
+pub use ota_app::Phase;
 
 /// A bundle: a file (resolved against the scenario file) or one the runner builds.
 #[derive(Clone, Debug, PartialEq)]
