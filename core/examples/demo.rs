@@ -8,7 +8,7 @@ use ota_bundle::Bundle;
 use ota_core::boot::{self, BootOutcome};
 use ota_core::control::{self, Running, TickAction};
 use ota_core::flash::RamFlash;
-use ota_core::layout::{Layout, Region};
+use ota_core::layout::{Layout, Region, Slot};
 use ota_core::log;
 use ota_core::manifest::Platform;
 use ota_core::state::BootState;
@@ -42,7 +42,8 @@ fn main() {
 
     let v2 = bundle("2.0.0", 2, 90_000);
     let options = UpdateOptions { commit_timeout_s: 300, ignore_same_version: true };
-    let mut updater = Updater::begin(&mut flash, &LAYOUT, device, options, &mut buf).expect("begin");
+    let mut updater =
+        Updater::begin(&mut flash, &LAYOUT, Slot::S0, device, options, &mut buf).expect("begin");
     for (i, chunk) in v2.chunks(512).enumerate() {
         match updater.process(&mut flash, chunk) {
             Ok(Progress::NeedMore) if i % 40 == 0 => {
@@ -63,7 +64,8 @@ fn main() {
     show(&mut flash, "commit timer expired: reverted");
     boot_once(&mut flash);
 
-    let mut updater = Updater::begin(&mut flash, &LAYOUT, device, options, &mut buf).expect("begin again");
+    let mut updater =
+        Updater::begin(&mut flash, &LAYOUT, Slot::S0, device, options, &mut buf).expect("begin again");
     updater.process(&mut flash, &v2).expect("second try");
     updater.finish(&mut flash).expect("finish again");
     let running = boot_once(&mut flash);

@@ -309,6 +309,8 @@ pub struct Updater<B: AsMut<[u8]>> {
     options: UpdateOptions,
     /// The boot state at `begin`; `None` when provisioning a blank device.
     current: Option<Located>,
+    /// The slot the firmware runs from; the state is taken as it sees it.
+    running: Slot,
     target: Slot,
     provisioning: bool,
     phase: Phase,
@@ -326,11 +328,15 @@ pub struct Updater<B: AsMut<[u8]>> {
 }
 
 impl<B: AsMut<[u8]>> Updater<B> {
-    /// Starts an update of the inactive slot. Refused on a device with no boot state, and while
-    /// the running image is uncommitted (its revert slot is the one that would be written).
+    /// Starts an update of the slot that is not `running` (the slot the boot loader booted,
+    /// which can differ from the recorded active slot when its state write failed). The state is
+    /// taken as the running image sees it ([`BootState::seen_from`]): an image recorded but never
+    /// booted is overwritten, the running one never. Refused on a device with no boot state, and
+    /// while the running image is on trial (its revert slot is the one that would be written).
     pub fn begin<F: NorFlash>(
         flash: &mut F,
         layout: &Layout,
+        running: Slot,
         device: Device,
         options: UpdateOptions,
         buf: B,
@@ -339,11 +345,11 @@ impl<B: AsMut<[u8]>> Updater<B> {
         let Some(current) = current else {
             return Err(fail(UpdateErrorKind::NotProvisioned, None));
         };
-        let state = current.record.state;
+        let state = current.record.state.seen_from(running);
         if !state.committed {
             return Err(fail(UpdateErrorKind::NotCommitted { active: state.active }, Some(state.active)));
         }
-        Updater::new(layout, device, options, Some(current), state.active.other(), buf)
+        Updater::new(layout, device, options, Some(current), running, running.other(), buf)
     }
 
     /// Starts a factory provisioning: the bundle goes to slot 0, and `finish` records it as the
@@ -356,7 +362,9 @@ impl<B: AsMut<[u8]>> Updater<B> {
         buf: B,
     ) -> Result<Updater<B>, UpdateError> {
         let current = log::read(flash, layout).map_err(|e| fail(UpdateErrorKind::Flash(e), None))?;
-        let mut updater = Updater::new(layout, device, UpdateOptions::default(), current, Slot::S0, buf)?;
+        let running = current.map_or(Slot::S0, |c| c.record.state.active);
+        let mut updater =
+            Updater::new(layout, device, UpdateOptions::default(), current, running, Slot::S0, buf)?;
         updater.provisioning = true;
         Ok(updater)
     }
@@ -366,12 +374,13 @@ impl<B: AsMut<[u8]>> Updater<B> {
         device: Device,
         options: UpdateOptions,
         current: Option<Located>,
+        running: Slot,
         target: Slot,
         mut buf: B,
     ) -> Result<Updater<B>, UpdateError> {
-        let running = current.map(|c| c.record.state.active);
         let len_bytes = buf.as_mut().len();
         if len_bytes < WORK_BUFFER_MIN_BYTES {
+            let running = current.map(|_| running);
             return Err(fail(UpdateErrorKind::WorkBufferTooSmall { len_bytes: len_bytes as u32 }, running));
         }
         Ok(Updater {
@@ -379,6 +388,7 @@ impl<B: AsMut<[u8]>> Updater<B> {
             device,
             options,
             current,
+            running,
             target,
             provisioning: false,
             phase: Phase::Manifest,
@@ -423,7 +433,12 @@ impl<B: AsMut<[u8]>> Updater<B> {
     }
 
     fn running(&self) -> Option<Slot> {
-        self.current.map(|c| c.record.state.active)
+        self.current.map(|_| self.running)
+    }
+
+    /// The boot state as the running image sees it.
+    fn seen(&self) -> Option<BootState> {
+        self.current.map(|c| c.record.state.seen_from(self.running))
     }
 
     fn fail(&mut self, kind: UpdateErrorKind) -> UpdateError {
@@ -560,12 +575,11 @@ impl<B: AsMut<[u8]>> Updater<B> {
 
     fn is_running_version(&self) -> bool {
         let Some(manifest) = &self.manifest else { return false };
-        let (Some(version), Some(build_id), Some(current)) =
-            (manifest.version, manifest.build_id, self.current)
+        let (Some(version), Some(build_id), Some(seen)) = (manifest.version, manifest.build_id, self.seen())
         else {
             return false;
         };
-        let running = current.record.state.active_info();
+        let running = seen.active_info();
         self.options.ignore_same_version
             && !self.provisioning
             && running.version == version
@@ -797,9 +811,8 @@ impl<B: AsMut<[u8]>> Updater<B> {
             version: manifest.version.unwrap_or_default(),
             build_id: manifest.build_id.unwrap_or_default(),
         };
-        match self.current.filter(|_| !self.provisioning) {
-            Some(current) => {
-                let running = current.record.state;
+        match self.seen().filter(|_| !self.provisioning) {
+            Some(running) => {
                 let mut slots = running.slots;
                 slots[self.target.index()] = info;
                 BootState {

@@ -118,7 +118,8 @@ fn apply(
     options: UpdateOptions,
 ) -> Result<Outcome, UpdateError> {
     let mut buf = [0u8; 2048];
-    let mut updater = Updater::begin(flash, &LAYOUT, device(), options, &mut buf)?;
+    let running = running_of(flash);
+    let mut updater = Updater::begin(flash, &LAYOUT, running, device(), options, &mut buf)?;
     for piece in zip.chunks(chunk.max(1)) {
         if updater.process(flash, piece)? != Progress::NeedMore {
             break;
@@ -136,6 +137,12 @@ fn provisioned() -> Flash {
     assert_eq!(updater.process(&mut flash, &zip).unwrap(), Progress::WriteFinished);
     assert!(matches!(updater.finish(&mut flash).unwrap(), Outcome::Provisioned { .. }));
     flash
+}
+
+/// The slot a device boots from: the recorded active slot once its state is committed, as
+/// [`apply`]'s scenarios always boot before updating again.
+fn running_of(flash: &mut Flash) -> Slot {
+    state(flash).active
 }
 
 fn state(flash: &mut Flash) -> BootState {
@@ -304,7 +311,8 @@ fn the_real_ccm_host_bundles_apply() {
         }
         updater.finish(&mut flash).unwrap();
         let mut updater =
-            Updater::begin(&mut flash, &LAYOUT, device, UpdateOptions::default(), &mut buf).unwrap();
+            Updater::begin(&mut flash, &LAYOUT, Slot::S0, device, UpdateOptions::default(), &mut buf)
+                .unwrap();
         for piece in v2.chunks(97) {
             updater.process(&mut flash, piece).unwrap();
         }
@@ -352,7 +360,7 @@ proptest! {
         let (expected, expected_mem) = run(&zip, zip.len());
         let mut flash = provisioned();
         let mut buf = [0u8; 2048];
-        let mut updater = Updater::begin(&mut flash, &LAYOUT, device(), UpdateOptions { commit_timeout_s: 60, ignore_same_version: false }, &mut buf).unwrap();
+        let mut updater = Updater::begin(&mut flash, &LAYOUT, Slot::S0, device(), UpdateOptions { commit_timeout_s: 60, ignore_same_version: false }, &mut buf).unwrap();
         let mut rest = &zip[..];
         for cut in cuts.iter().cycle() {
             if rest.is_empty() {
@@ -471,7 +479,52 @@ fn a_large_manifest_is_refused_with_a_size_that_depends_on_the_chunking() {
     let mut flash = provisioned();
     let mut buf = vec![0u8; 8192];
     let mut updater =
-        Updater::begin(&mut flash, &LAYOUT, device(), UpdateOptions::default(), &mut buf[..]).unwrap();
+        Updater::begin(&mut flash, &LAYOUT, Slot::S0, device(), UpdateOptions::default(), &mut buf[..])
+            .unwrap();
     updater.process(&mut flash, &zip).unwrap();
     assert!(matches!(updater.finish(&mut flash), Ok(Outcome::Applied { .. })));
+}
+
+// A boot whose state write failed boots a slot other than the recorded active one: a trial that
+// could not be recorded (TrialSkipped) boots the committed revert slot, and a fallback that could
+// not be recorded boots the other slot while the record still names the broken one committed.
+// `Updater::begin` targeted the slot after the RECORDED active slot, so after that fallback it
+// would have written over the image that runs. It must target the slot that is not running.
+#[test]
+fn an_update_after_an_unrecorded_boot_targets_the_slot_not_running() {
+    let v2 = bundle("2.0.0", app_image(2, 9000)).build();
+    let v3 = bundle("3.0.0", app_image(3, 7000)).build();
+    // TrialSkipped: v2 recorded on trial in slot 1, slot 0 runs.
+    let mut flash = provisioned();
+    apply(&mut flash, &v2, 4096, UpdateOptions::default()).unwrap();
+    let running_bytes = flash.region(LAYOUT.app(Slot::S0)).to_vec();
+    let outcome = apply_from(&mut flash, Slot::S0, &v3).unwrap();
+    assert!(matches!(outcome, Outcome::Applied { slot: Slot::S1, .. }), "{outcome:?}");
+    let s = state(&mut flash);
+    assert_eq!((s.active, s.revert, s.committed), (Slot::S1, Some(Slot::S0), false));
+    assert_eq!(s.slots[1].version, Version::new("3.0.0").unwrap());
+    assert_eq!(flash.region(LAYOUT.app(Slot::S0)), &running_bytes[..], "the running image is untouched");
+    // An unrecorded fallback: the record names slot 1 committed, slot 0 runs.
+    let mut flash = provisioned();
+    apply(&mut flash, &v2, 4096, UpdateOptions::default()).unwrap();
+    ota_core::control::commit(&mut flash, &LAYOUT, Slot::S1).unwrap();
+    let running_bytes = flash.region(LAYOUT.app(Slot::S0)).to_vec();
+    let outcome = apply_from(&mut flash, Slot::S0, &v3).unwrap();
+    assert!(matches!(outcome, Outcome::Applied { slot: Slot::S1, .. }), "{outcome:?}");
+    assert_eq!(flash.region(LAYOUT.app(Slot::S0)), &running_bytes[..], "the running image is untouched");
+    let s = state(&mut flash);
+    assert_eq!((s.active, s.revert), (Slot::S1, Some(Slot::S0)));
+    // The running image's own trial still refuses a second update.
+    let mut flash = provisioned();
+    apply(&mut flash, &v2, 4096, UpdateOptions::default()).unwrap();
+    let err = apply_from(&mut flash, Slot::S1, &v3).unwrap_err();
+    assert_eq!(err.kind, UpdateErrorKind::NotCommitted { active: Slot::S1 });
+}
+
+/// Applies `zip` whole on a device whose firmware runs from `running`.
+fn apply_from(flash: &mut Flash, running: Slot, zip: &[u8]) -> Result<Outcome, UpdateError> {
+    let mut buf = [0u8; 2048];
+    let mut updater = Updater::begin(flash, &LAYOUT, running, device(), UpdateOptions::default(), &mut buf)?;
+    updater.process(flash, zip)?;
+    updater.finish(flash)
 }

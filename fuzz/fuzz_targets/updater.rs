@@ -74,7 +74,9 @@ fn apply(flash: &mut Flash<'_>, flags: u8, lengths: &[u8], bundle: &[u8]) -> Res
     let mut updater = if flags & 2 != 0 {
         Updater::begin_provision(flash, &LAYOUT, device, &mut buf[..])?
     } else {
-        Updater::begin(flash, &LAYOUT, device, options, &mut buf[..])?
+        // The fuzzed device boots its recorded active slot.
+        let running = log::read(flash, &LAYOUT).ok().flatten().map_or(Slot::S0, |c| c.record.state.active);
+        Updater::begin(flash, &LAYOUT, running, device, options, &mut buf[..])?
     };
     for chunk in ota_fuzz::chunks(lengths, bundle) {
         updater.process(flash, chunk)?;

@@ -519,10 +519,11 @@ impl<F: Flash> App<F> {
             .ok_or_else(|| RpcError::new(-1, "platform name too long"))?;
         let device = updater::Device { arch, app_part: None };
         let buf = vec![0u8; self.ram.settings.work_buffer_bytes];
-        let updater = match Updater::begin(&mut self.flash, &self.ram.layout, device, options, buf) {
-            Ok(updater) => updater,
-            Err(e) => return Err(self.failed(now_ms, e)),
-        };
+        let updater =
+            match Updater::begin(&mut self.flash, &self.ram.layout, self.ram.slot, device, options, buf) {
+                Ok(updater) => updater,
+                Err(e) => return Err(self.failed(now_ms, e)),
+            };
         self.ram.sessions_opened += 1;
         let id = SessionId(self.ram.sessions_opened);
         self.session = Some(Session {
