@@ -22,8 +22,9 @@
 //! manifest's `cs_sha1` and `cs_sha256`, whichever are present; a written part must give at
 //! least one. A part's size is the manifest's `size`, which must equal the local header's, or
 //! the local header's when the manifest leaves it out. `manifest.json` is held whole in the work
-//! buffer, so the buffer bounds it: give at least 5 KiB (Mongoose OS's manifest bound) to take
-//! every manifest a real device takes.
+//! buffer, so the buffer bounds it: give at least [`MANIFEST_MAX_BYTES`] (Mongoose OS's manifest
+//! bound) to take every manifest a real device takes; a manifest that does not fit is refused
+//! with its true size from the local header.
 
 use embedded_storage::nor_flash::NorFlash;
 
@@ -38,6 +39,10 @@ use crate::zip::{ZipError, ZipEvent, ZipReader};
 pub const WORK_BUFFER_MIN_BYTES: usize = 1024;
 /// Data is programmed in pieces of at most this many bytes (rounded down to the write size).
 pub const STAGE_MAX_BYTES: usize = 4096;
+/// The largest `manifest.json` a Mongoose OS device takes. A port gives the updater a work
+/// buffer of at least this many bytes, so that every real bundle's manifest fits, and keeps its
+/// programs to the size its flash driver wants with [`Updater::set_program_bytes_max`].
+pub const MANIFEST_MAX_BYTES: usize = 5 * 1024;
 const MANIFEST_NAME: &str = "manifest.json";
 
 /// How the update is to run. The default commits on the first healthy boot and applies a bundle
@@ -323,6 +328,8 @@ pub struct Updater<B: AsMut<[u8]>> {
     buf: B,
     /// Bytes of `buf` in use: the manifest so far, or staged part data.
     buffered: usize,
+    /// The most one program writes ([`Updater::set_program_bytes_max`]).
+    program_bytes_max: usize,
     /// The entry being read, for error messages.
     entry: Option<Src>,
 }
@@ -399,6 +406,7 @@ impl<B: AsMut<[u8]>> Updater<B> {
             part: None,
             buf,
             buffered: 0,
+            program_bytes_max: STAGE_MAX_BYTES,
             entry: None,
         })
     }
@@ -415,6 +423,14 @@ impl<B: AsMut<[u8]>> Updater<B> {
     /// reports [`Outcome::UpToDate`] and writes no record.
     pub fn set_ignore_same_version(&mut self, ignore_same_version: bool) {
         self.options.ignore_same_version = ignore_same_version;
+    }
+
+    /// Keeps each program to at most `bytes` (rounded down to the write size, at least one
+    /// write unit; never more than [`STAGE_MAX_BYTES`]), whatever the work buffer's size: a
+    /// port whose buffer is large enough for [`MANIFEST_MAX_BYTES`] still programs in the pieces
+    /// its flash driver wants.
+    pub fn set_program_bytes_max(&mut self, bytes: usize) {
+        self.program_bytes_max = bytes.min(STAGE_MAX_BYTES);
     }
 
     /// The slot being written.
@@ -685,7 +701,8 @@ impl<B: AsMut<[u8]>> Updater<B> {
 
     fn stage_len(&mut self) -> usize {
         let write = self.layout.write_size_bytes as usize;
-        core::cmp::min(self.buf.as_mut().len(), STAGE_MAX_BYTES) / write * write
+        let bytes = core::cmp::min(self.buf.as_mut().len(), self.program_bytes_max);
+        (bytes / write * write).max(write)
     }
 
     fn on_data<F: NorFlash>(&mut self, flash: &mut F, mut data: &[u8]) -> Result<(), UpdateErrorKind> {

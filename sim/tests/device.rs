@@ -188,3 +188,33 @@ fn a_snapshot_can_become_the_revert_target() {
     // No commit: the device goes back to the snapshot, which is v1 as well.
     assert_eq!(running(&device), (Slot::S1, "1.0.0".into()));
 }
+
+// Issue 9, defect 6: a manifest over the 4 KiB work buffer was refused, although Mongoose OS
+// takes a 5 KiB manifest. A device with the default work buffer applies one, and refuses a
+// larger one with its true size.
+#[test]
+fn a_5_kib_manifest_is_refused_by_the_default_work_buffer() {
+    let fixture = Fixture::new(APP_BYTES, Behaviour::Healthy, 1);
+    assert_eq!(fixture.config.work_buffer_bytes, 4096, "the default work buffer");
+    let v2 = |pad: usize| {
+        ota_bundle::Bundle::new("simapp", ota_sim::device::ARCH)
+            .version("2.0.0")
+            .build_id("sim/2.0.0")
+            .app(fixture.v2.bytes())
+            .attr("padding", &format!("\"{}\"", "x".repeat(pad)))
+            .build()
+    };
+    let zip = v2(5 * 1024 - 400);
+    let manifest_bytes = ota_bundle::read_entries(&zip).unwrap()[0].data(&zip).len();
+    assert!((4900..=5120).contains(&manifest_bytes), "a 5 KiB manifest: {manifest_bytes} bytes");
+    let mut device = sweep::prepare(&fixture);
+    device.update(&zip, 1000, options(0)).unwrap();
+    assert_eq!(running(&device), (Slot::S1, "2.0.0".into()));
+    // One byte over the bound is refused with its size, whatever the chunking.
+    for chunk in [7, 1000, 100_000] {
+        let mut device = sweep::prepare(&fixture);
+        let zip = v2(5 * 1024 - 400 + (5120 - manifest_bytes) + 1);
+        let Err(DeviceError::Refused(e)) = device.update(&zip, chunk, options(0)) else { panic!("refused") };
+        assert!(e.message.contains("manifest.json is 5121 bytes"), "{}", e.message);
+    }
+}

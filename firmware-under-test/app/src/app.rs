@@ -90,7 +90,8 @@ pub struct Settings {
     pub default_device_id: String,
     /// How long a hung firmware runs before the watchdog resets it.
     pub watchdog_ms: u64,
-    /// The updater's work buffer; also the merge's copy buffer.
+    /// The updater's work buffer (the most one program writes; an update session holds at
+    /// least `MANIFEST_MAX_BYTES` for the manifest); also the merge's copy buffer.
     pub work_buffer_bytes: usize,
     /// An update with no progress for this long is abandoned (`update.timeout`, 600 s).
     pub update_timeout_ms: u64,
@@ -518,12 +519,16 @@ impl<F: Flash> App<F> {
         let arch = Platform::new(&self.ram.settings.platform)
             .ok_or_else(|| RpcError::new(-1, "platform name too long"))?;
         let device = updater::Device { arch, app_part: None };
-        let buf = vec![0u8; self.ram.settings.work_buffer_bytes];
-        let updater =
+        // The manifest is held whole: the session's buffer takes Mongoose OS's largest, and the
+        // programs stay at the work buffer's size.
+        let work_bytes = self.ram.settings.work_buffer_bytes;
+        let buf = vec![0u8; work_bytes.max(updater::MANIFEST_MAX_BYTES)];
+        let mut updater =
             match Updater::begin(&mut self.flash, &self.ram.layout, self.ram.slot, device, options, buf) {
                 Ok(updater) => updater,
                 Err(e) => return Err(self.failed(now_ms, e)),
             };
+        updater.set_program_bytes_max(work_bytes);
         self.ram.sessions_opened += 1;
         let id = SessionId(self.ram.sessions_opened);
         self.session = Some(Session {
