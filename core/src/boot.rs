@@ -17,17 +17,35 @@
 //! The outcome therefore says which slot runs and whether this is its first boot, and the
 //! application acts on that, never on the recorded active slot:
 //!
-//! | reason         | `first_boot` | `merge_from`                       |
-//! |----------------|--------------|------------------------------------|
-//! | `Trial`        | true         | the revert slot, when merge-fs set |
-//! | any other      | false        | `None`                             |
+//! | reason                  | `first_boot` | `merge_from`                       |
+//! |-------------------------|--------------|------------------------------------|
+//! | `Trial`                 | true         | the revert slot, when merge-fs set |
+//! | `Recovered`, on trial   | true         | `None`                             |
+//! | any other               | false        | `None`                             |
+//!
+//! When no boot-state record decodes (every copy destroyed), the slots' image descriptors
+//! ([`crate::descriptor`]) say what each slot holds, and only images that verify against them
+//! count ([`BootReason::Recovered`]):
+//!
+//! | slots that verify | outcome                                                                |
+//! |-------------------|------------------------------------------------------------------------|
+//! | none, no descriptor decodes | [`BootOutcome::NotProvisioned`]: an erased, never provisioned flash |
+//! | none              | [`BootOutcome::NoBootableImage`]                                        |
+//! | one               | it boots, recorded committed                                           |
+//! | both              | the newest (higher generation) boots on trial, with the commit timeout it was written with, and the other as its revert slot |
+//!
+//! Why a trial when both verify: without the state nobody knows whether the newest image ever
+//! committed. On trial, a healthy newest image commits itself, and one that does not goes back
+//! to the other, which ran before it was replaced. No image is committed before it ran, and an
+//! image that does not verify never boots.
 
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::descriptor;
 use crate::flash::{FlashError, RegionDigests, sha256_region, sha256_region_known};
 use crate::layout::{Layout, Slot};
 use crate::log::{self, AppendError, Located};
-use crate::state::BootState;
+use crate::state::{BootState, Record, SlotInfo};
 
 /// Why a slot was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +62,9 @@ pub enum BootReason {
     /// The state could not be written, so the new image is not given its trial; the committed
     /// revert slot boots with the state unchanged.
     TrialSkipped { error: AppendError },
+    /// No boot-state record decoded; the slots' descriptors named an image that verifies (table
+    /// above), and the log starts again from it.
+    Recovered,
 }
 
 /// What the boot loader does.
@@ -64,7 +85,7 @@ pub enum BootOutcome {
         /// a first boot whose state asks for the merge.
         merge_from: Option<Slot>,
     },
-    /// No boot-state record: the device was never provisioned.
+    /// No boot-state record and no image descriptor: the device was never provisioned.
     NotProvisioned,
     /// Neither slot holds an image that verifies.
     NoBootableImage,
@@ -96,7 +117,7 @@ fn decide<F: NorFlash>(
     sha256_of: Sha256Of<F>,
 ) -> Result<BootOutcome, FlashError> {
     let Some(current) = log::read(flash, layout)? else {
-        return Ok(BootOutcome::NotProvisioned);
+        return recover(flash, layout, buf, sha256_of);
     };
     let stored = current.record.state;
     let (planned, reason) = plan(&stored);
@@ -155,11 +176,64 @@ fn write_failed<F: NorFlash>(
     Ok(BootOutcome::NoBootableImage)
 }
 
-/// The outcome of booting `slot`: only a recorded trial is a first boot, and only a first boot
-/// merges.
+/// No record decodes: boot what the descriptors name, if it verifies (the table above).
+fn recover<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    buf: &mut [u8],
+    sha256_of: Sha256Of<F>,
+) -> Result<BootOutcome, FlashError> {
+    let mut described = false;
+    let mut found = [None; 2];
+    for slot in Slot::ALL {
+        let Some(descriptor) = descriptor::read(flash, layout, slot)? else { continue };
+        described = true;
+        if image_verifies(flash, layout, &descriptor.info, slot, buf, sha256_of)? {
+            found[slot.index()] = Some(descriptor);
+        }
+    }
+    let (state, older) = match found {
+        [None, None] if described => return Ok(BootOutcome::NoBootableImage),
+        [None, None] => return Ok(BootOutcome::NotProvisioned),
+        [Some(only), None] => (BootState::provisioned(Slot::S0, only.info), Slot::S0),
+        [None, Some(only)] => (BootState::provisioned(Slot::S1, only.info), Slot::S1),
+        [Some(a), Some(b)] => {
+            let newest = if b.generation > a.generation { Slot::S1 } else { Slot::S0 };
+            let trial = BootState {
+                active: newest,
+                revert: Some(newest.other()),
+                committed: false,
+                first_boot_a: true,
+                first_boot_b: false,
+                merge_fs: false,
+                commit_timeout_s: found[newest.index()].map_or(0, |d| d.commit_timeout_s),
+                slots: [a.info, b.info],
+            };
+            (trial, newest.other())
+        }
+    };
+    let seq = found.iter().flatten().map(|d| d.generation).max().unwrap_or(0).wrapping_add(1);
+    match log::restart(flash, layout, seq, &state) {
+        Ok(located) => Ok(booted(state.active, BootReason::Recovered, located)),
+        Err(_) => {
+            // The log cannot be written: boot the image that ran before, as the state it would
+            // have written says; nothing is on flash, so the next boot recovers again.
+            let settled = state.settled_on(older);
+            let record = log::Located {
+                record: Record { seq, state: settled },
+                position: log::Position { area: 0, index: 0 },
+            };
+            Ok(booted(older, BootReason::Recovered, record))
+        }
+    }
+}
+
+/// The outcome of booting `slot`: only a recorded trial (or a recovery that put `slot` on
+/// trial) is a first boot, and only a first boot whose state asks for it merges.
 fn booted(slot: Slot, reason: BootReason, state: Located) -> BootOutcome {
     let stored = state.record.state;
-    let first_boot = reason == BootReason::Trial && stored.active == slot;
+    let on_trial = matches!(reason, BootReason::Trial | BootReason::Recovered) && !stored.committed;
+    let first_boot = on_trial && stored.active == slot;
     let merge_from = if first_boot && stored.merge_fs { stored.revert } else { None };
     BootOutcome::Boot { slot, reason, state, first_boot, merge_from }
 }
@@ -195,7 +269,18 @@ fn verify_with<F: NorFlash>(
     buf: &mut [u8],
     sha256_of: Sha256Of<F>,
 ) -> Result<bool, FlashError> {
-    let info = state.slot(slot);
+    image_verifies(flash, layout, state.slot(slot), slot, buf, sha256_of)
+}
+
+/// True when `slot` holds the image `info` describes.
+fn image_verifies<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    info: &SlotInfo,
+    slot: Slot,
+    buf: &mut [u8],
+    sha256_of: Sha256Of<F>,
+) -> Result<bool, FlashError> {
     let region = layout.app(slot);
     if !info.has_image() || info.app_len_bytes > region.size_bytes {
         return Ok(false);

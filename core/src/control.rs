@@ -13,10 +13,11 @@
 
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::descriptor;
 use crate::flash::{self, FlashError, erase_span, sha256_region};
 use crate::layout::{Layout, Region, Slot};
 use crate::log::{self, AppendError, Located};
-use crate::state::{BootState, StateError};
+use crate::state::{BootState, Descriptor, StateError};
 
 /// What the commit timer says, a pure function of the state, the [`Running`] image and now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,9 +308,9 @@ pub struct SnapshotOptions {
     pub commit_timeout_s: Option<u32>,
 }
 
-/// Copies the running app and filesystem slots to the other slots, verifies the copy, records
-/// it, and re-arms the commit timer from `now_ms` ([`Running`]). Allowed only when the running
-/// image is committed. Erase units that already hold the right bytes are left alone. Returns
+/// Copies the running app and filesystem slots to the other slots, verifies the copy, writes its
+/// descriptor ([`crate::descriptor`]), records it, and re-arms the commit timer from `now_ms`
+/// ([`Running`]). Allowed only when the running image is committed. Erase units that already hold the right bytes are left alone. Returns
 /// the slot that holds the snapshot.
 pub fn create_snapshot<F: NorFlash>(
     flash: &mut F,
@@ -328,7 +329,7 @@ pub fn create_snapshot<F: NorFlash>(
     let target = source.other();
     let info = *state.active_info();
     let fs_len = layout.fs(source).size_bytes;
-    if info.app_len_bytes > layout.app(target).size_bytes || fs_len > layout.fs(target).size_bytes {
+    if info.app_len_bytes > layout.app_capacity_bytes(target) || fs_len > layout.fs(target).size_bytes {
         return Err(ControlError::SnapshotDoesNotFit { slot: target });
     }
     copy_region(flash, layout, layout.app(source), layout.app(target), info.app_len_bytes, buf)?;
@@ -345,6 +346,9 @@ pub fn create_snapshot<F: NorFlash>(
         next.committed = false;
         next.revert = Some(target);
     }
+    let generation = current.record.seq.wrapping_add(1);
+    let descriptor = Descriptor { generation, commit_timeout_s: next.commit_timeout_s, info };
+    descriptor::write(flash, layout, target, &descriptor)?;
     log::append(flash, layout, Some(&current), &next)?;
     running.rearm(now_ms);
     Ok(target)

@@ -3,14 +3,14 @@
 //! All six regions sit in one flash device, addressed by absolute byte offsets. Every region starts
 //! and ends on an erase boundary, so erasing one region never touches another.
 //!
-//! | region          | holds                                                  |
-//! |-----------------|--------------------------------------------------------|
-//! | `boot_state[0]` | boot-state record log, area 0 (see [`crate::state`])   |
-//! | `boot_state[1]` | boot-state record log, area 1                          |
-//! | `app[0]`        | app image of slot 0                                    |
-//! | `app[1]`        | app image of slot 1                                    |
-//! | `fs[0]`         | filesystem image paired with app slot 0               |
-//! | `fs[1]`         | filesystem image paired with app slot 1               |
+//! | region          | holds                                                               |
+//! |-----------------|---------------------------------------------------------------------|
+//! | `boot_state[0]` | boot-state record log, area 0 (see [`crate::state`])                |
+//! | `boot_state[1]` | boot-state record log, area 1                                       |
+//! | `app[0]`        | app image of slot 0; its last erase unit holds the image descriptor |
+//! | `app[1]`        | app image of slot 1; its last erase unit holds the image descriptor |
+//! | `fs[0]`         | filesystem image paired with app slot 0                             |
+//! | `fs[1]`         | filesystem image paired with app slot 1                             |
 
 use crate::state::RECORD_SIZE_BYTES;
 
@@ -342,6 +342,20 @@ impl Layout {
 
     pub const fn fs(&self, slot: Slot) -> Region {
         self.fs[slot.index()]
+    }
+
+    /// The last erase unit of `slot`'s app region: it holds the slot's image descriptor
+    /// ([`crate::state::Descriptor`]), so writing the descriptor never erases image bytes.
+    pub const fn descriptor(&self, slot: Slot) -> Region {
+        let app = self.app(slot);
+        let unit =
+            if app.size_bytes < self.erase_size_bytes { app.size_bytes } else { self.erase_size_bytes };
+        Region::new(app.offset + app.size_bytes - unit, unit)
+    }
+
+    /// The largest app image `slot` holds: its region less the descriptor's erase unit.
+    pub const fn app_capacity_bytes(&self, slot: Slot) -> u32 {
+        self.app(slot).size_bytes - self.descriptor(slot).size_bytes
     }
 
     /// How many records one boot-state area holds (the smaller of the two areas).

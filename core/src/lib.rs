@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod control;
+pub mod descriptor;
 pub mod flash;
 pub mod fs;
 pub mod layout;

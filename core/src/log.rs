@@ -127,12 +127,34 @@ pub fn append<F: NorFlash>(
     current: Option<&Located>,
     state: &BootState,
 ) -> Result<Located, AppendError> {
-    state.check().map_err(AppendError::Inconsistent)?;
     let seq = current.map_or(1, |c| c.record.seq.wrapping_add(1));
-    let record = Record { seq, state: *state };
-    let raw = record.encode();
     // Step 1: the area that does not hold the winner (area 0, with no winner).
     let area = current.map_or(0, |c| 1 - c.position.area);
+    append_to(flash, layout, area, seq, state)
+}
+
+/// Starts the log again when no record decodes (the boot loader's recovery from the slots'
+/// descriptors): `state` goes to area 0 as record `seq`, after the area is erased. Whatever the
+/// other area holds does not decode, so the new record wins.
+pub fn restart<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    seq: u32,
+    state: &BootState,
+) -> Result<Located, AppendError> {
+    append_to(flash, layout, 0, seq, state)
+}
+
+fn append_to<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    area: u8,
+    seq: u32,
+    state: &BootState,
+) -> Result<Located, AppendError> {
+    state.check().map_err(AppendError::Inconsistent)?;
+    let record = Record { seq, state: *state };
+    let raw = record.encode();
     let region = layout.boot_state[area as usize];
     flash::erase(flash, region.offset, region.offset + region.size_bytes)?;
     let mut failed = None;

@@ -380,6 +380,73 @@ impl Record {
     }
 }
 
+/// What a slot's last erase unit says of the image in it: written by the updater (and a
+/// snapshot) after the image verified and before the record that names it, so the boot loader
+/// can still find a verifying image when no boot-state record decodes. One record size long,
+/// little-endian:
+///
+/// | bytes    | field          | meaning                                                      |
+/// |----------|----------------|--------------------------------------------------------------|
+/// | 0..4     | magic          | `b"OTAI"`                                                     |
+/// | 4..8     | generation     | `u32`: the seq of the record written with it; higher is newer |
+/// | 8        | format         | [`FORMAT_VERSION`]                                            |
+/// | 9..12    | reserved       | 0                                                             |
+/// | 12..16   | commit timeout | `u32` seconds the image's trial was given                     |
+/// | 16..134  | image          | [`SlotInfo`], as in a record                                  |
+/// | 134..252 | reserved       | 0                                                             |
+/// | 252..256 | crc            | CRC-32 of bytes 0..252                                        |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub generation: u32,
+    pub commit_timeout_s: u32,
+    pub info: SlotInfo,
+}
+
+pub const DESCRIPTOR_MAGIC: [u8; 4] = *b"OTAI";
+
+impl Descriptor {
+    /// Encodes the descriptor. It must describe an image: describing an empty slot is a bug.
+    pub fn encode(&self) -> [u8; RECORD_SIZE_BYTES] {
+        assert!(self.info.has_image(), "a descriptor describes an image");
+        let mut out = [0u8; RECORD_SIZE_BYTES];
+        out[0..4].copy_from_slice(&DESCRIPTOR_MAGIC);
+        out[4..8].copy_from_slice(&self.generation.to_le_bytes());
+        out[8] = FORMAT_VERSION;
+        out[12..16].copy_from_slice(&self.commit_timeout_s.to_le_bytes());
+        encode_slot(&self.info, &mut out[HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + SLOT_INFO_SIZE_BYTES]);
+        let crc = CRC32.checksum(&out[..CRC_OFFSET]);
+        out[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The one decoder of the descriptor format.
+    pub fn decode(raw: &[u8; RECORD_SIZE_BYTES]) -> Result<Descriptor, DecodeError> {
+        if raw[0..4] != DESCRIPTOR_MAGIC {
+            return Err(DecodeError::Magic);
+        }
+        let crc = u32::from_le_bytes(raw[CRC_OFFSET..].try_into().unwrap());
+        if CRC32.checksum(&raw[..CRC_OFFSET]) != crc {
+            return Err(DecodeError::Crc);
+        }
+        if raw[8] != FORMAT_VERSION {
+            return Err(DecodeError::Format(raw[8]));
+        }
+        let info = decode_slot(&raw[HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + SLOT_INFO_SIZE_BYTES])
+            .filter(SlotInfo::has_image)
+            .ok_or(DecodeError::Field)?;
+        if raw[9..12] != [0; 3]
+            || raw[HEADER_SIZE_BYTES + SLOT_INFO_SIZE_BYTES..CRC_OFFSET].iter().any(|&b| b != 0)
+        {
+            return Err(DecodeError::Field);
+        }
+        Ok(Descriptor {
+            generation: u32::from_le_bytes(raw[4..8].try_into().unwrap()),
+            commit_timeout_s: u32::from_le_bytes(raw[12..16].try_into().unwrap()),
+            info,
+        })
+    }
+}
+
 fn encode_slot(info: &SlotInfo, out: &mut [u8]) {
     out[0..4].copy_from_slice(&info.app_len_bytes.to_le_bytes());
     out[4..36].copy_from_slice(&info.app_sha256);
@@ -441,6 +508,23 @@ pub(crate) mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(Record::decode(&bad).is_err(), "bit {bit} flipped still decodes");
         }
+    }
+
+    #[test]
+    fn a_descriptor_round_trips_and_is_never_a_record() {
+        let descriptor = Descriptor { generation: 9, commit_timeout_s: 300, info: info(1000, "2.0.0") };
+        let raw = descriptor.encode();
+        assert_eq!(Descriptor::decode(&raw), Ok(descriptor));
+        assert_eq!(Record::decode(&raw), Err(DecodeError::Magic));
+        let record = Record { seq: 9, state: trial_state() }.encode();
+        assert_eq!(Descriptor::decode(&record), Err(DecodeError::Magic));
+        for bit in 0..RECORD_SIZE_BYTES * 8 {
+            let mut bad = raw;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(Descriptor::decode(&bad).is_err(), "bit {bit} flipped still decodes");
+        }
+        assert!(Descriptor::decode(&[0xff; RECORD_SIZE_BYTES]).is_err());
+        assert!(Descriptor::decode(&[0x00; RECORD_SIZE_BYTES]).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The streaming updater: the layer-1 API of Mongoose OS (§2 of the reference) in Rust.
 //!
 //! [`Updater::begin`] reads the boot state; [`Updater::process`] takes the bundle in chunks of any
-//! size; [`Updater::finish`] writes the one boot-state record that makes the new slot active;
+//! size; [`Updater::finish`] writes the new slot's image descriptor ([`crate::descriptor`]) and
+//! the one boot-state record that makes the new slot active;
 //! dropping the updater (or [`Updater::abort`]) abandons the update. Only the inactive slots are
 //! written before `finish`, so until its record lands the running image and its state are
 //! untouched, whatever fails and wherever the power is cut.
@@ -11,7 +12,7 @@
 //! | manifest         | `manifest.json`, the first entry     | nothing (buffered, then checked)  |
 //! | parts            | entries, in any order                | the inactive app and fs slots     |
 //! | write finished   | nothing: the central directory came  | nothing                           |
-//! | finish           |                                      | one boot-state record             |
+//! | finish           |                                      | the new slot's descriptor, then one boot-state record |
 //!
 //! A part is matched to its entry by the manifest's `src`. The `app` part (by key `app` or `fw`,
 //! `type = "app"`, or the device's own app part name) goes to the inactive app slot, the `fs` part
@@ -28,11 +29,12 @@
 
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::descriptor;
 use crate::flash::{self, Digests, FlashError, digest_region};
 use crate::layout::{Layout, Region, Slot};
 use crate::log::{self, AppendError, Located};
 use crate::manifest::{Manifest, ManifestError, Part, PartName, Platform, Src};
-use crate::state::{BootState, SlotInfo};
+use crate::state::{BootState, Descriptor, SlotInfo};
 use crate::zip::{ZipError, ZipEvent, ZipReader};
 
 /// The smallest work buffer [`Updater::begin`] accepts. The buffer also bounds the manifest.
@@ -668,7 +670,10 @@ impl<B: AsMut<[u8]>> Updater<B> {
         if size_bytes == 0 {
             return Err(UpdateErrorKind::EmptyPart { part: part.name });
         }
-        let slot_bytes = role.region(&self.layout, self.target).size_bytes;
+        let slot_bytes = match role {
+            Role::App => self.layout.app_capacity_bytes(self.target),
+            Role::Fs => self.layout.fs(self.target).size_bytes,
+        };
         if size_bytes > slot_bytes {
             return Err(UpdateErrorKind::TooBig { part: part.name, size_bytes, slot_bytes });
         }
@@ -802,6 +807,13 @@ impl<B: AsMut<[u8]>> Updater<B> {
             _ => return Err(self.fail(UpdateErrorKind::Incomplete)),
         }
         let next = self.next_state();
+        let descriptor = Descriptor {
+            generation: self.current.map_or(1, |c| c.record.seq.wrapping_add(1)),
+            commit_timeout_s: next.commit_timeout_s,
+            info: *next.slot(self.target),
+        };
+        descriptor::write(flash, &self.layout, self.target, &descriptor)
+            .map_err(|e| self.fail(UpdateErrorKind::StateWrite(AppendError::Flash(e))))?;
         let located = log::append(flash, &self.layout, self.current.as_ref(), &next)
             .map_err(|e| self.fail(UpdateErrorKind::StateWrite(e)))?;
         self.phase = Phase::Done;

@@ -232,9 +232,9 @@ fn a_part_already_in_place_is_not_written_again() {
     let programs = flash.programs;
     let outcome = apply(&mut flash, &v1, 4096, UpdateOptions::default()).unwrap();
     assert!(matches!(outcome, Outcome::Applied { slot: Slot::S0, .. }));
-    // Slot 0 still holds v1's app and fs (same lengths, same digests): only the record (in its
-    // two copies) is written.
-    assert_eq!(flash.programs - programs, log::COPIES);
+    // Slot 0 still holds v1's app and fs (same lengths, same digests): only the slot's
+    // descriptor (a new generation) and the record (in its two copies) are written.
+    assert_eq!(flash.programs - programs, 1 + log::COPIES);
     assert_eq!(&flash.region(LAYOUT.app(Slot::S0))[..20_000], &app_image(1, 20_000)[..]);
 }
 
@@ -260,7 +260,7 @@ fn bad_bundles_are_refused_with_their_message_and_nothing_changes() {
         ("missing entry", good.build_with(Defect::MissingEntry { part: "fs".into() })),
         ("corrupt data", good.build_with(Defect::CorruptData { part: "app".into() })),
         ("wrong platform", Bundle::new("demo", "esp8266").app(app_image(2, 100)).build()),
-        ("too big", bundle("2.0.0", app_image(2, 0x10001)).build()),
+        ("too big", bundle("2.0.0", app_image(2, 0xf001)).build()),
         ("no app part", Bundle::new("demo", "esp32").fs(vec![1; 10]).build()),
         ("not a zip", b"<html>404 Not Found</html>".to_vec()),
     ];
@@ -426,7 +426,11 @@ fn a_part_without_size_panics() {
     ota_core::control::revert(&mut flash, &LAYOUT, Slot::S1).unwrap();
     let programs = flash.programs;
     apply(&mut flash, &zip, 4096, UpdateOptions::default()).unwrap();
-    assert_eq!(flash.programs - programs, log::COPIES, "only the record's copies are written");
+    assert_eq!(
+        flash.programs - programs,
+        1 + log::COPIES,
+        "only the descriptor and the record's copies are written"
+    );
     let s = state(&mut flash);
     assert_eq!((s.slots[1].app_len_bytes, s.slots[1].fs_len_bytes), (9000, 6000));
 }
@@ -527,4 +531,81 @@ fn apply_from(flash: &mut Flash, running: Slot, zip: &[u8]) -> Result<Outcome, U
     let mut updater = Updater::begin(flash, &LAYOUT, running, device(), UpdateOptions::default(), &mut buf)?;
     updater.process(flash, zip)?;
     updater.finish(flash)
+}
+
+/// Every bit of both boot-state areas programmed: no record decodes.
+fn destroy_records(flash: &mut Flash) {
+    for area in LAYOUT.boot_state {
+        flash.mem[area.offset as usize..area.end() as usize].fill(0);
+    }
+}
+
+fn boot_once(flash: &mut Flash) -> (Slot, BootReason, bool) {
+    match boot::boot(flash, &LAYOUT, &mut [0; 512]).unwrap() {
+        BootOutcome::Boot { slot, reason, first_boot, .. } => (slot, reason, first_boot),
+        other => panic!("expected a boot, got {other:?}"),
+    }
+}
+
+// Issue 9, defect 5: when no boot-state record decodes (the only record pair of a freshly
+// provisioned device destroyed), the boot loader said "not provisioned", a brick, although slot
+// 0 held an image that verifies. Each written slot now carries a descriptor of its image: an
+// image that verifies against it boots, and an erased flash is still "not provisioned".
+#[test]
+fn no_valid_state_but_a_verifying_image_bricks() {
+    let mut blank = Flash::new();
+    assert_eq!(boot::boot(&mut blank, &LAYOUT, &mut [0; 512]), Ok(BootOutcome::NotProvisioned));
+    let mut flash = provisioned();
+    let v1 = state(&mut flash).slots[0];
+    destroy_records(&mut flash);
+    assert_eq!(boot_once(&mut flash), (Slot::S0, BootReason::Recovered, false));
+    let s = state(&mut flash);
+    assert_eq!((s.active, s.committed, s.revert, s.slots[0]), (Slot::S0, true, None, v1));
+    assert_eq!(boot_once(&mut flash), (Slot::S0, BootReason::Committed, false));
+    // It updates as before.
+    let v2 = bundle("2.0.0", app_image(2, 9000)).build();
+    assert!(matches!(
+        apply(&mut flash, &v2, 512, UpdateOptions::default()),
+        Ok(Outcome::Applied { slot: Slot::S1, .. })
+    ));
+}
+
+// With no valid state and both slots verifying, the newest image written gets a trial (with
+// the commit timeout it was written with) and the other is its revert slot: whichever of the
+// two is healthy ends committed, and no image is committed before it ran.
+#[test]
+fn with_no_valid_state_the_newest_verifying_image_gets_a_trial() {
+    let v2 = bundle("2.0.0", app_image(2, 9000)).build();
+    let options = UpdateOptions { commit_timeout_s: 300, ignore_same_version: false };
+    let mut flash = provisioned();
+    apply(&mut flash, &v2, 512, options).unwrap();
+    destroy_records(&mut flash);
+    let mut committed = flash.clone();
+    assert_eq!(boot_once(&mut flash), (Slot::S1, BootReason::Recovered, true));
+    let s = state(&mut flash);
+    assert_eq!((s.active, s.revert, s.committed, s.commit_timeout_s), (Slot::S1, Some(Slot::S0), false, 300));
+    assert!(!s.merge_fs && s.first_boot_a && !s.first_boot_b);
+    // No commit: back to the other image, committed.
+    assert_eq!(boot_once(&mut flash), (Slot::S0, BootReason::Reverted { from: Slot::S1 }, false));
+    // A commit keeps it.
+    assert_eq!(boot_once(&mut committed), (Slot::S1, BootReason::Recovered, true));
+    ota_core::control::commit(&mut committed, &LAYOUT, Slot::S1).unwrap();
+    assert_eq!(boot_once(&mut committed), (Slot::S1, BootReason::Committed, false));
+}
+
+// With no valid state, an image that does not verify against its descriptor never boots.
+#[test]
+fn with_no_valid_state_an_image_that_does_not_verify_never_boots() {
+    let v2 = bundle("2.0.0", app_image(2, 9000)).build();
+    let mut flash = provisioned();
+    apply(&mut flash, &v2, 512, UpdateOptions::default()).unwrap();
+    destroy_records(&mut flash);
+    let s1 = LAYOUT.app(Slot::S1).offset as usize;
+    flash.mem[s1 + 100] ^= 1;
+    let mut neither = flash.clone();
+    assert_eq!(boot_once(&mut flash), (Slot::S0, BootReason::Recovered, false));
+    assert_eq!((state(&mut flash).active, state(&mut flash).committed), (Slot::S0, true));
+    let s0 = LAYOUT.app(Slot::S0).offset as usize;
+    neither.mem[s0 + 100] ^= 1;
+    assert_eq!(boot::boot(&mut neither, &LAYOUT, &mut [0; 512]), Ok(BootOutcome::NoBootableImage));
 }

@@ -92,7 +92,7 @@ impl Fixture {
     /// v1 and v2 apps of `app_bytes` each; v2 behaves as `v2_behaviour`. Each bundle carries a
     /// LittleFS image with one file of its own.
     pub fn new(app_bytes: usize, v2_behaviour: Behaviour, seed: u64) -> Fixture {
-        let app_slot_bytes = (app_bytes as u32).next_multiple_of(64 * 1024).max(64 * 1024);
+        let app_slot_bytes = slot_bytes_for(app_bytes as u32);
         let config = Config { app_slot_bytes, seed, ..Config::default() };
         let v1 = Image::new("1.0.0", app_bytes);
         let v2 = Image::new("2.0.0", app_bytes).behaviour(v2_behaviour);
@@ -123,11 +123,18 @@ impl Fixture {
         let (v1, v1_app, platform) = app_of(&v1_zip).map_err(|e| format!("first bundle: {e}"))?;
         let (v2, v2_app, _) = app_of(&v2_zip).map_err(|e| format!("second bundle: {e}"))?;
         let largest = v1_app.len().max(v2_app.len()) as u32;
-        let app_slot_bytes = largest.next_multiple_of(64 * 1024).max(64 * 1024);
+        let app_slot_bytes = slot_bytes_for(largest);
         let config = Config { app_slot_bytes, seed, platform, ..Config::default() };
         let known = vec![Known::from_bytes(&v1.version, v1_app), Known::from_bytes(&v2.version, v2_app)];
         Ok(Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024 })
     }
+}
+
+/// An app slot that holds an image of `app_bytes` and, in its last erase unit, the image's
+/// descriptor: at least 64 KiB.
+fn slot_bytes_for(app_bytes: u32) -> u32 {
+    let erase = crate::device::ERASE_BYTES as u32;
+    (app_bytes.next_multiple_of(erase) + erase).max(64 * 1024)
 }
 
 /// An image the sweep knows: its version, bytes and SHA-256.

@@ -218,3 +218,28 @@ fn a_5_kib_manifest_is_refused_by_the_default_work_buffer() {
         assert!(e.message.contains("manifest.json is 5121 bytes"), "{}", e.message);
     }
 }
+
+// Issue 9, defect 5, on the device: a freshly provisioned device whose only record pair is
+// destroyed boots v1 again (from its slot's descriptor) and keeps the user's configuration, and
+// an update after it goes through.
+#[test]
+fn a_device_whose_only_record_pair_is_destroyed_boots_its_image() {
+    let fixture = Fixture::new(APP_BYTES, Behaviour::Healthy, 1);
+    let mut device = sweep::prepare(&fixture);
+    device.power_cut();
+    let area = device.layout().boot_state[0];
+    for offset in area.offset..area.offset + 2 * 256 {
+        device.flash().flip_bit(offset, (offset % 8) as u8);
+    }
+    let layout = *device.layout();
+    device.flash().power_on();
+    assert_eq!(log::read(device.flash(), &layout).unwrap(), None, "no record decodes");
+    device.flash().power_cut();
+    device.power_on();
+    assert_eq!(running(&device), (Slot::S0, "1.0.0".into()));
+    assert!(committed(&mut device));
+    assert!(events(&device).iter().any(|e| e.contains("Recovered")), "{:#?}", events(&device));
+    assert_eq!(device.read_user_file(USER_FILE).unwrap().as_deref(), Some(USER_CONFIG));
+    device.update(&fixture.v2_zip, 700, options(0)).unwrap();
+    assert_eq!(running(&device), (Slot::S1, "2.0.0".into()));
+}

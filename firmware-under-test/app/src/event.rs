@@ -95,6 +95,8 @@ pub enum BootReason {
     FellBack { from: u8 },
     /// The state could not be written, so the new image did not get its trial.
     TrialSkipped,
+    /// No boot-state record decoded; an image that verifies against its slot's descriptor boots.
+    Recovered,
 }
 
 impl From<ota_core::boot::BootReason> for BootReason {
@@ -106,6 +108,7 @@ impl From<ota_core::boot::BootReason> for BootReason {
             Core::Reverted { from } => BootReason::Reverted { from: from.index() as u8 },
             Core::FellBack { from } => BootReason::FellBack { from: from.index() as u8 },
             Core::TrialSkipped { .. } => BootReason::TrialSkipped,
+            Core::Recovered => BootReason::Recovered,
         }
     }
 }
@@ -118,6 +121,7 @@ impl fmt::Display for BootReason {
             BootReason::Reverted { from } => write!(f, "Reverted from slot {from}"),
             BootReason::FellBack { from } => write!(f, "FellBack from slot {from}"),
             BootReason::TrialSkipped => f.write_str("TrialSkipped"),
+            BootReason::Recovered => f.write_str("Recovered"),
         }
     }
 }

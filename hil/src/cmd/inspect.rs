@@ -451,7 +451,8 @@ fn manifest_len(zip: &[u8]) -> Option<usize> {
 fn walk(zip: &[u8], app_part: Option<PartName>) -> (Result<(), UpdateErrorKind>, Option<Manifest>) {
     const UNIT: u32 = 4096;
     let largest = u32::try_from(zip.len()).unwrap_or(u32::MAX);
-    let slot = largest.clamp(1, REPLAY_SLOT_MAX_BYTES).next_multiple_of(UNIT);
+    // One more erase unit for the slot's image descriptor (`Layout::descriptor`).
+    let slot = largest.clamp(1, REPLAY_SLOT_MAX_BYTES).next_multiple_of(UNIT) + UNIT;
     let region = |n: u32| Region::new(2 * UNIT + n * slot, slot);
     let boot_state = [Region::new(0, UNIT), Region::new(UNIT, UNIT)];
     let Ok(layout) = Layout::new(UNIT, 4, boot_state, [region(0), region(1)], [region(2), region(3)]) else {
