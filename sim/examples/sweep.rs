@@ -8,7 +8,21 @@
 //!     cargo run --release -p ota-sim --example sweep -- --random --schedules 500
 //!     cargo run --release -p ota-sim --example sweep -- --script all --dump points.txt
 //!
+//!     cargo run --release -p ota-sim --example sweep -- --script all --depth 3
+//!     cargo run --release -p ota-sim --example sweep -- --script all --retry
+//!     cargo run --release -p ota-sim --example sweep -- --script all --erased 0x00 --sectors stm32f4
+//!     cargo run --release -p ota-sim --example sweep -- --bit-flips --script all
+//!     cargo run --release -p ota-sim --example sweep -- --stuck-bits --cycles 24 --app-kib 16
+//!     cargo run --release -p ota-sim --example sweep -- --stuck-bits --bit-step 97   (a slice)
+//!
 //!     cargo run --release -p ota-sim --example sweep -- --bench
+//!
+//! `--erased` and `--sectors` choose the flash (erased value 0xff or 0x00; sector map uniform, or
+//! stm32f4: 16, 64 and 128 KiB sectors, the core erasing 128 KiB units) for every sweep.
+//! `--depth 3` cuts three times in a row; `--retry` cuts once, lets the device recover, runs the
+//! interrupted action again and cuts it at each of its operations. `--bit-flips` and
+//! `--stuck-bits` sweep every bit of both boot-state areas (`ota_sim::faults`); `--bits FROM..TO`
+//! and `--bit-step N` take a part of them, and a failure's replay line names its bit.
 //!
 //! `--bench` prints the figures that matter, each next to the SHA-256 of an image of the same size
 //! measured in the same run (just before and just after the sweep) (the ratio holds on a busy machine where times do not): ms a point by
@@ -23,8 +37,10 @@
 
 use std::process::ExitCode;
 
+use ota_sim::device::SectorMap;
+use ota_sim::faults::{self, Bits, FaultSummary};
 use ota_sim::schedule;
-use ota_sim::sweep::{self, Fixture, Point, Script};
+use ota_sim::sweep::{self, Fixture, Plan, Point, Script};
 
 struct Args {
     /// One sweep per size, buffer and script: a matrix when several are given.
@@ -42,10 +58,20 @@ struct Args {
     /// Where to write every point's result, one line each, to compare two builds.
     dump: Option<std::path::PathBuf>,
     bench: bool,
+    retry: bool,
+    erased: u8,
+    sectors: SectorMap,
+    bit_flips: bool,
+    stuck_bits: bool,
+    cycles: usize,
+    bits: Bits,
 }
 
-const USAGE: &str = "usage: sweep [--app-kib N] [--depth 1|2] [--script update|rollback|snapshot|all] [--threads N] \
-[--seed N] [--buf-bytes N[,N...]] [--point OP:WHEN[+OP:WHEN]] [--json] [--dump FILE]   (--app-kib takes a list too: 128,1024)
+const USAGE: &str = "usage: sweep [--app-kib N] [--depth 1|2|3 | --retry] [--script update|rollback|snapshot|all] [--threads N] \
+[--seed N] [--buf-bytes N[,N...]] [--point OP:WHEN[+OP:WHEN[+OP:WHEN]]] [--json] [--dump FILE]   (--app-kib takes a list too: 128,1024)
+       [--erased 0xff|0x00] [--sectors uniform|stm32f4]   (the flash, for every sweep)
+       sweep --bit-flips [--script S] [--bits FROM..TO] [--bit-step N]
+       sweep --stuck-bits [--cycles N] [--bits FROM..TO] [--bit-step N]
        sweep --random [--seed N] [--steps N] [--schedules N]
        sweep --bench [--threads N]";
 
@@ -65,6 +91,13 @@ fn parse_args() -> Result<Args, String> {
         schedules: 1,
         dump: None,
         bench: false,
+        retry: false,
+        erased: 0xff,
+        sectors: SectorMap::Uniform,
+        bit_flips: false,
+        stuck_bits: false,
+        cycles: 24,
+        bits: Bits::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -81,6 +114,29 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = true,
             "--bench" => args.bench = true,
             "--random" => args.random = true,
+            "--retry" => args.retry = true,
+            "--bit-flips" => args.bit_flips = true,
+            "--stuck-bits" => args.stuck_bits = true,
+            "--cycles" => args.cycles = number(&flag, &value()?)?,
+            "--bit-step" => args.bits.step = number(&flag, &value()?)?,
+            "--bits" => {
+                let text = value()?;
+                let (from, to) =
+                    text.split_once("..").ok_or_else(|| format!("--bits is FROM..TO, not {text:?}"))?;
+                args.bits.range = Some(number(&flag, from)?..number(&flag, to)?);
+            }
+            "--erased" => {
+                args.erased = match value()?.as_str() {
+                    "0xff" | "0xFF" => 0xff,
+                    "0x00" | "0" => 0x00,
+                    other => return Err(format!("--erased is 0xff or 0x00, not {other:?}")),
+                }
+            }
+            "--sectors" => {
+                let name = value()?;
+                args.sectors = SectorMap::parse(&name)
+                    .ok_or_else(|| format!("--sectors is uniform or stm32f4, not {name:?}"))?;
+            }
             "--script" => {
                 let name = value()?;
                 args.scripts = match name.as_str() {
@@ -93,8 +149,14 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if !(1..=2).contains(&args.depth) {
-        return Err(format!("--depth is 1 or 2, not {}", args.depth));
+    if !(1..=3).contains(&args.depth) {
+        return Err(format!("--depth is 1, 2 or 3, not {}", args.depth));
+    }
+    if args.retry && args.depth != 1 {
+        return Err("--retry cuts the retried action once: leave out --depth".into());
+    }
+    if args.bits.step == 0 {
+        return Err("--bit-step must be at least 1".into());
     }
     if args.app_kibs.contains(&0) {
         return Err("--app-kib must be at least 1".into());
@@ -133,6 +195,9 @@ fn main() -> ExitCode {
     }
     if args.random {
         return random(&args);
+    }
+    if args.bit_flips || args.stuck_bits {
+        return fault_sweeps(&args);
     }
     if let Some(point) = args.point {
         return replay(&args, point);
@@ -176,30 +241,55 @@ fn main() -> ExitCode {
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
+/// The flags that choose the flash and the plan, as a replay line repeats them.
+fn flash_flags(args: &Args) -> String {
+    let mut flags = String::new();
+    if args.erased != 0xff {
+        flags += &format!(" --erased 0x{:02x}", args.erased);
+    }
+    if args.sectors != SectorMap::Uniform {
+        flags += &format!(" --sectors {}", args.sectors.name());
+    }
+    flags
+}
+
 fn replay_command(args: &Args, script: Script, app_kib: usize, buf_bytes: usize, point: Point) -> String {
+    let plan = if args.retry { " --retry".to_string() } else { String::new() };
     format!(
-        "cargo run --release -p ota-sim --example sweep -- --script {} --app-kib {app_kib} --buf-bytes {buf_bytes} --seed {} --point {point}",
+        "cargo run --release -p ota-sim --example sweep -- --script {} --app-kib {app_kib} --buf-bytes {buf_bytes} --seed {}{}{plan} --point {point}",
         script.name(),
-        args.seed
+        args.seed,
+        flash_flags(args)
     )
 }
 
+fn plan(args: &Args) -> Plan {
+    if args.retry { Plan::Retry } else { Plan::Depth(args.depth) }
+}
+
+fn fixture(args: &Args, script: Script, app_kib: usize, buf_bytes: usize) -> Fixture {
+    Fixture::for_script(script, app_kib * 1024, args.seed)
+        .with_work_buffer(buf_bytes)
+        .on_flash(args.erased, args.sectors)
+}
+
 fn run_sweep(args: &Args, script: Script, app_kib: usize, buf_bytes: usize) -> sweep::Summary {
-    let fixture = Fixture::for_script(script, app_kib * 1024, args.seed).with_work_buffer(buf_bytes);
+    let fixture = fixture(args, script, app_kib, buf_bytes);
     let summary = if args.dump.is_some() {
         sweep::sweep_recording_points(&fixture, script, args.depth, args.threads)
     } else {
-        sweep::sweep(&fixture, script, args.depth, args.threads)
+        sweep::sweep_plan(&fixture, script, plan(args), args.threads)
     };
     let ms_per_point = summary.ms_per_point();
     if args.json {
         println!("{}", summary.json_line(script, app_kib, buf_bytes, args.depth, args.threads, args.seed));
     } else {
         println!(
-            "{}: {} KiB app, {buf_bytes}-byte buffer, depth {}, {} flash ops in the script, {} points on {} threads, {} failures, {:.2} s ({:.4} ms a point)",
+            "{}: {} KiB app, {buf_bytes}-byte buffer, {}{}, {} flash ops in the script, {} points on {} threads, {} failures, {:.2} s ({:.4} ms a point)",
             script.name(),
             app_kib,
-            args.depth,
+            plan(args).name(),
+            flash_flags(args),
             summary.script_ops,
             summary.points,
             args.threads,
@@ -232,9 +322,8 @@ fn write_dump(
 
 fn replay(args: &Args, point: Point) -> ExitCode {
     let script = args.scripts[0];
-    let fixture =
-        Fixture::for_script(script, args.app_kibs[0] * 1024, args.seed).with_work_buffer(args.buf_bytes[0]);
-    let (result, trace) = sweep::replay(&fixture, script, point);
+    let fixture = fixture(args, script, args.app_kibs[0], args.buf_bytes[0]);
+    let (result, trace) = sweep::replay_plan(&fixture, script, plan(args), point);
     for line in &trace {
         println!("{line}");
     }
@@ -248,6 +337,55 @@ fn replay(args: &Args, point: Point) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--bit-flips` (each script given) and `--stuck-bits`, on the first size and buffer given.
+fn fault_sweeps(args: &Args) -> ExitCode {
+    let (app_kib, buf_bytes) = (args.app_kibs[0], args.buf_bytes[0]);
+    let mut failed = false;
+    let mut report = |what: String, summary: &FaultSummary, replay: &str| {
+        println!(
+            "{what}, {app_kib} KiB app{}: {} points on {} threads, {} failures, {:.2} s ({:.4} ms a point)",
+            flash_flags(args),
+            summary.points,
+            args.threads,
+            summary.failures.len(),
+            summary.seconds,
+            summary.ms_per_point()
+        );
+        for failure in summary.failures.iter().take(10) {
+            let bit = match failure.point {
+                faults::FaultPoint::Flip { bit, .. } | faults::FaultPoint::Stuck { bit, .. } => bit,
+            };
+            eprintln!("FAILED: {}: {}", failure.point, failure.what);
+            eprintln!(
+                "  replay: cargo run --release -p ota-sim --example sweep -- {replay} --app-kib {app_kib} --buf-bytes {buf_bytes}{} --bits {bit}..{}",
+                flash_flags(args),
+                bit + 1
+            );
+            if summary.points <= 2 {
+                for line in &failure.trace {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        failed |= !summary.failures.is_empty();
+    };
+    if args.bit_flips {
+        for &script in &args.scripts {
+            let fixture = fixture(args, script, app_kib, buf_bytes);
+            let summary = faults::bit_flips(&fixture, script, &args.bits, args.threads);
+            let what = format!("bit flips: {} script, {} device states", script.name(), summary.states);
+            report(what, &summary, &format!("--bit-flips --script {}", script.name()));
+        }
+    }
+    if args.stuck_bits {
+        let fixture = fixture(args, Script::Update, app_kib, buf_bytes);
+        let summary = faults::stuck_bits(&fixture, args.cycles, &args.bits, args.threads);
+        let what = format!("stuck bits: at 0 and at 1, {} update cycles each", args.cycles);
+        report(what, &summary, &format!("--stuck-bits --cycles {}", args.cycles));
+    }
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn random(args: &Args) -> ExitCode {

@@ -15,7 +15,7 @@ use std::fmt;
 use ota_app::app::Resume;
 use ota_app::{App, Finished, RpcError, Settings, Source, Stamped, Start, Tick};
 use ota_core::control::SnapshotOptions;
-use ota_core::layout::{Layout, Region, Slot};
+use ota_core::layout::{Layout, Region, SectorRun as CoreSectorRun, Slot};
 use ota_core::manifest::Platform;
 use ota_core::updater::{self, Outcome, UpdateError, UpdateOptions, Updater};
 
@@ -51,6 +51,43 @@ pub struct Config {
     /// The work buffer the firmware gives the updater and the snapshot copy; it sets how much
     /// one program writes (at most 4 KiB). Default 4096.
     pub work_buffer_bytes: usize,
+    /// What an erased byte reads as: 0xFF (default) or 0x00.
+    pub erased_value: u8,
+    /// The flash's sector map. Default uniform 4 KiB sectors.
+    pub sectors: SectorMap,
+}
+
+/// A flash chip's sector map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SectorMap {
+    /// 4 KiB sectors throughout.
+    #[default]
+    Uniform,
+    /// An STM32F4's map: four 16 KiB sectors, one of 64 KiB, then 128 KiB sectors, with the
+    /// filesystem slots at the end in 4 KiB sectors (LittleFS erases blocks of 4 KiB). The core
+    /// erases 128 KiB units: the first unit is the five small sectors together.
+    Stm32f4Like,
+}
+
+impl SectorMap {
+    /// The core's erase unit on this map.
+    pub fn erase_unit_bytes(self) -> u32 {
+        match self {
+            SectorMap::Uniform => ERASE_BYTES as u32,
+            SectorMap::Stm32f4Like => 128 * 1024,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SectorMap::Uniform => "uniform",
+            SectorMap::Stm32f4Like => "stm32f4",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SectorMap> {
+        [SectorMap::Uniform, SectorMap::Stm32f4Like].into_iter().find(|m| m.name() == name)
+    }
 }
 
 impl Default for Config {
@@ -63,30 +100,67 @@ impl Default for Config {
             seed: 0,
             work_buffer_bytes: 4096,
             platform: ARCH.to_string(),
+            erased_value: 0xff,
+            sectors: SectorMap::Uniform,
         }
     }
 }
 
 impl Config {
-    /// The flash map: two 4 KiB boot-state areas, then the app slots, then the fs slots.
+    /// The flash map: two boot-state areas of one erase unit each, then the app slots, then
+    /// the fs slots; on a non-uniform map each slot is rounded up to whole erase units.
     pub fn layout(&self) -> Layout {
-        let e = ERASE_BYTES as u32;
+        let e = self.sectors.erase_unit_bytes();
+        let (app_bytes, fs_bytes) =
+            (self.app_slot_bytes.next_multiple_of(e), self.fs_slot_bytes.next_multiple_of(e));
         let app0 = 2 * e;
-        let app1 = app0 + self.app_slot_bytes;
-        let fs0 = app1 + self.app_slot_bytes;
-        let fs1 = fs0 + self.fs_slot_bytes;
-        Layout::new(
+        let app1 = app0 + app_bytes;
+        let fs0 = app1 + app_bytes;
+        let fs1 = fs0 + fs_bytes;
+        let layout = Layout::new(
             e,
             WRITE_BYTES as u32,
             [Region::new(0, e), Region::new(e, e)],
-            [Region::new(app0, self.app_slot_bytes), Region::new(app1, self.app_slot_bytes)],
-            [Region::new(fs0, self.fs_slot_bytes), Region::new(fs1, self.fs_slot_bytes)],
+            [Region::new(app0, app_bytes), Region::new(app1, app_bytes)],
+            [Region::new(fs0, fs_bytes), Region::new(fs1, fs_bytes)],
         )
         .unwrap_or_else(|e| panic!("device layout: {e}"))
+        .with_erased_byte(self.erased_value);
+        layout
+            .with_sectors(&self.core_sectors(layout.fs[1].end() as u32))
+            .unwrap_or_else(|e| panic!("device layout: {e}"))
     }
 
     pub fn flash_bytes(&self) -> u32 {
         self.layout().fs[1].end() as u32
+    }
+
+    /// The chip: its size, sector map and erased value.
+    pub fn geometry(&self) -> Geometry {
+        let size = self.flash_bytes();
+        let mut geometry = Geometry::new(size).erased_value(self.erased_value);
+        for run in self.core_sectors(size) {
+            geometry = geometry.sectors(run.count, run.sector_bytes);
+        }
+        geometry
+    }
+
+    fn core_sectors(&self, size_bytes: u32) -> Vec<CoreSectorRun> {
+        let run = |count, sector_bytes| CoreSectorRun { count, sector_bytes };
+        match self.sectors {
+            SectorMap::Uniform => vec![run(size_bytes / ERASE_BYTES as u32, ERASE_BYTES as u32)],
+            SectorMap::Stm32f4Like => {
+                let unit = self.sectors.erase_unit_bytes();
+                let fs0 = 2 * unit + 2 * self.app_slot_bytes.next_multiple_of(unit);
+                let small = (size_bytes - fs0) / ERASE_BYTES as u32;
+                vec![
+                    run(4, 16 * 1024),
+                    run(1, 64 * 1024),
+                    run((fs0 - unit) / unit, unit),
+                    run(small, ERASE_BYTES as u32),
+                ]
+            }
+        }
     }
 
     /// What the application is built with on this device.
@@ -185,7 +259,7 @@ impl Device {
     /// A device with an erased flash and no power.
     pub fn new(config: Config) -> Device {
         let layout = config.layout();
-        let geometry = Geometry::uniform(config.flash_bytes(), ERASE_BYTES as u32);
+        let geometry = config.geometry();
         let flash = Flash::new(&geometry, Rng::new(config.seed).derive("flash"));
         let buf = vec![0; config.work_buffer_bytes];
         Device {

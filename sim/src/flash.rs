@@ -367,8 +367,19 @@ struct State {
     powered: bool,
     armed_cut: Option<PowerCut>,
     failing_programs: Vec<Range<u32>>,
+    /// Bits that keep one value whatever is programmed or erased ([`SimFlash::stick_bit`]).
+    stuck: Vec<StuckBit>,
     violations: Vec<Violation>,
     rng: Rng,
+}
+
+/// A bit that reads `value` whatever a program or an erase does to it: a worn or defective cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StuckBit {
+    pub offset: u32,
+    /// 0 = least significant.
+    pub bit: u8,
+    pub value: bool,
 }
 
 /// The complete state of a [`SimFlash`], sharing its unchanged pages.
@@ -461,6 +472,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                 powered: true,
                 armed_cut: None,
                 failing_programs: Vec::new(),
+                stuck: Vec::new(),
                 violations: Vec::new(),
                 rng,
             },
@@ -550,6 +562,34 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
 
     pub fn clear_failing_programs(&mut self) {
         self.state.failing_programs.clear();
+    }
+
+    /// Sticks bit `bit` of the byte at `offset` at `value`, from now on: it reads so at once,
+    /// and no program or erase changes it. A program that would need to change it is not a
+    /// strictness violation (the device does not know), it just does not land there: reading
+    /// back is how software finds out.
+    pub fn stick_bit(&mut self, offset: u32, bit: u8, value: bool) {
+        assert!(offset < self.size_bytes && bit < 8, "bit {bit} at 0x{offset:x} is outside the flash");
+        self.state.stuck.push(StuckBit { offset, bit, value });
+        self.apply_stuck(offset as usize, offset as usize + 1);
+    }
+
+    /// Forces the stuck bits in `from..to` to their values.
+    fn apply_stuck(&mut self, from: usize, to: usize) {
+        for i in 0..self.state.stuck.len() {
+            let StuckBit { offset, bit, value } = self.state.stuck[i];
+            let at = offset as usize;
+            if at < from || at >= to {
+                continue;
+            }
+            let page = Arc::make_mut(&mut self.pages[at / PAGE_BYTES]);
+            let cell = &mut page.bytes[at % PAGE_BYTES];
+            if value {
+                *cell |= 1 << bit;
+            } else {
+                *cell &= !(1 << bit);
+            }
+        }
     }
 
     /// Inverts bit `bit` (0 = least significant) of the byte at `offset`.
@@ -780,11 +820,33 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                 return Err(violation(ViolationKind::Reprogram, (p * PAGE_BYTES + unit * WRITE) as u32));
             }
             let cells = &page.bytes[at..at + n];
-            if let Some(byte) = first_toward_erased(cells, &data[from..from + n], erased) {
+            if let Some(byte) = first_toward_erased(cells, &data[from..from + n], erased)
+                && !self.only_stuck_bits_differ(p * PAGE_BYTES + at, cells, &data[from..from + n])
+            {
                 return Err(violation(ViolationKind::BitTowardErased, (p * PAGE_BYTES + at + byte) as u32));
             }
         }
         Ok(())
+    }
+
+    /// True when every bit that `new` would move back toward the erased value in `cells` (at
+    /// flash offset `offset`) is a stuck bit: the cell cannot hold it, but the program is legal.
+    fn only_stuck_bits_differ(&self, offset: usize, cells: &[u8], new: &[u8]) -> bool {
+        if self.state.stuck.is_empty() {
+            return false;
+        }
+        let erased = self.erased_value;
+        cells.iter().zip(new).enumerate().all(|(i, (&cell, &new))| {
+            // Bits at their programmed value (away from erased) that `new` wants erased.
+            let toward_erased = (cell ^ erased) & !(new ^ erased);
+            let stuck: u8 = self
+                .state
+                .stuck
+                .iter()
+                .filter(|s| s.offset as usize == offset + i)
+                .fold(0, |mask, s| mask | 1 << s.bit);
+            toward_erased & !stuck == 0
+        })
     }
 
     fn check_erase(&self, from: u32, to: u32) -> Result<(), Violation> {
@@ -811,6 +873,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             page.bytes[at..at + n].copy_from_slice(&data[from..from + n]);
             set_range(&mut page.needs_erase, at / WRITE, (at + n) / WRITE);
         }
+        self.apply_stuck(offset, offset + data.len());
     }
 
     fn tear_program(&mut self, offset: usize, data: &[u8]) {
@@ -833,6 +896,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         }
         let unit = at % PAGE_BYTES / WRITE;
         set_range(&mut page.needs_erase, unit, unit + 1);
+        self.apply_stuck(at, at + WRITE);
     }
 
     fn erase_range(&mut self, from: usize, to: usize) {
@@ -847,6 +911,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
                 clear_range(&mut page.needs_erase, at / WRITE, (at + n) / WRITE);
             }
         }
+        self.apply_stuck(from, to);
     }
 
     /// Erases a random number of leading sectors, leaves residue in the next one.
@@ -871,6 +936,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             }
             set_range(&mut page.needs_erase, at / WRITE, (at + n) / WRITE);
         }
+        self.apply_stuck(mid, end);
     }
 
     fn copy_out(&self, offset: usize, buf: &mut [u8]) {

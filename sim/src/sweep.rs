@@ -16,7 +16,11 @@
 //! | commit is durable        | the expected image runs: see [`expected_version`]                  |
 //! | user files survive       | `conf9.json` reads back as the user wrote it                       |
 //!
-//! A depth-two sweep also cuts the power at every operation of the recovery after each first cut.
+//! A [`Plan`] says what is cut after the first cut: at depth two and three, every operation of
+//! the recovery from the cut before; with [`Plan::Retry`], every operation of the interrupted
+//! action run again once the device recovered. [`Fixture::on_flash`] runs any of these on a
+//! flash erased to 0x00 or with an STM32F4-like sector map. Faults in the stored bits of the
+//! boot-state areas (flips, stuck bits) are swept by [`crate::faults`].
 //! Points are spread over threads; each thread restores its own device from one snapshot.
 
 use std::cell::RefCell;
@@ -34,7 +38,7 @@ use ota_core::state::BootState;
 use ota_core::updater::UpdateOptions;
 use sha2::Digest as _;
 
-use crate::device::{ARCH, Config, Device, DeviceSnapshot, Run};
+use crate::device::{ARCH, Config, Device, DeviceSnapshot, Run, SectorMap};
 use crate::flash::{CutWhen, Matched};
 use crate::image::{self, Behaviour, Image};
 use crate::lfs;
@@ -86,6 +90,8 @@ pub struct Fixture {
     pub v1_zip: Vec<u8>,
     pub v2_zip: Vec<u8>,
     pub chunk_bytes: usize,
+    /// The bundles are the fixture's own (built for the device's filesystem slot), not given.
+    built: bool,
 }
 
 impl Fixture {
@@ -99,7 +105,26 @@ impl Fixture {
         let v1_zip = bundle(&config, &v1, br#"{"app": "v1"}"#);
         let v2_zip = bundle(&config, &v2, br#"{"app": "v2"}"#);
         let known = [&v1, &v2].map(Known::of).to_vec();
-        Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024 }
+        Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024, built: true }
+    }
+
+    /// The same fixture on a flash whose erased bytes read as `erased_value`, with the sector
+    /// map `sectors`: slots grow to whole erase units (the app slot keeps a unit for the image
+    /// descriptor), and the fixture's own bundles are built again for the new filesystem slot.
+    pub fn on_flash(mut self, erased_value: u8, sectors: SectorMap) -> Fixture {
+        let unit = sectors.erase_unit_bytes();
+        let largest = self.v1.len_bytes.max(self.v2.len_bytes) as u32;
+        self.config.erased_value = erased_value;
+        self.config.sectors = sectors;
+        if sectors != SectorMap::Uniform {
+            self.config.app_slot_bytes = largest.next_multiple_of(unit) + unit;
+            self.config.fs_slot_bytes = self.config.fs_slot_bytes.next_multiple_of(unit);
+        }
+        if self.built {
+            self.v1_zip = bundle(&self.config, &self.v1, br#"{"app": "v1"}"#);
+            self.v2_zip = bundle(&self.config, &self.v2, br#"{"app": "v2"}"#);
+        }
+        self
     }
 
     /// The same fixture on a device whose firmware gives the updater a `bytes` work buffer.
@@ -126,7 +151,7 @@ impl Fixture {
         let app_slot_bytes = slot_bytes_for(largest);
         let config = Config { app_slot_bytes, seed, platform, ..Config::default() };
         let known = vec![Known::from_bytes(&v1.version, v1_app), Known::from_bytes(&v2.version, v2_app)];
-        Ok(Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024 })
+        Ok(Fixture { config, v1, v2, known, v1_zip, v2_zip, chunk_bytes: 1024, built: false })
     }
 }
 
@@ -225,8 +250,17 @@ fn verifies(device: &mut Device, fixture: &Fixture, state: &BootState, slot: Slo
 }
 
 fn bundle(config: &Config, image: &Image, app_json: &[u8]) -> Vec<u8> {
-    let fs =
+    let mut fs =
         lfs::build_image(config.fs_slot_bytes, crate::device::ERASE_BYTES as u32, &[("app.json", app_json)]);
+    if config.erased_value != 0xff {
+        // The image leaves littlefs's free space erased as all-0xFF write units (`build_image`):
+        // on this flash erased units read as its own erased value.
+        for unit in fs.chunks_mut(crate::device::WRITE_BYTES) {
+            if unit.iter().all(|&b| b == 0xff) {
+                unit.fill(config.erased_value);
+            }
+        }
+    }
     Bundle::new("simapp", ARCH)
         .version(&image.version)
         .build_id(&format!("sim/{}", image.version))
@@ -262,18 +296,42 @@ pub fn run_script(device: &mut Device, fixture: &Fixture, script: Script) {
 }
 
 /// One fault point: a power cut at mutating flash operation `op` (counted from the start of the
-/// script) in the way `when` says, and, for depth two, a second cut in the recovery.
+/// script) in the way `when` says; for depth two and three, a second and a third cut, each in
+/// the recovery from the cut before (counted from that recovery's start); for a retry sweep,
+/// `second` is the cut in the retried action (counted from its start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Point {
     pub op: u64,
     pub when: CutWhen,
     pub second: Option<(u64, CutWhen)>,
+    pub third: Option<(u64, CutWhen)>,
+}
+
+impl Point {
+    /// A first cut alone.
+    pub fn first(op: u64, when: CutWhen) -> Point {
+        Point { op, when, second: None, third: None }
+    }
+
+    /// The same point with its cut number `level` (2 or 3) set.
+    fn with_cut(self, level: u8, cut: (u64, CutWhen)) -> Point {
+        match level {
+            2 => Point { second: Some(cut), ..self },
+            3 => Point { third: Some(cut), ..self },
+            _ => unreachable!("a point has at most three cuts"),
+        }
+    }
+
+    /// The cuts after the first, in order.
+    fn later_cuts(&self) -> impl Iterator<Item = (u64, CutWhen)> {
+        self.second.into_iter().chain(self.third)
+    }
 }
 
 impl fmt::Display for Point {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.op, self.when)?;
-        if let Some((op, when)) = self.second {
+        for (op, when) in self.later_cuts() {
             write!(f, "+{op}:{when}")?;
         }
         Ok(())
@@ -283,7 +341,7 @@ impl fmt::Display for Point {
 impl std::str::FromStr for Point {
     type Err = String;
 
-    /// `OP:WHEN` or `OP:WHEN+OP:WHEN` (a second cut in the recovery), WHEN being before, during
+    /// `OP:WHEN`, with up to two more `+OP:WHEN` (the later cuts), WHEN being before, during
     /// or after: the form failures print.
     fn from_str(text: &str) -> Result<Point, String> {
         fn cut(text: &str) -> Result<(u64, CutWhen), String> {
@@ -297,12 +355,14 @@ impl std::str::FromStr for Point {
             };
             Ok((op, when))
         }
-        let (first, second) = match text.split_once('+') {
-            Some((a, b)) => (a, Some(cut(b)?)),
-            None => (text, None),
-        };
-        let (op, when) = cut(first)?;
-        Ok(Point { op, when, second })
+        let mut cuts = text.split('+');
+        let (op, when) = cut(cuts.next().unwrap_or_default())?;
+        let second = cuts.next().map(cut).transpose()?;
+        let third = cuts.next().map(cut).transpose()?;
+        if cuts.next().is_some() {
+            return Err(format!("a point has at most three cuts, not {text:?}"));
+        }
+        Ok(Point { op, when, second, third })
     }
 }
 
@@ -361,6 +421,26 @@ pub fn expected_version(state: &BootState, mut behaviour_of: impl FnMut(Slot) ->
 
 const CUTS: [CutWhen; 3] = [CutWhen::Before, CutWhen::During, CutWhen::After];
 
+/// What a sweep cuts after the first cut (at every operation of the script, in every way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// `n` cuts in a row, 1 to 3: each later cut at every operation of the recovery from the
+    /// cut before it.
+    Depth(u8),
+    /// After the first cut and its recovery, the interrupted action runs again and is cut at
+    /// every operation of its own (a user who retries the update).
+    Retry,
+}
+
+impl Plan {
+    pub fn name(self) -> String {
+        match self {
+            Plan::Depth(n) => format!("depth {n}"),
+            Plan::Retry => "retry".into(),
+        }
+    }
+}
+
 /// A sweep's figures.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -372,15 +452,20 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// The sweep of one script: depth 1 or 2, on `threads` threads.
+/// The sweep of one script: depth 1, 2 or 3, on `threads` threads.
 pub fn sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
-    run_sweep(fixture, script, depth, threads, Record::FailuresOnly)
+    run_sweep(fixture, script, Plan::Depth(depth), threads, Record::FailuresOnly)
+}
+
+/// The sweep of one script by `plan`, on `threads` threads.
+pub fn sweep_plan(fixture: &Fixture, script: Script, plan: Plan, threads: usize) -> Summary {
+    run_sweep(fixture, script, plan, threads, Record::FailuresOnly)
 }
 
 /// Like [`sweep`], and keeps every point's [`PointResult`] in [`Summary::results`], sorted by
 /// point: what `--dump` writes, to compare two builds point by point.
 pub fn sweep_recording_points(fixture: &Fixture, script: Script, depth: u8, threads: usize) -> Summary {
-    run_sweep(fixture, script, depth, threads, Record::EveryPoint)
+    run_sweep(fixture, script, Plan::Depth(depth), threads, Record::EveryPoint)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -397,13 +482,15 @@ struct Gathered {
     results: Vec<PointResult>,
 }
 
-fn run_sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize, record: Record) -> Summary {
+fn run_sweep(fixture: &Fixture, script: Script, plan: Plan, threads: usize, record: Record) -> Summary {
+    if let Plan::Depth(depth) = plan {
+        assert!((1..=3).contains(&depth), "a sweep cuts one to three times in a row, not {depth}");
+    }
     let started = Instant::now();
     let base = prepare(fixture);
     let start = base.snapshot();
     let script_ops = clean_ops(fixture, script, &start);
-    let first: Vec<Point> =
-        (0..script_ops).flat_map(|op| CUTS.map(|when| Point { op, when, second: None })).collect();
+    let first: Vec<Point> = (0..script_ops).flat_map(|op| CUTS.map(|when| Point::first(op, when))).collect();
     let next = AtomicUsize::new(0);
     let results: Vec<Gathered> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.max(1))
@@ -414,7 +501,7 @@ fn run_sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize, recor
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(point) = first.get(i) else { break };
-                        let run = PointRun { fixture, script, start: &start, depth, record };
+                        let run = PointRun { fixture, script, start: &start, plan, record };
                         run.run(&mut device, *point, &mut gathered);
                     }
                     gathered
@@ -435,8 +522,11 @@ fn run_sweep(fixture: &Fixture, script: Script, depth: u8, threads: usize, recor
     summary
 }
 
-fn point_order(point: Point) -> (u64, u8, Option<(u64, u8)>) {
-    (point.op, point.when as u8, point.second.map(|(op, when)| (op, when as u8)))
+type CutOrder = Option<(u64, u8)>;
+
+fn point_order(point: Point) -> (u64, u8, CutOrder, CutOrder) {
+    let order = |cut: Option<(u64, CutWhen)>| cut.map(|(op, when)| (op, when as u8));
+    (point.op, point.when as u8, order(point.second), order(point.third))
 }
 
 /// One point's result: whether every invariant held, and hashes of its trace.
@@ -480,17 +570,25 @@ fn device_expect(device: &mut Device) -> Result<Slot, String> {
     state_now(device).map(|state| expected_version(&state, |slot| behaviour_in(device, slot)))
 }
 
+/// A recovery to cut: the device at the cut before it, and the operations the recovery did,
+/// counted from `start`.
+struct Recovery<'a> {
+    cut: &'a DeviceSnapshot,
+    start: u64,
+    ops: u64,
+}
+
 /// What every point of a sweep shares.
 struct PointRun<'a> {
     fixture: &'a Fixture,
     script: Script,
     start: &'a DeviceSnapshot,
-    depth: u8,
+    plan: Plan,
     record: Record,
 }
 
 impl PointRun<'_> {
-    /// Runs one first-cut point and, at depth two, every second cut of its recovery.
+    /// Runs one first-cut point and what the plan cuts after it.
     fn run(&self, device: &mut Device, point: Point, gathered: &mut Gathered) {
         let fixture = self.fixture;
         device.restore(self.start);
@@ -504,25 +602,77 @@ impl PointRun<'_> {
         let recovery_start = device.flash_ops();
         device.power_on();
         device.advance_ms(SETTLE_MS);
-        let recovery_ops = device.flash_ops() - recovery_start;
+        let recovery =
+            Recovery { cut: &cut, start: recovery_start, ops: device.flash_ops() - recovery_start };
         let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
+        let held = outcome.is_ok();
         self.gather(device, point, own_from, outcome, gathered);
-        if self.depth < 2 {
-            return;
+        match self.plan {
+            Plan::Depth(depth) if depth >= 2 => {
+                self.cut_recovery(device, &recovery, point, 2, own_from, gathered)
+            }
+            Plan::Retry if held => self.retry(device, point, own_from, gathered),
+            _ => {}
         }
-        for op in 0..recovery_ops {
+    }
+
+    /// Cuts the recovery from `recovery.cut` at each of its operations (cut number `level`),
+    /// and, below the plan's depth, each recovery from those cuts in turn.
+    fn cut_recovery(
+        &self,
+        device: &mut Device,
+        recovery: &Recovery<'_>,
+        point: Point,
+        level: u8,
+        own_from: usize,
+        gathered: &mut Gathered,
+    ) {
+        let Plan::Depth(depth) = self.plan else { unreachable!("only depth plans cut recoveries") };
+        let fixture = self.fixture;
+        for op in 0..recovery.ops {
             for when in CUTS {
-                let second = Point { second: Some((op, when)), ..point };
-                device.restore(&cut);
-                device.power_cut_at_op(recovery_start + op, when);
+                let next = point.with_cut(level, (op, when));
+                device.restore(recovery.cut);
+                device.power_cut_at_op(recovery.start + op, when);
                 device.power_on();
                 device.advance_ms(SETTLE_MS);
+                device.power_cut();
+                let cut = (level < depth).then(|| device.snapshot());
+                let expect = at_cut(device, fixture);
+                let start = device.flash_ops();
+                device.power_on();
+                device.advance_ms(SETTLE_MS);
+                let ops = device.flash_ops() - start;
+                let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
+                self.gather(device, next, own_from, outcome, gathered);
+                if let Some(cut) = &cut {
+                    let recovery = Recovery { cut, start, ops };
+                    self.cut_recovery(device, &recovery, next, level + 1, own_from, gathered);
+                }
+            }
+        }
+    }
+
+    /// The device recovered from the first cut: the interrupted action runs again, cut at each
+    /// of its operations, and the device recovers once more.
+    fn retry(&self, device: &mut Device, point: Point, own_from: usize, gathered: &mut Gathered) {
+        let fixture = self.fixture;
+        let recovered = device.snapshot();
+        let start = device.flash_ops();
+        run_script(device, fixture, self.script);
+        let ops = device.flash_ops() - start;
+        for op in 0..ops {
+            for when in CUTS {
+                let next = point.with_cut(2, (op, when));
+                device.restore(&recovered);
+                device.power_cut_at_op(start + op, when);
+                run_script(device, fixture, self.script);
                 device.power_cut();
                 let expect = at_cut(device, fixture);
                 device.power_on();
                 device.advance_ms(SETTLE_MS);
                 let outcome = expect.and_then(|slot| check_recovered(device, fixture, Ok(slot)));
-                self.gather(device, second, own_from, outcome, gathered);
+                self.gather(device, next, own_from, outcome, gathered);
             }
         }
     }
@@ -557,13 +707,23 @@ fn hash_lines(lines: &[String]) -> u64 {
     crate::schedule::fnv1a(lines.iter().flat_map(|l| l.bytes().chain([b'\n'])))
 }
 
-fn trace_lines(trace: &[(u64, crate::device::Event)]) -> Vec<String> {
+pub(crate) fn trace_lines(trace: &[(u64, crate::device::Event)]) -> Vec<String> {
     trace.iter().map(|(ms, e)| format!("[{ms:>9} ms] {e}")).collect()
 }
 
-/// Runs one point from scratch and returns whether every invariant held, with the device's
-/// trace: what a replay command prints.
+/// Runs one point of a depth sweep from scratch and returns whether every invariant held, with
+/// the device's trace: what a replay command prints.
 pub fn replay(fixture: &Fixture, script: Script, point: Point) -> (Result<(), String>, Vec<String>) {
+    replay_plan(fixture, script, Plan::Depth(1), point)
+}
+
+/// Runs one point of a sweep by `plan` from scratch ([`replay`]).
+pub fn replay_plan(
+    fixture: &Fixture,
+    script: Script,
+    plan: Plan,
+    point: Point,
+) -> (Result<(), String>, Vec<String>) {
     let start = prepare(fixture).snapshot();
     let mut device = Device::new(fixture.config.clone());
     device.restore(&start);
@@ -572,11 +732,19 @@ pub fn replay(fixture: &Fixture, script: Script, point: Point) -> (Result<(), St
     run_script(&mut device, fixture, script);
     device.power_cut();
     let mut expect = at_cut(&mut device, fixture);
-    if let Some((op, when)) = point.second {
-        let at = device.flash_ops() + op;
-        device.power_cut_at_op(at, when);
-        device.power_on();
-        device.advance_ms(SETTLE_MS);
+    for (op, when) in point.later_cuts() {
+        if plan == Plan::Retry {
+            device.power_on();
+            device.advance_ms(SETTLE_MS);
+            let at = device.flash_ops() + op;
+            device.power_cut_at_op(at, when);
+            run_script(&mut device, fixture, script);
+        } else {
+            let at = device.flash_ops() + op;
+            device.power_cut_at_op(at, when);
+            device.power_on();
+            device.advance_ms(SETTLE_MS);
+        }
         device.power_cut();
         expect = at_cut(&mut device, fixture);
     }
@@ -618,7 +786,7 @@ fn check_at_cut(device: &mut Device, fixture: &Fixture) -> Result<Slot, String> 
     Ok(expected_version(&state, |slot| behaviour_in(device, slot)))
 }
 
-fn state_now(device: &mut Device) -> Result<BootState, String> {
+pub(crate) fn state_now(device: &mut Device) -> Result<BootState, String> {
     let layout = *device.layout();
     match log::read(device.flash(), &layout) {
         Ok(Some(located)) => Ok(located.record.state),
@@ -636,7 +804,7 @@ fn behaviour_in(device: &mut Device, slot: Slot) -> Behaviour {
 
 /// After recovery: a firmware runs, committed, on the expected slot, whose bytes are exactly v1
 /// or v2, and the user's configuration is intact.
-fn check_recovered(
+pub(crate) fn check_recovered(
     device: &mut Device,
     fixture: &Fixture,
     expect: Result<Slot, String>,

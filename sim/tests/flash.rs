@@ -127,6 +127,28 @@ fn program_after_erase_is_legal_again() {
 }
 
 #[test]
+fn a_stuck_bit_keeps_its_value_through_programs_and_erases_and_is_no_violation() {
+    let mut flash = uniform(1);
+    flash.write(0x2000, &[0x0f; 4]).unwrap();
+    // Stuck at 1 on a programmed 0: it reads 1 at once.
+    flash.stick_bit(0x2000, 4, true);
+    assert_eq!(flash.contents(0x2000..0x2004), [0x1f, 0x0f, 0x0f, 0x0f]);
+    flash.erase(0x2000, 0x3000).unwrap();
+    // Stuck at 0 in an erased cell: a program that wants it 1 lands elsewhere and is legal.
+    flash.stick_bit(0x2001, 0, false);
+    assert_eq!(flash.contents(0x2000..0x2002), [0xff, 0xfe]);
+    flash.write(0x2000, &[0xef, 0xff, 0xff, 0xff]).unwrap();
+    assert_eq!(flash.contents(0x2000..0x2004), [0xff, 0xfe, 0xff, 0xff], "bit 4 of 0x2000 stays 1");
+    assert_eq!(flash.violations(), []);
+    // A snapshot carries the stuck bits; restoring one from before drops them.
+    let stuck = flash.snapshot();
+    flash.erase(0x2000, 0x3000).unwrap();
+    assert_eq!(flash.contents(0x2000..0x2002), [0xff, 0xfe]);
+    flash.restore(&stuck);
+    assert_eq!(flash.contents(0x2000..0x2002), [0xff, 0xfe]);
+}
+
+#[test]
 fn erased_value_zero_programs_only_set_bits() {
     // Small sectors inside one page exercise the partial-page erase path.
     let geometry = Geometry::uniform(8 * KIB, 256).erased_value(0x00);

@@ -135,3 +135,61 @@ proptest! {
         }
     }
 }
+
+fn assert_no_failures(what: &str, points: u64, failures: &[String]) {
+    for f in failures.iter().take(5) {
+        eprintln!("FAILED: {f}");
+    }
+    assert!(points > 0, "{what}: no points");
+    assert!(failures.is_empty(), "{what}: {} of {points} points broke an invariant", failures.len());
+}
+
+fn run_plan(fixture: &Fixture, script: Script, plan: sweep::Plan) -> sweep::Summary {
+    let summary = sweep::sweep_plan(fixture, script, plan, 2);
+    let failures: Vec<String> = summary.failures.iter().map(|f| format!("{}: {}", f.point, f.what)).collect();
+    assert_no_failures(&format!("{} {}", script.name(), plan.name()), summary.points, &failures);
+    summary
+}
+
+#[test]
+fn every_third_cut_and_every_cut_of_a_retry_keeps_every_invariant() {
+    let fixture = Fixture::for_script(Script::Update, APP_BYTES, 3);
+    let two = run_plan(&fixture, Script::Update, sweep::Plan::Depth(2));
+    let three = run_plan(&fixture, Script::Update, sweep::Plan::Depth(3));
+    assert!(three.points > two.points, "recoveries from second cuts are cut again");
+    let retry = run_plan(&fixture, Script::Snapshot, sweep::Plan::Retry);
+    assert!(retry.points > 3 * retry.script_ops, "every retry is cut at each of its operations");
+}
+
+#[test]
+fn every_power_cut_on_a_zero_erased_flash_and_an_stm32f4_sector_map_keeps_every_invariant() {
+    use ota_sim::device::SectorMap;
+    for (erased, sectors) in
+        [(0x00, SectorMap::Uniform), (0xff, SectorMap::Stm32f4Like), (0x00, SectorMap::Stm32f4Like)]
+    {
+        for script in [Script::Update, Script::Snapshot] {
+            let fixture = Fixture::for_script(script, APP_BYTES, 3).on_flash(erased, sectors);
+            run_plan(&fixture, script, sweep::Plan::Depth(1));
+        }
+    }
+}
+
+// Issue 9, defects 3 and 5: a single flipped bit anywhere in the boot-state areas changed which
+// image boots or bricked the device, and a stuck bit wedged the log. A slice of every bit, on
+// both erased values (the release example sweeps them all).
+#[test]
+fn no_single_bit_flip_or_stuck_bit_in_the_boot_state_areas_changes_which_image_boots() {
+    use ota_sim::faults::{self, Bits};
+    for erased in [0xff, 0x00] {
+        let fixture = Fixture::for_script(Script::Update, APP_BYTES, 3).on_flash(erased, Default::default());
+        let flips = faults::bit_flips(&fixture, Script::Update, &Bits { range: None, step: 257 }, 2);
+        assert!(flips.states >= 4, "committed, applied, on trial, committed again: {} states", flips.states);
+        let failures: Vec<String> =
+            flips.failures.iter().map(|f| format!("{}: {}", f.point, f.what)).collect();
+        assert_no_failures("bit flips", flips.points, &failures);
+        let stuck = faults::stuck_bits(&fixture, 4, &Bits { range: Some(0..4096), step: 509 }, 2);
+        let failures: Vec<String> =
+            stuck.failures.iter().map(|f| format!("{}: {}", f.point, f.what)).collect();
+        assert_no_failures("stuck bits", stuck.points, &failures);
+    }
+}
