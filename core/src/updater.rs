@@ -309,7 +309,9 @@ impl core::fmt::Display for UpdateError {
 /// A streaming update in progress. It holds no flash: pass the same flash to every call. Its
 /// work buffer `B` is anything that lends a byte slice: `&mut [u8]` (a stack or static buffer),
 /// or an owned buffer where the update must outlive the caller's frame (a session kept between
-/// RPC calls).
+/// RPC calls). With an owned buffer it clones: a simulator saves an update in progress with its
+/// flash and resumes it from there.
+#[derive(Clone)]
 pub struct Updater<B: AsMut<[u8]>> {
     layout: Layout,
     device: Device,

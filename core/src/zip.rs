@@ -158,7 +158,8 @@ struct Entry {
 /// Errors are final: once [`ZipReader::feed`] returned an error, every later call returns the
 /// same error. The header CRC-32 is checked only when it is nonzero, as Mongoose OS does: an
 /// entry whose header CRC is 0 is accepted whatever its data (the updater's SHA-1 and SHA-256
-/// checks against the manifest still apply).
+/// checks against the manifest still apply). A clone reads on from the same place.
+#[derive(Clone)]
 pub struct ZipReader {
     phase: Phase,
     header: [u8; HEADER_SIZE_BYTES],

@@ -13,7 +13,7 @@
 use std::fmt;
 
 use ota_app::app::Resume;
-use ota_app::{App, Finished, RpcError, Settings, Source, Stamped, Start, Tick};
+use ota_app::{App, Finished, RpcError, SessionId, Settings, Source, Stamped, Start, Tick};
 use ota_core::control::SnapshotOptions;
 use ota_core::layout::{Layout, Region, SectorRun as CoreSectorRun, Slot};
 use ota_core::manifest::Platform;
@@ -349,7 +349,7 @@ impl Device {
             flash: self.flash_ref().snapshot(),
             now_ms: self.now_ms,
             run: self.run.clone(),
-            app: self.app.as_ref().map(|app| app.resume_point().expect("no update session between verbs")),
+            app: self.app.as_ref().map(|app| app.resume_point()),
             trace: self.trace.clone(),
             trace_ops: self.trace_ops.clone(),
         }
@@ -595,14 +595,48 @@ impl Device {
 
     /// Streams `zip` to the application's update session in `chunk_bytes` pieces. A bundle
     /// that is applied reboots the device into it, as Mongoose OS does after "Update applied,
-    /// finalizing".
+    /// finalizing". The steps are [`Device::update_begin`], [`Device::update_chunk`] and
+    /// [`Device::update_end`], which a sweep takes one at a time to save the device between two.
     pub fn update(
         &mut self,
         zip: &[u8],
         chunk_bytes: usize,
         options: UpdateOptions,
     ) -> Result<Finished, DeviceError> {
-        self.update_until(zip, chunk_bytes, options, None)
+        let id = self.update_begin(zip.len(), options)?;
+        for chunk in zip.chunks(chunk_bytes.max(1)) {
+            self.update_chunk(id, chunk)?;
+        }
+        self.update_end(id)
+    }
+
+    /// Opens an update session for a bundle of `size_bytes` (`OTA.Begin`).
+    pub fn update_begin(
+        &mut self,
+        size_bytes: usize,
+        options: UpdateOptions,
+    ) -> Result<SessionId, DeviceError> {
+        let now_ms = self.now_ms;
+        let result = self.app()?.update_begin(Source::Rpc, options, Some(size_bytes as u64), None, now_ms);
+        self.settle(result)
+    }
+
+    /// Gives session `id` the next piece of its bundle (`OTA.Write`).
+    pub fn update_chunk(&mut self, id: SessionId, chunk: &[u8]) -> Result<(), DeviceError> {
+        let now_ms = self.now_ms;
+        let result = self.app()?.update_data(id, chunk, now_ms);
+        self.settle(result)
+    }
+
+    /// Ends session `id` (`OTA.End`); an applied bundle reboots the device into it.
+    pub fn update_end(&mut self, id: SessionId) -> Result<Finished, DeviceError> {
+        let now_ms = self.now_ms;
+        let result = self.app()?.update_end(id, now_ms);
+        let finished = self.settle(result)?;
+        if let Finished::Applied { .. } = finished {
+            self.reset();
+        }
+        Ok(finished)
     }
 
     /// Like [`Device::update`], but the power goes once the application has taken

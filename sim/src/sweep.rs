@@ -283,15 +283,118 @@ pub fn prepare(fixture: &Fixture) -> Device {
 /// Runs the script. Verbs on a device whose power went off do nothing, so the script simply
 /// runs on.
 pub fn run_script(device: &mut Device, fixture: &Fixture, script: Script) {
-    let options = UpdateOptions { commit_timeout_s: COMMIT_TIMEOUT_S, ignore_same_version: false };
+    let mut cursor = Cursor::default();
+    for step in steps(fixture, script) {
+        run_step(device, fixture, step, &mut cursor);
+    }
+}
+
+/// One step of a script: a sweep can save the device between two steps (a [`Checkpoint`]) and
+/// run the rest of the script from there. An update is its session's opening, each chunk, and
+/// its end, as [`Device::update`] takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Begin,
+    Chunk(usize),
+    End,
+    Settle,
+    Snapshot,
+}
+
+fn steps(fixture: &Fixture, script: Script) -> Vec<Step> {
     match script {
         Script::Update | Script::Rollback => {
-            let _ = device.update(&fixture.v2_zip, fixture.chunk_bytes, options);
+            let chunks = fixture.v2_zip.len().div_ceil(fixture.chunk_bytes.max(1));
+            let mut steps = vec![Step::Begin];
+            steps.extend((0..chunks).map(Step::Chunk));
+            steps.extend([Step::End, Step::Settle]);
+            steps
+        }
+        Script::Snapshot => vec![Step::Snapshot],
+    }
+}
+
+/// Where a script's update stands between steps: its session, and whether a step failed (then
+/// the rest of the update is not sent, as [`Device::update`] stops at the first error).
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    session: Option<ota_app::SessionId>,
+    stopped: bool,
+}
+
+fn run_step(device: &mut Device, fixture: &Fixture, step: Step, cursor: &mut Cursor) {
+    let options = UpdateOptions { commit_timeout_s: COMMIT_TIMEOUT_S, ignore_same_version: false };
+    let chunk_bytes = fixture.chunk_bytes.max(1);
+    if cursor.stopped && matches!(step, Step::Chunk(_) | Step::End) {
+        return;
+    }
+    let session = || cursor.session.expect("the update began");
+    let ok = match step {
+        Step::Begin => {
+            device.update_begin(fixture.v2_zip.len(), options).map(|id| cursor.session = Some(id)).is_ok()
+        }
+        Step::Chunk(i) => {
+            let zip = &fixture.v2_zip;
+            let chunk = &zip[i * chunk_bytes..((i + 1) * chunk_bytes).min(zip.len())];
+            device.update_chunk(session(), chunk).is_ok()
+        }
+        Step::End => device.update_end(session()).is_ok(),
+        Step::Settle => {
             device.advance_ms(SETTLE_MS);
+            true
         }
-        Script::Snapshot => {
-            let _ = device.create_snapshot(SnapshotOptions::default());
+        Step::Snapshot => device.create_snapshot(SnapshotOptions::default()).is_ok(),
+    };
+    cursor.stopped |= !ok;
+}
+
+/// The device saved before a step of a clean run of a script.
+struct Checkpoint {
+    /// Mutating flash operations done before the step.
+    ops: u64,
+    step: usize,
+    device: DeviceSnapshot,
+    cursor: Cursor,
+}
+
+/// A clean run of `script` from `from`, saved before every step that starts at a new operation
+/// count (of steps that start at the same count, the last: the ones before it wrote nothing).
+/// Returns the checkpoints and the operations of the whole run.
+fn checkpoints(fixture: &Fixture, script: Script, from: &DeviceSnapshot) -> (Vec<Checkpoint>, u64) {
+    let mut device = Device::new(fixture.config.clone());
+    device.restore(from);
+    let start = device.flash_ops();
+    let mut cursor = Cursor::default();
+    let mut saved: Vec<Checkpoint> = Vec::new();
+    for (step, &what) in steps(fixture, script).iter().enumerate() {
+        let ops = device.flash_ops();
+        if saved.last().is_some_and(|c| c.ops == ops) {
+            saved.pop();
         }
+        saved.push(Checkpoint { ops, step, device: device.snapshot(), cursor });
+        run_step(&mut device, fixture, what, &mut cursor);
+    }
+    (saved, device.flash_ops() - start)
+}
+
+/// Runs `script` with a power cut at operation `op` (counted from the flash's creation) as
+/// `when` says: from the last checkpoint before the cut to the end. The result is what a run
+/// from the checkpoints' start does, without doing again what the checkpoint holds.
+fn run_from_checkpoint(
+    device: &mut Device,
+    fixture: &Fixture,
+    script: Script,
+    saved: &[Checkpoint],
+    op: u64,
+    when: CutWhen,
+) {
+    let at = saved.partition_point(|c| c.ops <= op).saturating_sub(1);
+    let checkpoint = &saved[at];
+    device.restore(&checkpoint.device);
+    device.power_cut_at_op(op, when);
+    let mut cursor = checkpoint.cursor;
+    for &step in &steps(fixture, script)[checkpoint.step..] {
+        run_step(device, fixture, step, &mut cursor);
     }
 }
 
@@ -490,6 +593,8 @@ fn run_sweep(fixture: &Fixture, script: Script, plan: Plan, threads: usize, reco
     let base = prepare(fixture);
     let start = base.snapshot();
     let script_ops = clean_ops(fixture, script, &start);
+    let (saved, _) = checkpoints(fixture, script, &start);
+    let (start_ops, own_from) = (base.flash_ops(), base.trace().len());
     let first: Vec<Point> = (0..script_ops).flat_map(|op| CUTS.map(|when| Point::first(op, when))).collect();
     let next = AtomicUsize::new(0);
     let results: Vec<Gathered> = std::thread::scope(|scope| {
@@ -501,7 +606,8 @@ fn run_sweep(fixture: &Fixture, script: Script, plan: Plan, threads: usize, reco
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(point) = first.get(i) else { break };
-                        let run = PointRun { fixture, script, start: &start, plan, record };
+                        let run =
+                            PointRun { fixture, script, saved: &saved, start_ops, own_from, plan, record };
                         run.run(&mut device, *point, &mut gathered);
                     }
                     gathered
@@ -582,7 +688,11 @@ struct Recovery<'a> {
 struct PointRun<'a> {
     fixture: &'a Fixture,
     script: Script,
-    start: &'a DeviceSnapshot,
+    /// A clean run of the script, saved before its steps; each point resumes from one.
+    saved: &'a [Checkpoint],
+    /// Operations done and trace events noted at the start.
+    start_ops: u64,
+    own_from: usize,
     plan: Plan,
     record: Record,
 }
@@ -590,12 +700,8 @@ struct PointRun<'a> {
 impl PointRun<'_> {
     /// Runs one first-cut point and what the plan cuts after it.
     fn run(&self, device: &mut Device, point: Point, gathered: &mut Gathered) {
-        let fixture = self.fixture;
-        device.restore(self.start);
-        let own_from = device.trace().len();
-        let base = device.flash_ops();
-        device.power_cut_at_op(base + point.op, point.when);
-        run_script(device, fixture, self.script);
+        let (fixture, own_from) = (self.fixture, self.own_from);
+        run_from_checkpoint(device, fixture, self.script, self.saved, self.start_ops + point.op, point.when);
         device.power_cut();
         let cut = device.snapshot();
         let expect = at_cut(device, fixture);
@@ -659,14 +765,11 @@ impl PointRun<'_> {
         let fixture = self.fixture;
         let recovered = device.snapshot();
         let start = device.flash_ops();
-        run_script(device, fixture, self.script);
-        let ops = device.flash_ops() - start;
+        let (saved, ops) = checkpoints(fixture, self.script, &recovered);
         for op in 0..ops {
             for when in CUTS {
                 let next = point.with_cut(2, (op, when));
-                device.restore(&recovered);
-                device.power_cut_at_op(start + op, when);
-                run_script(device, fixture, self.script);
+                run_from_checkpoint(device, fixture, self.script, &saved, start + op, when);
                 device.power_cut();
                 let expect = at_cut(device, fixture);
                 device.power_on();

@@ -193,3 +193,26 @@ fn no_single_bit_flip_or_stuck_bit_in_the_boot_state_areas_changes_which_image_b
         assert_no_failures("stuck bits", stuck.points, &failures);
     }
 }
+
+// Issue 10: each point resumes from the checkpoint nearest its cut instead of running the script
+// from operation 0. A point's outcome and whole trace are those of a replay from the start.
+#[test]
+fn a_point_resumed_from_a_checkpoint_is_a_point_run_from_the_start() {
+    for script in Script::ALL {
+        let fixture = Fixture::for_script(script, APP_BYTES, 3).with_work_buffer(2048);
+        let summary = sweep::sweep_recording_points(&fixture, script, 1, 2);
+        assert_eq!(summary.results.len() as u64, summary.points);
+        for result in summary.results.iter().step_by(11) {
+            let (outcome, trace) = sweep::replay(&fixture, script, result.point);
+            let hash = ota_sim::schedule::fnv1a(trace.iter().flat_map(|l| l.bytes().chain([b'\n'])));
+            assert_eq!(outcome, result.outcome, "{} {}", script.name(), result.point);
+            assert_eq!(
+                hash,
+                result.trace_hash,
+                "{} {}: the trace differs from a replay",
+                script.name(),
+                result.point
+            );
+        }
+    }
+}

@@ -166,6 +166,7 @@ pub enum OtaState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionId(u64);
 
+#[derive(Clone)]
 struct Session {
     id: SessionId,
     updater: Updater<Vec<u8>>,
@@ -178,6 +179,17 @@ struct Session {
     timeout_ms: u64,
     /// The last progress event's tenth (0..=10).
     reported_tenths: u64,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("received", &self.received)
+            .field("target", &self.updater.target())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a finished update ended.
@@ -217,7 +229,6 @@ pub struct App<F> {
     flash: F,
     /// Everything else a resumed application needs ([`Resume`]).
     ram: Resume,
-    session: Option<Session>,
     events: Vec<Stamped>,
     /// Every event since the firmware started, for `Sys.Events`.
     journal: Journal,
@@ -226,9 +237,12 @@ pub struct App<F> {
 }
 
 /// The application's RAM between calls, without the flash: what a simulator saves with a
-/// flash snapshot to resume the same application later ([`App::resume`]).
+/// flash snapshot to resume the same application later ([`App::resume`]), an update session in
+/// progress included.
 #[derive(Clone, Debug)]
 pub struct Resume {
+    /// The update session in progress.
+    session: Option<Session>,
     layout: Layout,
     settings: Settings,
     slot: Slot,
@@ -340,6 +354,7 @@ pub fn start<F: Flash>(
         if manifest_version.is_empty() { header_version.unwrap_or_default() } else { manifest_version };
     out.push(&mut flash, Event::Running { slot: slot.index() as u8, version: version.clone() });
     let ram = Resume {
+        session: None,
         layout,
         settings,
         slot,
@@ -355,8 +370,7 @@ pub fn start<F: Flash>(
         reboot_at_ms: None,
         last_poll_ms: now_ms,
     };
-    let mut app =
-        App { flash, ram, session: None, events: Vec::new(), journal: Journal::default(), config: None };
+    let mut app = App { flash, ram, events: Vec::new(), journal: Journal::default(), config: None };
     for stamped in out.out.iter() {
         app.journal.push(stamped.clone());
     }
@@ -394,22 +408,15 @@ fn merge_into<F: NorFlash>(
 }
 
 impl<F: Flash> App<F> {
-    /// The RAM state to resume from, when no update session is open (a session holds the
-    /// updater's state, which is not saved).
-    pub fn resume_point(&self) -> Option<Resume> {
-        self.session.is_none().then(|| self.ram.clone())
+    /// The RAM state to resume from, an update session in progress included (its updater
+    /// clones with its work buffer).
+    pub fn resume_point(&self) -> Resume {
+        self.ram.clone()
     }
 
     /// The application saved at `point`, on `flash` restored to the same moment.
     pub fn resume(flash: F, point: Resume) -> App<F> {
-        App {
-            flash,
-            ram: point,
-            session: None,
-            events: Vec::new(),
-            journal: Journal::default(),
-            config: None,
-        }
+        App { flash, ram: point, events: Vec::new(), journal: Journal::default(), config: None }
     }
 
     /// Gives the flash back, for a reboot.
@@ -503,7 +510,7 @@ impl<F: Flash> App<F> {
         timeout_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<SessionId, RpcError> {
-        if let Some(session) = &self.session {
+        if let Some(session) = &self.ram.session {
             return Err(RpcError::new(
                 -1,
                 format!("Another update is in progress ({:?}); call OTA.End to abort it", session.source),
@@ -531,7 +538,7 @@ impl<F: Flash> App<F> {
         updater.set_program_bytes_max(work_bytes);
         self.ram.sessions_opened += 1;
         let id = SessionId(self.ram.sessions_opened);
-        self.session = Some(Session {
+        self.ram.session = Some(Session {
             id,
             updater,
             source,
@@ -550,14 +557,14 @@ impl<F: Flash> App<F> {
 
     /// The session in progress, when it is `id`; else why the caller's session is gone.
     fn session_mut(&mut self, id: SessionId) -> Result<&mut Session, RpcError> {
-        match self.session.as_ref().map(|s| s.id) {
-            Some(current) if current == id => Ok(self.session.as_mut().expect("just seen")),
+        match self.ram.session.as_ref().map(|s| s.id) {
+            Some(current) if current == id => Ok(self.ram.session.as_mut().expect("just seen")),
             _ => Err(self.session_gone()),
         }
     }
 
     fn session_gone(&self) -> RpcError {
-        match &self.session {
+        match &self.ram.session {
             Some(session) => RpcError::new(
                 -1,
                 format!(
@@ -573,7 +580,7 @@ impl<F: Flash> App<F> {
     /// unchanged.
     pub fn update_data(&mut self, id: SessionId, data: &[u8], now_ms: u64) -> Result<(), RpcError> {
         self.session_mut(id)?;
-        let session = self.session.as_mut().expect("checked above");
+        let session = self.ram.session.as_mut().expect("checked above");
         let first = session.received == 0;
         let result = session.updater.process(&mut self.flash, data);
         if first && !data.is_empty() {
@@ -581,7 +588,7 @@ impl<F: Flash> App<F> {
         }
         match result {
             Ok(_) => {
-                let Some(session) = self.session.as_mut() else { return Ok(()) };
+                let Some(session) = self.ram.session.as_mut() else { return Ok(()) };
                 session.received = session.received.saturating_add(data.len() as u64);
                 session.last_progress_ms = now_ms;
                 let Some(size) = session.size.filter(|&s| s > 0) else { return Ok(()) };
@@ -597,7 +604,7 @@ impl<F: Flash> App<F> {
                 Ok(())
             }
             Err(e) => {
-                self.session = None;
+                self.ram.session = None;
                 Err(self.failed(now_ms, e))
             }
         }
@@ -605,16 +612,16 @@ impl<F: Flash> App<F> {
 
     /// Bytes of the bundle taken so far by the session in progress.
     pub fn update_received(&self) -> Option<u64> {
-        self.session.as_ref().map(|s| s.received)
+        self.ram.session.as_ref().map(|s| s.received)
     }
 
     pub fn update_source(&self) -> Option<Source> {
-        self.session.as_ref().map(|s| s.source)
+        self.ram.session.as_ref().map(|s| s.source)
     }
 
     /// The session in progress, when `source` started it.
     pub fn update_session_of(&self, source: Source) -> Option<SessionId> {
-        self.session.as_ref().filter(|s| s.source == source).map(|s| s.id)
+        self.ram.session.as_ref().filter(|s| s.source == source).map(|s| s.id)
     }
 
     /// `OTA.Write {offset, data}`: a write below what was received is acknowledged and not
@@ -646,7 +653,7 @@ impl<F: Flash> App<F> {
     /// reboot), or reports why not. Without the whole bundle the update is aborted.
     pub fn update_end(&mut self, id: SessionId, now_ms: u64) -> Result<Finished, RpcError> {
         self.session_mut(id)?;
-        let Some(session) = self.session.take() else { unreachable!("checked above") };
+        let Some(session) = self.ram.session.take() else { unreachable!("checked above") };
         self.emit(now_ms, Event::Phase { phase: Phase::Finalize });
         match session.updater.finish(&mut self.flash) {
             Ok(Outcome::Applied { slot, .. }) => {
@@ -688,7 +695,7 @@ impl<F: Flash> App<F> {
     /// Ends a pull that found nothing newer (`304`): nothing written, no reboot.
     pub fn update_not_modified(&mut self, id: SessionId, now_ms: u64) {
         if self.session_mut(id).is_ok() {
-            self.session = None;
+            self.ram.session = None;
             self.ram.state = OtaState::Idle;
             self.ram.message = "Not Modified".into();
             self.emit(now_ms, Event::UpToDate);
@@ -709,7 +716,7 @@ impl<F: Flash> App<F> {
 
     /// Abandons whatever session runs (`OTA.End` of a session with no data, a timeout).
     fn abort_session(&mut self, why: &str, now_ms: u64) {
-        if let Some(session) = self.session.take() {
+        if let Some(session) = self.ram.session.take() {
             let e = session.updater.abort();
             self.ram.state = OtaState::Error;
             self.ram.message = format!("{why}: {e}");
@@ -843,7 +850,7 @@ impl<F: Flash> App<F> {
             self.emit(now_ms, Event::Rebooting { why: why.clone() });
             return Tick::Reboot { why };
         }
-        if let Some(session) = &self.session
+        if let Some(session) = &self.ram.session
             && now_ms.saturating_sub(session.last_progress_ms) >= session.timeout_ms
         {
             self.abort_session("Update timed out", now_ms);
@@ -900,7 +907,7 @@ impl<F: Flash> App<F> {
             return None;
         }
         self.ram.last_poll_ms = now_ms;
-        if self.session.is_some() || !self.is_committed() {
+        if self.ram.session.is_some() || !self.is_committed() {
             return None;
         }
         let config = self.config();
@@ -924,7 +931,7 @@ impl<F: Flash> App<F> {
     /// When [`App::tick`] next has something to do, so a port can sleep until then.
     pub fn next_due_ms(&mut self) -> Option<u64> {
         let trial = self.boot_state().ok().filter(|state| !state.committed);
-        let session = self.session.as_ref().map(|s| s.last_progress_ms.saturating_add(s.timeout_ms));
+        let session = self.ram.session.as_ref().map(|s| s.last_progress_ms.saturating_add(s.timeout_ms));
         // The firmware's own commit and the deadline only matter on a trial.
         let own = trial.and(self.own_commit_ms());
         let deadline = trial.and_then(|state| self.ram.running.due_ms(&state));
