@@ -123,6 +123,9 @@ fn start(dir: &Path, conf: &Value) -> Board {
 struct Peer {
     client: Client,
     messages: Receiver<(String, Vec<u8>)>,
+    /// Messages received while the test waited for another, oldest first: boards report in
+    /// any order, and a report skipped while waiting for another board's is still there later.
+    unread: Vec<(String, Vec<u8>)>,
     acks: Receiver<()>,
     next_id: u64,
 }
@@ -132,6 +135,8 @@ impl Peer {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.port);
         options.set_max_packet_size(2 << 20, 2 << 20);
         let (client, mut connection) = Client::new(options, 64);
+        // One small frame each way per call: Nagle's algorithm would hold each back for a delayed ACK.
+        no_delay(&mut connection);
         let (tx, messages) = mpsc::channel();
         let (ack, acks) = mpsc::channel();
         std::thread::spawn(move || {
@@ -149,7 +154,7 @@ impl Peer {
             }
         });
         acks.recv_timeout(WAIT).expect("the test client connects");
-        Peer { client, messages, acks, next_id: 1 }
+        Peer { client, messages, unread: Vec::new(), acks, next_id: 1 }
     }
 
     fn subscribe(&self, topic: &str) {
@@ -158,11 +163,19 @@ impl Peer {
     }
 
     /// The next message whose topic is `topic` and that `want` accepts.
-    fn wait(&self, topic: &str, want: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
+    fn wait(&mut self, topic: &str, want: impl FnMut(&[u8]) -> bool) -> Vec<u8> {
         self.wait_for(topic, want, WAIT).unwrap_or_else(|| panic!("nothing on {topic}"))
     }
 
-    fn wait_for(&self, topic: &str, mut want: impl FnMut(&[u8]) -> bool, limit: Duration) -> Option<Vec<u8>> {
+    fn wait_for(
+        &mut self,
+        topic: &str,
+        mut want: impl FnMut(&[u8]) -> bool,
+        limit: Duration,
+    ) -> Option<Vec<u8>> {
+        if let Some(at) = self.unread.iter().position(|(t, p)| t == topic && want(p)) {
+            return Some(self.unread.remove(at).1);
+        }
         let deadline = std::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -170,6 +183,7 @@ impl Peer {
             if t == topic && want(&payload) {
                 return Some(payload);
             }
+            self.unread.push((t, payload));
         }
     }
 
@@ -213,7 +227,7 @@ impl Peer {
     }
 
     /// Waits for the device to report `url` with a code `want` accepts.
-    fn reported(&self, device: &str, url: &str, want: impl Fn(i64) -> bool) -> OtaReport {
+    fn reported(&mut self, device: &str, url: &str, want: impl Fn(i64) -> bool) -> OtaReport {
         let topic = mqtt::shadow_topic(device, ShadowTopic::Update);
         let payload = self.wait(&topic, |p| {
             OtaReport::from_doc(p).is_ok_and(|r| (r.url == url || url.is_empty()) && want(r.code))
@@ -276,7 +290,10 @@ fn answer(
     }
 }
 
+/// The running version and whether it is committed. The device reports to the shadow before
+/// it subscribes to its RPC topics, so a report seen does not mean it answers RPC yet.
 fn info_version(peer: &mut Peer, device: &str) -> (Value, Value) {
+    peer.wait_online(device);
     let info = peer.call(device, "Sys.GetInfo", Value::Null);
     let state = peer.call(device, "OTA.GetBootState", Value::Null);
     (info["result"]["fw_version"].clone(), state["result"]["is_committed"].clone())
@@ -289,6 +306,7 @@ fn rpc_over_mqtt_replies_to_src_and_drops_a_request_without_one() {
     let _board = start(&dir, &conf9("dev-rpc", &broker, json!({})));
     let mut peer = Peer::connect(&broker, "test");
     peer.wait_online("dev-rpc");
+    peer.unread.clear();
     let reply = peer.call("dev-rpc", "Sys.GetInfo", Value::Null);
     assert_eq!(
         (reply["src"].clone(), reply["dst"].clone()),
@@ -378,7 +396,7 @@ fn a_broker_gone_during_a_shadow_update_means_a_missed_commit_that_rolls_back_an
     // Two seconds of device time to commit; the broker is away for all of them.
     let board = start(&dir, &conf9(id, &broker, json!({"update": {"commit_timeout": 2}})));
     {
-        let peer = Peer::connect(&broker, "away");
+        let mut peer = Peer::connect(&broker, "away");
         peer.subscribe(&mqtt::shadow_topic(id, ShadowTopic::Update));
         peer.set_desired(id, &mqtt::delta_doc(&url));
         peer.reported(id, &url, |code| code == 1);
@@ -397,4 +415,11 @@ fn a_broker_gone_during_a_shadow_update_means_a_missed_commit_that_rolls_back_an
     let report = peer.reported(id, &url, |code| code < 0);
     assert_eq!(report.message, format!("rolled back: the update from {url} was not committed; 1.0.0 runs"));
     assert_eq!(info_version(&mut peer, id), (json!("1.0.0"), json!(true)));
+}
+
+/// Sets TCP_NODELAY on the connection's socket.
+fn no_delay(connection: &mut rumqttc::Connection) {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    connection.eventloop.set_network_options(network);
 }

@@ -34,7 +34,7 @@ impl Broker {
         let dir = std::env::temp_dir().join(format!("hil-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nmax_packet_size 2000000\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nmax_packet_size 2000000\nset_tcp_nodelay true\n",
             dir.display()
         );
         let path = dir.join("mosquitto.conf");

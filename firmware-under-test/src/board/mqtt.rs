@@ -30,6 +30,9 @@ const QUEUE_CAPACITY: usize = 1024;
 /// `OTA.Write` chunks pass.
 const PACKET_MAX_BYTES: usize = 1024 * 1024;
 
+/// Topics the device subscribes to on each connection: two for RPC, two for the shadow.
+const SUBSCRIPTIONS: usize = 4;
+
 /// What a session was opened for: when it changes, the session ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Identity {
@@ -79,12 +82,25 @@ fn session(device: &SharedDevice, id: Identity) {
         options.set_credentials(user.clone(), id.mqtt.pass.clone().unwrap_or_default());
     }
     let (client, mut connection) = Client::new(options, QUEUE_CAPACITY);
+    // One small frame each way per call: Nagle's algorithm would hold each back for a delayed ACK.
+    no_delay(&mut connection);
     let done = Arc::new(AtomicBool::new(false));
     watch(device, &id, &client, &done);
     let channel = Channel { device: device.clone(), client, id };
+    let mut subscribed = 0;
     for event in connection.iter() {
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => channel.connected(),
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                subscribed = 0;
+                channel.connected();
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subscribed += 1;
+                if subscribed == SUBSCRIPTIONS {
+                    // A rig waits for this line before it sends requests.
+                    channel.log(&format!("mqtt: subscribed as {}", channel.id.device_id));
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => channel.received(&p.topic, &p.payload),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
@@ -207,4 +223,11 @@ impl Channel {
             }
         }
     }
+}
+
+/// Sets TCP_NODELAY on the connection's socket.
+fn no_delay(connection: &mut rumqttc::Connection) {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    connection.eventloop.set_network_options(network);
 }
