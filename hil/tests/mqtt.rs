@@ -144,3 +144,27 @@ fn a_port_with_no_broker_behind_it_is_a_transport_error() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("mqtt://HOST[:PORT]/DEVICE_ID"), "{}", text(&bad));
 }
+
+#[test]
+fn the_shadow_scenarios_pass_on_a_fleet_with_its_own_broker() {
+    // Builds the board binary the board file names (next to hil).
+    let _ = virtual_board();
+    let dir = std::env::temp_dir();
+    let scenarios = workspace().join("scenarios");
+    let board = workspace().join("boards/virtual-mqtt.toml");
+    let run = |name: &str| scenarios.join(name).display().to_string();
+    let out = hil(
+        &[
+            "run",
+            &run("shadow_fleet.toml"),
+            &run("shadow_missed_commit.toml"),
+            &run("shadow_bad_input.toml"),
+            "--board",
+            board.to_str().unwrap(),
+            "--no-logs",
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 passed, 0 failed"), "{}", text(&out));
+}
