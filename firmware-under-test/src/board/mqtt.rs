@@ -88,10 +88,12 @@ fn session(device: &SharedDevice, id: Identity) {
     watch(device, &id, &client, &done);
     let channel = Channel { device: device.clone(), client, id };
     let mut subscribed = 0;
+    // A broker that is away is said once, not at every retry.
+    let mut failing = false;
     for event in connection.iter() {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                subscribed = 0;
+                (subscribed, failing) = (0, false);
                 channel.connected();
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -108,7 +110,10 @@ fn session(device: &SharedDevice, id: Identity) {
                 if done.load(Ordering::Relaxed) {
                     break;
                 }
-                channel.log(&format!("mqtt: {server}: {e}; retrying"));
+                if !failing {
+                    channel.log(&format!("mqtt: {server}: {e}; retrying every {} ms", RETRY.as_millis()));
+                    failing = true;
+                }
                 std::thread::sleep(RETRY);
             }
         }
