@@ -132,8 +132,15 @@ struct Peer {
 
 impl Peer {
     fn connect(broker: &Broker, client_id: &str) -> Peer {
+        Peer::connect_as(broker, client_id, None)
+    }
+
+    fn connect_as(broker: &Broker, client_id: &str, credentials: Option<(&str, &str)>) -> Peer {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.port);
         options.set_max_packet_size(2 << 20, 2 << 20);
+        if let Some((user, pass)) = credentials {
+            options.set_credentials(user, pass);
+        }
         let (client, mut connection) = Client::new(options, 64);
         // One small frame each way per call: Nagle's algorithm would hold each back for a delayed ACK.
         no_delay(&mut connection);
@@ -422,4 +429,19 @@ fn no_delay(connection: &mut rumqttc::Connection) {
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     connection.eventloop.set_network_options(network);
+}
+
+#[test]
+fn mqtt_user_and_pass_from_conf9_log_in_to_a_broker_that_wants_them() {
+    let broker = Broker::start_with_credentials("fleet-user", "s3cret").unwrap();
+    let dir = temp_dir("creds");
+    let conf = conf9(
+        "dev-creds",
+        &broker,
+        json!({"mqtt": {"enable": true, "server": broker.server(), "user": "fleet-user", "pass": "s3cret"}}),
+    );
+    let _board = start(&dir, &conf);
+    let mut peer = Peer::connect_as(&broker, "creds", Some(("fleet-user", "s3cret")));
+    peer.wait_online("dev-creds");
+    assert_eq!(info_version(&mut peer, "dev-creds"), (json!("1.0.0"), json!(true)));
 }

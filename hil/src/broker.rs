@@ -27,16 +27,43 @@ impl Broker {
     /// Starts Mosquitto on 127.0.0.1 on a free port, with persistence in its own folder (the
     /// retained shadow documents survive a [`Broker::restart`]).
     pub fn start() -> Result<Broker, String> {
+        Broker::start_with(None)
+    }
+
+    /// The same, refusing clients without this user name and password (a password file made
+    /// with `mosquitto_passwd`).
+    pub fn start_with_credentials(user: &str, pass: &str) -> Result<Broker, String> {
+        Broker::start_with(Some((user, pass)))
+    }
+
+    fn start_with(credentials: Option<(&str, &str)>) -> Result<Broker, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port for the broker: {e}"))?
             .port();
         let dir = std::env::temp_dir().join(format!("hil-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nmax_packet_size 2000000\nset_tcp_nodelay true\n",
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nmax_packet_size 2000000\nset_tcp_nodelay true\n",
             dir.display()
         );
+        match credentials {
+            None => conf.push_str("allow_anonymous true\n"),
+            Some((user, pass)) => {
+                let file = dir.join("passwords");
+                let made = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg("-c")
+                    .arg(&file)
+                    .args([user, pass])
+                    .status()
+                    .map_err(|e| format!("cannot run mosquitto_passwd: {e}"))?;
+                if !made.success() {
+                    return Err(format!("mosquitto_passwd failed ({made}) for {}", file.display()));
+                }
+                conf.push_str(&format!("allow_anonymous false\npassword_file {}\n", file.display()));
+            }
+        }
         let path = dir.join("mosquitto.conf");
         std::fs::write(&path, conf).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         let mut broker = Broker { child: None, port, dir };
