@@ -4,13 +4,14 @@
 
 use std::time::Instant;
 
-use crate::board::{Activity, Board, BoardError, PushRequest, PushResult, Status};
+use crate::board::{Activity, Board, BoardError, OtaReport, PushRequest, PushResult, ShadowSet, Status};
 use crate::bundles;
 use crate::duration::format_ms;
 use crate::progress::Progress;
 use crate::result::{Outcome, StepRecord, TimelineEvent, Trial};
 use crate::scenario::model::{
-    Action, BundleSource, CallExpect, Cut, Expect, Push, PushExpect, Scenario, Step,
+    Action, BundleSource, CallExpect, Cut, Expect, Push, PushExpect, ReportedExpect, Scenario, ShadowDesired,
+    Step,
 };
 
 /// The seed of one scenario's trial: derived from the run's master seed and the scenario's name,
@@ -23,8 +24,23 @@ pub fn trial_seed(master: u64, scenario: &str) -> u64 {
 pub fn unsupported(scenario: &Scenario, board: &dyn Board) -> Option<String> {
     let caps = board.capabilities();
     let name = &board.info().name;
+    if scenario.devices > board.devices() {
+        return Some(format!(
+            "board {name} drives {} device(s); the scenario needs {}",
+            board.devices(),
+            scenario.devices
+        ));
+    }
     for step in &scenario.steps {
         let at = format!("line {}", step.line);
+        let shadow = match &step.action {
+            Action::Shadow(_) => true,
+            Action::Expect(e) => e.reported.is_some(),
+            _ => false,
+        };
+        if shadow && !board.has_shadow() {
+            return Some(format!("board {name} has no MQTT shadow ({at})"));
+        }
         if let Action::Push(push) = &step.action
             && !caps.transports.contains(&push.transport)
         {
@@ -113,10 +129,7 @@ fn run_steps(
         let start_ms = board.device_ms();
         let summary = summarize(step);
         trial.console.push(format!("hil: step {} (line {}): {summary}", index + 1, step.line));
-        let result = board.status().map_err(StepError::Board).and_then(|status| {
-            before.push(status);
-            run_step(step, board, seed, &before)
-        });
+        let result = run_on_devices(step, board, seed, &mut before);
         collect(board, index, trial);
         let passed = result.is_ok();
         let record =
@@ -136,6 +149,22 @@ fn run_steps(
         }
     }
     Outcome::Passed
+}
+
+/// Runs the step on each of its devices in turn.
+fn run_on_devices(
+    step: &Step,
+    board: &mut dyn Board,
+    seed: u64,
+    before: &mut Vec<Status>,
+) -> Result<Vec<String>, StepError> {
+    let mut lines = Vec::new();
+    for &device in &step.devices {
+        board.select_device(device)?;
+        before.push(board.status()?);
+        lines.extend(run_step(step, board, seed, before)?);
+    }
+    Ok(lines)
 }
 
 /// Moves the board's new events and console lines into the trial.
@@ -185,6 +214,18 @@ fn act(step: &Step, board: &mut dyn Board, seed: u64, before: &[Status]) -> Resu
             check_call("snapshot", result.map(|_| ()), expect)?;
         }
         Action::Expect(expect) => check_expect(expect, board, before)?,
+        Action::Shadow(desired) => {
+            let built;
+            let set = match desired {
+                ShadowDesired::Bundle(source) => {
+                    built = build(source, board)?;
+                    ShadowSet::Bundle(&built.bytes)
+                }
+                ShadowDesired::Url(url) => ShadowSet::Url(url),
+                ShadowDesired::Doc(doc) => ShadowSet::Doc(doc),
+            };
+            board.shadow_set(&set)?;
+        }
         Action::Sweep(spec) => {
             let report = board.sweep(spec, seed)?;
             let mut lines = report.lines;
@@ -273,8 +314,12 @@ fn check_call(what: &str, result: Result<(), String>, expect: &CallExpect) -> Re
 
 /// Checks every given field, and reports every mismatch at once.
 fn check_expect(expect: &Expect, board: &mut dyn Board, before: &[Status]) -> Result<(), StepError> {
-    let status = board.status()?;
     let mut wrong = Vec::new();
+    // First: waiting for the report lets the update (and its reboots) run.
+    if let Some(want) = &expect.reported {
+        check_reported(want, board.shadow_reported(&|r| reported_matches(want, r))?, &mut wrong);
+    }
+    let status = board.status()?;
     let running = match &status.activity {
         Activity::Running { slot, version } => Some((*slot, version.clone())),
         _ => None,
@@ -315,6 +360,27 @@ fn check_expect(expect: &Expect, board: &mut dyn Board, before: &[Status]) -> Re
         check_file(board, name, content.as_deref(), &mut wrong)?;
     }
     if wrong.is_empty() { Ok(()) } else { fail(wrong.join("; ")) }
+}
+
+fn reported_matches(want: &ReportedExpect, report: &OtaReport) -> bool {
+    want.code.is_none_or(|code| code == report.code)
+        && want.message.as_deref().is_none_or(|m| report.message.contains(m))
+}
+
+fn check_reported(want: &ReportedExpect, report: Option<OtaReport>, wrong: &mut Vec<String>) {
+    let expected = match (&want.code, &want.message) {
+        (Some(code), Some(m)) => format!("code {code} with a message containing {m:?}"),
+        (Some(code), None) => format!("code {code}"),
+        (None, Some(m)) => format!("a message containing {m:?}"),
+        (None, None) => "any report".into(),
+    };
+    match report {
+        Some(r) if reported_matches(want, &r) => {}
+        Some(r) => {
+            wrong.push(format!("the shadow reports ota.code {} {:?}, expected {expected}", r.code, r.message))
+        }
+        None => wrong.push(format!("the device reported nothing to the shadow, expected {expected}")),
+    }
 }
 
 fn check_state(expect: &Expect, status: &Status, wrong: &mut Vec<String>) {
@@ -400,6 +466,14 @@ pub fn summarize(step: &Step) -> String {
         Action::Snapshot { .. } => "snapshot".into(),
         Action::Expect(e) => expect_summary(e),
         Action::Sweep(s) => format!("sweep {} KiB, depth {}", s.app_kib, s.depth),
+        Action::Shadow(ShadowDesired::Bundle(b)) => format!("shadow desired ota.url: {}", bundle_name(b)),
+        Action::Shadow(ShadowDesired::Url(url)) => format!("shadow desired ota.url: {url}"),
+        Action::Shadow(ShadowDesired::Doc(_)) => "shadow delta document".into(),
+    };
+    let action = match step.devices.as_slice() {
+        [0] => action,
+        [one] => format!("device {one}: {action}"),
+        many => format!("devices {many:?}: {action}"),
     };
     let cut = match step.cut {
         None => String::new(),
@@ -434,6 +508,10 @@ fn expect_summary(e: &Expect) -> String {
     }
     for (name, content) in &e.files {
         parts.push(if content.is_some() { name.clone() } else { format!("no {name}") });
+    }
+    if let Some(r) = &e.reported {
+        let code = r.code.map_or(String::new(), |c| format!(" code {c}"));
+        parts.push(format!("reported{code}"));
     }
     format!("expect {}", parts.join(", "))
 }

@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 pub mod board;
+pub mod broker;
 pub mod bundles;
 pub mod cmd;
 pub mod duration;
 pub mod engine;
+pub mod mqtt_client;
 pub mod progress;
 pub mod report;
 pub mod result;

@@ -5,6 +5,7 @@
 //! |---------------------------|-----------------|
 //! | `/dev/ttyUSB0`, `/dev/pts/N` | one frame per line with its CRC-32 (`ota_proto::rpc::uart`), replies matched by `id`; console lines and other junk on the line are skipped |
 //! | `http://HOST:PORT/rpc`    | `POST` of the whole frame; the body of the answer is the reply frame |
+//! | `mqtt://HOST:PORT/DEVICE_ID` | publish to `DEVICE_ID/rpc` with `src` `DEVICE_ID/rpc-resp/<client id>`, the reply read from `<src>/rpc` (`crate::mqtt_client`) |
 //!
 //! [`Client::call`] separates the two ways a call can fail: the device answered with an error
 //! (`Ok(Err(RpcErr))`, data a caller may expect), or no answer came at all
@@ -63,7 +64,7 @@ impl TransportError {
     pub fn help(&self) -> &'static str {
         match self {
             TransportError::Open { .. } => {
-                "check the port: a serial device path (/dev/ttyUSB0, /dev/pts/N) or http://HOST:PORT/rpc, and that nothing else holds it"
+                "check the port: a serial device path (/dev/ttyUSB0, /dev/pts/N), http://HOST:PORT/rpc or mqtt://HOST:PORT/DEVICE_ID, and that nothing else holds it"
             }
             TransportError::Closed { .. } => {
                 "the device went away (powered off, unplugged, or its process ended); power it on and try again"
@@ -103,13 +104,16 @@ pub type CallResult = Result<Result<Value, RpcErr>, TransportError>;
 pub enum Client {
     Serial(SerialClient),
     Http(HttpClient),
+    Mqtt(crate::mqtt_client::MqttClient),
 }
 
 impl Client {
-    /// Opens `port`: an `http://` URL (`/rpc` is added when it has no path), else a serial
-    /// device path.
+    /// Opens `port`: an `http://` URL (`/rpc` is added when it has no path), an
+    /// `mqtt://HOST:PORT/DEVICE_ID`, else a serial device path.
     pub fn open(port: &str) -> Result<Client, TransportError> {
-        if port.starts_with("http://") || port.starts_with("https://") {
+        if port.starts_with("mqtt://") {
+            crate::mqtt_client::MqttClient::open(port).map(Client::Mqtt)
+        } else if port.starts_with("http://") || port.starts_with("https://") {
             HttpClient::open(port).map(Client::Http)
         } else {
             SerialClient::open(port).map(Client::Serial)
@@ -121,6 +125,7 @@ impl Client {
         match self {
             Client::Serial(c) => &c.port,
             Client::Http(c) => &c.url,
+            Client::Mqtt(c) => &c.port,
         }
     }
 
@@ -133,6 +138,7 @@ impl Client {
         match self {
             Client::Serial(c) => c.call(method, params, timeout),
             Client::Http(c) => c.call(method, params, timeout),
+            Client::Mqtt(c) => c.call(method, params, timeout),
         }
     }
 
@@ -140,7 +146,7 @@ impl Client {
     pub fn take_console(&mut self) -> Vec<String> {
         match self {
             Client::Serial(c) => std::mem::take(&mut c.console),
-            Client::Http(_) => Vec::new(),
+            Client::Http(_) | Client::Mqtt(_) => Vec::new(),
         }
     }
 }
@@ -272,13 +278,13 @@ fn is_closed(e: &std::io::Error) -> bool {
 
 /// Ids start at a value that differs from process to process, so that a late reply to an
 /// earlier client on the same line is not taken for this one's.
-fn first_id() -> u64 {
+pub(crate) fn first_id() -> u64 {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     u64::from(std::process::id() % 1000) * 1_000_000 + u64::from(nanos % 1_000_000) + 1
 }
 
-fn outcome(outcome: Outcome) -> Result<Value, RpcErr> {
+pub(crate) fn outcome(outcome: Outcome) -> Result<Value, RpcErr> {
     match outcome {
         Outcome::Result(value) => Ok(value),
         Outcome::Error(e) => Err(RpcErr { code: e.code, message: e.message.unwrap_or_default() }),

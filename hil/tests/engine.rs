@@ -24,7 +24,7 @@ fn spec(version: &str) -> BundleSpec {
 }
 
 fn step(action: Action) -> Step {
-    Step { line: 1, action, cut: None, timeout_ms: 60_000 }
+    Step { line: 1, action, cut: None, timeout_ms: 60_000, devices: vec![0] }
 }
 
 fn push(bundle: BundleSpec, expect: PushExpect) -> Action {
@@ -54,7 +54,13 @@ fn base() -> Vec<Step> {
 }
 
 fn scenario(steps: Vec<Step>) -> Scenario {
-    Scenario { name: "test".into(), file: PathBuf::from("test.toml"), description: String::new(), steps }
+    Scenario {
+        name: "test".into(),
+        file: PathBuf::from("test.toml"),
+        description: String::new(),
+        devices: 1,
+        steps,
+    }
 }
 
 fn sim() -> SimBoard {
@@ -300,6 +306,24 @@ fn a_board_without_a_transport_or_a_cut_skips_with_the_reason() {
     assert_eq!(
         trial.outcome,
         Outcome::Skipped { reason: "board sim cannot cut the power at a named phase (line 1)".into() }
+    );
+}
+
+#[test]
+fn a_board_without_a_shadow_or_enough_devices_skips_with_the_reason() {
+    let mut steps = base();
+    steps.push(step(Action::Shadow(ShadowDesired::Url("http://127.0.0.1:9/fw.zip".into()))));
+    let trial = engine::run_trial(&scenario(steps), &mut sim(), 1, &mut Quiet);
+    assert_eq!(trial.outcome, Outcome::Skipped { reason: "board sim has no MQTT shadow (line 1)".into() });
+    let reported =
+        Expect { reported: Some(ReportedExpect { code: Some(0), message: None }), ..Expect::default() };
+    let trial = engine::run_trial(&scenario(vec![step(Action::Expect(reported))]), &mut sim(), 1, &mut Quiet);
+    assert_eq!(trial.outcome, Outcome::Skipped { reason: "board sim has no MQTT shadow (line 1)".into() });
+    let fleet = Scenario { devices: 3, ..scenario(base()) };
+    let trial = engine::run_trial(&fleet, &mut sim(), 1, &mut Quiet);
+    assert_eq!(
+        trial.outcome,
+        Outcome::Skipped { reason: "board sim drives 1 device(s); the scenario needs 3".into() }
     );
 }
 

@@ -80,6 +80,9 @@ fn collect_lists_the_scenarios_folder_sorted_without_the_readme() {
     power_loss.toml
     revert.toml
     same_version.toml
+    shadow_bad_input.toml
+    shadow_fleet.toml
+    shadow_missed_commit.toml
     snapshot.toml
     sweep.toml
     ");
@@ -250,7 +253,7 @@ nmae = "x"
 [[step]]
 power_on = true
 "#,
-        @"bad.toml:1: nmae: unknown key `nmae`; expected one of `name`, `description`, `step`");
+        @"bad.toml:1: nmae: unknown key `nmae`; expected one of `name`, `description`, `devices`, `step`");
 
     check!(r#"
 [[step]]
@@ -286,7 +289,7 @@ wait = "1s"
 [[step]]
 timeout = "5s"
 "#,
-        @"bad.toml:1: step[1]: a step needs one action key: one of provision, write_file, push, power_on, power_cut, wait, commit, revert, reboot, snapshot, expect, sweep");
+        @"bad.toml:1: step[1]: a step needs one action key: one of provision, write_file, push, power_on, power_cut, wait, commit, revert, reboot, snapshot, expect, sweep, shadow");
 
     check!(r#"
 description = "nothing to do"
@@ -385,13 +388,13 @@ commit = false
 [[step]]
 expect = {}
 "#,
-        @"bad.toml:2: step[1].expect: an expect checks nothing; give at least one of version, active_slot, revert_slot, committed, unchanged = true, bricked, files");
+        @"bad.toml:2: step[1].expect: an expect checks nothing; give at least one of version, active_slot, revert_slot, committed, unchanged = true, bricked, files, reported");
 
     check!(r#"
 [[step]]
 expect = { unchanged = false }
 "#,
-        @"bad.toml:2: step[1].expect: an expect checks nothing; give at least one of version, active_slot, revert_slot, committed, unchanged = true, bricked, files");
+        @"bad.toml:2: step[1].expect: an expect checks nothing; give at least one of version, active_slot, revert_slot, committed, unchanged = true, bricked, files, reported");
 
     check!(r#"
 [[step]]
@@ -495,4 +498,62 @@ push = { bundle = { version = "2" } }
 cut = { at_op = -1 }
 "#,
         @"bad.toml:3: step[1].cut.at_op: expected a number from 0 up; found -1");
+}
+
+#[test]
+fn shadow_steps_devices_and_reported_expectations_parse() {
+    use ota_hil::scenario::model::{Action, ReportedExpect, ShadowDesired};
+    let scenario = parse(
+        r#"
+devices = 3
+[[step]]
+shadow = { url = "http://127.0.0.1:9/fw.zip" }
+device = "all"
+[[step]]
+expect = { reported = { code = -1, message = "stays" } }
+device = 2
+"#,
+    )
+    .unwrap();
+    assert_eq!(scenario.devices, 3);
+    assert_eq!(scenario.steps[0].devices, vec![0, 1, 2]);
+    assert_eq!(
+        scenario.steps[0].action,
+        Action::Shadow(ShadowDesired::Url("http://127.0.0.1:9/fw.zip".into()))
+    );
+    let Action::Expect(expect) = &scenario.steps[1].action else { panic!() };
+    assert_eq!(expect.reported, Some(ReportedExpect { code: Some(-1), message: Some("stays".into()) }));
+    assert_eq!(scenario.steps[1].devices, vec![2]);
+    assert_eq!(parse("[[step]]\npower_on = true\n").unwrap().steps[0].devices, vec![0]);
+}
+
+#[test]
+fn shadow_and_device_mistakes() {
+    check!(r#"
+[[step]]
+shadow = { url = "http://h/fw.zip", doc = "{}" }
+"#,
+        @"bad.toml:2: step[1].shadow: a shadow step sets exactly one of bundle (served by the runner), url or doc");
+
+    check!(r#"
+devices = 2
+[[step]]
+power_on = true
+device = 2
+"#,
+        @r#"bad.toml:4: step[1].device: expected a device number from 0 to 1 (the scenario has devices = 2) or "all"; found the number 2"#);
+
+    check!(r#"
+devices = 0
+[[step]]
+power_on = true
+"#,
+        @"bad.toml:1: devices: expected a number from 1 to 64; found 0");
+
+    check!(r#"
+[[step]]
+shadow = { url = "http://h/fw.zip" }
+cut = { at_fraction = 0.5 }
+"#,
+        @"bad.toml:3: step[1].cut: a cut does not go with shadow; it goes with write_file, push, power_on, wait, commit, revert, reboot and snapshot");
 }

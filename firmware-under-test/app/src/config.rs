@@ -11,6 +11,13 @@
 //! | `update.timeout`         | 600              | an update with no progress for this long is abandoned |
 //! | `update.enable_post`     | true             | whether `POST /update` takes bundles |
 //! | `update.extra_http_headers` | none          | extra request headers for pulls, `"Name: value"` pairs separated by CR LF |
+//! | `mqtt.enable`            | false            | whether the port connects to an MQTT broker |
+//! | `mqtt.server`            | none             | the broker, `HOST:PORT` (1883 when no port is given) |
+//! | `mqtt.client_id`         | `device.id`      | the MQTT client id |
+//! | `mqtt.user`, `mqtt.pass` | none             | the broker's credentials |
+//! | `rpc.mqtt.qos`           | 1                | QoS of RPC replies (0, 1 or 2) |
+//! | `shadow.ota_enable`      | true             | whether the shadow's `desired.ota.url` starts updates (§6.3) |
+//! | `shadow.autocommit`      | false            | commit an uncommitted image once the shadow connects again |
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -29,6 +36,9 @@ pub struct Config {
     pub update_timeout_s: u64,
     pub update_enable_post: bool,
     pub update_extra_http_headers: Vec<(String, String)>,
+    pub mqtt: MqttConfig,
+    pub shadow_ota_enable: bool,
+    pub shadow_autocommit: bool,
     /// Why `conf9.json` was ignored, when it was.
     pub problem: Option<String>,
 }
@@ -45,6 +55,16 @@ impl Config {
             update_timeout_s: settings.update_timeout_ms / 1000,
             update_enable_post: true,
             update_extra_http_headers: Vec::new(),
+            mqtt: MqttConfig {
+                enable: false,
+                server: None,
+                client_id: settings.default_device_id.clone(),
+                user: None,
+                pass: None,
+                rpc_qos: ota_proto::mqtt::RPC_QOS_DEFAULT,
+            },
+            shadow_ota_enable: true,
+            shadow_autocommit: false,
             problem: None,
         };
         let Some(bytes) = user else { return config };
@@ -87,8 +107,41 @@ impl Config {
                 .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
                 .collect();
         }
+        config.mqtt_from(&json);
+        let flag = |key: &str| json.pointer(key).and_then(|v| v.as_bool());
+        config.shadow_ota_enable = flag("/shadow/ota_enable").unwrap_or(true);
+        config.shadow_autocommit = flag("/shadow/autocommit").unwrap_or(false);
         config
     }
+
+    /// `mqtt.*` and `rpc.mqtt.qos`; the client id follows `device.id` unless set.
+    fn mqtt_from(&mut self, json: &serde_json::Value) {
+        let text = |key: &str| {
+            json.pointer(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string)
+        };
+        let mqtt = &mut self.mqtt;
+        mqtt.enable = json.pointer("/mqtt/enable").and_then(|v| v.as_bool()).unwrap_or(false);
+        mqtt.server = text("/mqtt/server");
+        mqtt.client_id = text("/mqtt/client_id").unwrap_or_else(|| self.device_id.clone());
+        mqtt.user = text("/mqtt/user");
+        mqtt.pass = text("/mqtt/pass");
+        match json.pointer("/rpc/mqtt/qos").and_then(|v| v.as_u64()) {
+            Some(q) if q > 2 => self.problem = Some(format!("rpc.mqtt.qos {q} is not 0, 1 or 2: 1 stays")),
+            Some(q) => mqtt.rpc_qos = q as u8,
+            None => {}
+        }
+    }
+}
+
+/// The MQTT channel's settings (`mqtt.*`, `rpc.mqtt.qos`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub enable: bool,
+    pub server: Option<String>,
+    pub client_id: String,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub rpc_qos: u8,
 }
 
 #[cfg(test)]
@@ -109,5 +162,22 @@ mod tests {
         let broken = Config::from_user_file(Some(b"{not json"), &settings);
         assert_eq!(broken.device_id, "virtual-board");
         assert!(broken.problem.unwrap().starts_with("conf9.json: "));
+    }
+
+    #[test]
+    fn mqtt_and_shadow_keys_overlay_their_defaults() {
+        let settings = Settings::default();
+        let defaults = Config::from_user_file(None, &settings);
+        assert!(!defaults.mqtt.enable && defaults.shadow_ota_enable && !defaults.shadow_autocommit);
+        assert_eq!((defaults.mqtt.client_id.as_str(), defaults.mqtt.rpc_qos), ("virtual-board", 1));
+        let config = Config::from_user_file(
+            Some(br#"{"device": {"id": "d7"}, "mqtt": {"enable": true, "server": "127.0.0.1:1883", "user": "u", "pass": "p"},
+                     "rpc": {"mqtt": {"qos": 0}}, "shadow": {"ota_enable": false, "autocommit": true}}"#),
+            &settings,
+        );
+        assert!(config.mqtt.enable && !config.shadow_ota_enable && config.shadow_autocommit);
+        assert_eq!(config.mqtt.server.as_deref(), Some("127.0.0.1:1883"));
+        assert_eq!((config.mqtt.client_id.as_str(), config.mqtt.rpc_qos), ("d7", 0));
+        assert_eq!((config.mqtt.user.as_deref(), config.mqtt.pass.as_deref()), (Some("u"), Some("p")));
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod event;
 pub mod image;
 pub mod service;
+pub mod shadow;
 
 pub use app::{App, Finished, Flash, RpcError, SessionId, Settings, Start, Tick, start};
 pub use event::{BootReason, Event, Phase, Source, Stamped};

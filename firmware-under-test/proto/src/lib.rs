@@ -7,4 +7,5 @@ extern crate alloc;
 extern crate std;
 
 pub mod http;
+pub mod mqtt;
 pub mod rpc;

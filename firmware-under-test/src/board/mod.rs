@@ -16,6 +16,7 @@ use ota_core::updater::{self, Updater};
 use crate::app::{self, App, RpcError, Settings, Start, Tick};
 use crate::file_flash::FileFlash;
 
+pub mod mqtt;
 pub mod pull;
 pub mod rpc;
 pub mod serial;
@@ -31,6 +32,9 @@ pub struct Options {
     pub http: Option<String>,
     pub serial: bool,
     pub provision: Option<PathBuf>,
+    /// A `conf9.json` written into the running filesystem at start, as a factory station sets
+    /// a device's configuration (`mqtt.*`, `shadow.*`, `device.id`).
+    pub conf9: Option<PathBuf>,
     pub power_cut_after_ops: Option<u64>,
     pub power_cut_at_phase: Option<Phase>,
     pub platform: String,
@@ -44,7 +48,7 @@ pub struct Options {
 }
 
 pub const USAGE: &str =
-    "usage: virtual-board --flash FILE [--http 127.0.0.1:PORT] [--serial pty|none] [--provision BUNDLE]
+    "usage: virtual-board --flash FILE [--http 127.0.0.1:PORT] [--serial pty|none] [--provision BUNDLE] [--conf9 FILE]
                      [--power-cut-after-ops N] [--power-cut-at-phase PHASE] [--platform NAME] [--app-slot-kib N] [--fs-slot-kib N]
                      [--device-id ID] [--watchdog DURATION] [--time-scale N] [--clock-start-ms N] [--clock-frozen]";
 
@@ -55,6 +59,7 @@ impl Options {
             http: Some("127.0.0.1:0".into()),
             serial: true,
             provision: None,
+            conf9: None,
             power_cut_after_ops: None,
             power_cut_at_phase: None,
             platform: "host".into(),
@@ -81,6 +86,7 @@ impl Options {
                     }
                 }
                 "--provision" => o.provision = Some(PathBuf::from(value()?)),
+                "--conf9" => o.conf9 = Some(PathBuf::from(value()?)),
                 "--power-cut-after-ops" => o.power_cut_after_ops = Some(number(&flag, &value()?)?),
                 "--power-cut-at-phase" => o.power_cut_at_phase = Some(phase(&value()?)?),
                 "--platform" => o.platform = value()?,
@@ -289,6 +295,8 @@ pub struct Device {
     settings: Settings,
     pub clock: Clock,
     pub console: Console,
+    /// Boots since the process started: a channel that lives for one boot (MQTT) watches it.
+    pub boots: u64,
 }
 
 pub type SharedDevice = Arc<Mutex<Device>>;
@@ -302,12 +310,13 @@ impl Device {
         clock: Clock,
         console: Console,
     ) -> Device {
-        let mut device = Device { life: None, layout, settings, clock, console };
+        let mut device = Device { life: None, layout, settings, clock, console, boots: 0 };
         device.boot(flash);
         device
     }
 
     fn boot(&mut self, mut flash: FileFlash) {
+        self.boots += 1;
         for _ in 0..BOOT_LOOPS_MAX {
             let now = self.clock.now_ms();
             let mut events = Vec::new();
@@ -520,8 +529,18 @@ pub fn spawn(options: Options) -> Result<Ports, String> {
     let console = Console::default();
     let device =
         Arc::new(Mutex::new(Device::new(flash, layout, options.settings(), clock.clone(), console.clone())));
+    if let Some(path) = &options.conf9 {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        lock(&device)
+            .with_app(|app, _| app.write_file(ota_app::config::USER_FILE, &bytes))
+            .and_then(|written| written)
+            .map_err(|e| {
+                format!("--conf9 {}: {}; the device keeps its configuration", path.display(), e.message)
+            })?;
+    }
     let serial = options.serial.then(|| serial::start(device.clone(), console.clone())).transpose()?;
     let http = options.http.as_deref().map(|addr| web::start(device.clone(), addr)).transpose()?;
+    mqtt::start(device.clone());
     std::thread::spawn(move || timers(&device, &clock));
     Ok(Ports { serial, http })
 }

@@ -20,6 +20,8 @@
 //! time_scale = 100                        # device time runs 100 times as fast
 //! http = "127.0.0.1:0"
 //! startup_timeout = "10s"
+//! devices = 3                             # a fleet of virtual boards (board/fleet.rs)
+//! mqtt = true                             # a Mosquitto per trial; RPC over MQTT and ota-shadow
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +62,8 @@ struct RawVirtual {
     time_scale: Option<u32>,
     http: Option<String>,
     startup_timeout: Option<String>,
+    devices: Option<usize>,
+    mqtt: Option<bool>,
 }
 
 /// A validated board file.
@@ -115,6 +119,10 @@ pub struct VirtualConfig {
     pub http: String,
     /// How long the process may take to print `ready`, and the device to answer after a reboot.
     pub startup_timeout_ms: u64,
+    /// Virtual boards driven as one fleet (`devices`, default 1).
+    pub devices: usize,
+    /// A broker of the runner's own per trial, with the devices on it (`mqtt`, default false).
+    pub mqtt: bool,
 }
 
 impl Default for VirtualConfig {
@@ -127,6 +135,8 @@ impl Default for VirtualConfig {
             time_scale: 1,
             http: "127.0.0.1:0".into(),
             startup_timeout_ms: 10_000,
+            devices: 1,
+            mqtt: false,
         }
     }
 }
@@ -258,6 +268,19 @@ fn virtual_config(raw: Option<RawVirtual>, file: &Path) -> Result<VirtualConfig,
         config.startup_timeout_ms =
             parse_duration_ms(&text).map_err(|e| format!("virtual.startup_timeout: {e}"))?;
     }
+    if let Some(devices) = raw.devices {
+        if !(1..=64).contains(&devices) {
+            return Err(format!("virtual.devices: {devices} must be 1 to 64"));
+        }
+        if devices > 1 && config.flash_file.is_some() {
+            return Err(
+                "virtual.devices: a fleet keeps one temporary flash file per device; remove flash_file"
+                    .into(),
+            );
+        }
+        config.devices = devices;
+    }
+    config.mqtt = raw.mqtt.unwrap_or(false);
     Ok(config)
 }
 
@@ -299,7 +322,19 @@ mod tests {
             check(
                 "kind = \"virtual\"\n[virtual]\nbinary = \"bin/vb\"\ntime_scale = 100\nstartup_timeout = \"5s\"\n"
             ),
-            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Virtual(VirtualConfig { binary: Some(\"boards/bin/vb\"), flash_file: None, app_slot_bytes: 1572864, fs_slot_bytes: 262144, time_scale: 100, http: \"127.0.0.1:0\", startup_timeout_ms: 5000 }) }"
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Virtual(VirtualConfig { binary: Some(\"boards/bin/vb\"), flash_file: None, app_slot_bytes: 1572864, fs_slot_bytes: 262144, time_scale: 100, http: \"127.0.0.1:0\", startup_timeout_ms: 5000, devices: 1, mqtt: false }) }"
+        );
+        assert!(
+            check("kind = \"virtual\"\n[virtual]\ndevices = 3\nmqtt = true\n")
+                .ends_with("devices: 3, mqtt: true }) }")
+        );
+        assert_eq!(
+            check("kind = \"virtual\"\n[virtual]\ndevices = 0\n"),
+            "boards/x.toml: virtual.devices: 0 must be 1 to 64"
+        );
+        assert_eq!(
+            check("kind = \"virtual\"\n[virtual]\ndevices = 2\nflash_file = \"f.bin\"\n"),
+            "boards/x.toml: virtual.devices: a fleet keeps one temporary flash file per device; remove flash_file"
         );
         assert_eq!(
             check("kind = \"virtual\"\n[virtual]\nhttp = \"0.0.0.0:80\"\n"),

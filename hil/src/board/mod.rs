@@ -7,6 +7,7 @@ use crate::result::EventKind;
 use crate::scenario::model::{Cut, SweepSpec, Transport};
 
 pub mod config;
+pub mod fleet;
 pub mod sim;
 pub mod virtual_board;
 
@@ -141,6 +142,20 @@ impl fmt::Display for BoardError {
 
 pub type BoardResult<T> = Result<T, BoardError>;
 
+/// What a `shadow` step sets, as the board carries it out.
+#[derive(Clone, Copy, Debug)]
+pub enum ShadowSet<'a> {
+    /// A bundle for the board to serve; `desired.ota.url` names it.
+    Bundle(&'a [u8]),
+    /// `desired.ota.url` as given.
+    Url(&'a str),
+    /// The delta document as given.
+    Doc(&'a str),
+}
+
+/// The device's reported `ota` state (`ota_proto::mqtt::OtaReport`).
+pub use ota_proto::mqtt::OtaReport;
+
 /// A device the engine can drive.
 pub trait Board {
     fn info(&self) -> &BoardInfo;
@@ -193,6 +208,43 @@ pub trait Board {
     /// Console lines since the last call.
     fn drain_console(&mut self) -> Vec<String>;
 
+    /// Capability: how many devices the board drives (a fleet of virtual boards on one broker
+    /// has several). A scenario that needs more is skipped with the reason.
+    fn devices(&self) -> usize {
+        1
+    }
+
+    /// Capability: ota-shadow (a broker the devices are on). Scenarios with `shadow` steps or
+    /// `reported` expectations are skipped without it.
+    fn has_shadow(&self) -> bool {
+        false
+    }
+
+    /// The device the following calls act on (0-based, below [`Board::devices`]).
+    fn select_device(&mut self, index: usize) -> BoardResult<()> {
+        match index {
+            0 => Ok(()),
+            _ => {
+                Err(BoardError::new(format!("board {} has one device, not {}", self.info().name, index + 1)))
+            }
+        }
+    }
+
+    /// Sets the selected device's desired `ota` state; returns at once, whether the device is
+    /// online or not.
+    fn shadow_set(&mut self, desired: &ShadowSet<'_>) -> BoardResult<()> {
+        let _ = desired;
+        Err(BoardError::new(format!("board {} has no shadow", self.info().name)))
+    }
+
+    /// Waits (within the step's timeout) until the selected device reports an `ota` state that
+    /// `accept` takes or that is final (a code of 0 or below), letting device time pass across
+    /// the reboots an update needs; the last report, if any came.
+    fn shadow_reported(&mut self, accept: &dyn Fn(&OtaReport) -> bool) -> BoardResult<Option<OtaReport>> {
+        let _ = accept;
+        Err(BoardError::new(format!("board {} has no shadow", self.info().name)))
+    }
+
     /// An exhaustive sweep; only boards whose capabilities say `sweep`.
     fn sweep(&mut self, spec: &SweepSpec, seed: u64) -> BoardResult<SweepReport> {
         let _ = (spec, seed);
@@ -205,6 +257,9 @@ pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
     match &config.backend {
         config::Backend::Sim(sim) => {
             Box::new(sim::SimBoard::new(&config.name, &config.platform, sim.clone()))
+        }
+        config::Backend::Virtual(v) if v.mqtt || v.devices > 1 => {
+            Box::new(fleet::Fleet::new(&config.name, &config.platform, v.clone()))
         }
         config::Backend::Virtual(v) => {
             Box::new(virtual_board::VirtualBoard::new(&config.name, &config.platform, v.clone()))

@@ -164,6 +164,8 @@ pub struct VirtualBoard {
     log: Arc<Mutex<Log>>,
     /// When the current step's timeout runs out; every wait ends by then.
     step_deadline: Option<Instant>,
+    /// `--conf9` at every power-on (a fleet's MQTT settings, `board/fleet.rs`).
+    conf9: Option<PathBuf>,
 }
 
 impl VirtualBoard {
@@ -194,7 +196,30 @@ impl VirtualBoard {
             armed: None,
             log: Arc::new(Mutex::new(log)),
             step_deadline: None,
+            conf9: None,
         }
+    }
+
+    /// A `conf9.json` the device is given at every power-on (`virtual-board --conf9`).
+    pub(crate) fn set_conf9(&mut self, path: Option<PathBuf>) {
+        self.conf9 = path;
+    }
+
+    /// Whether the process runs (the device has power).
+    pub(crate) fn is_on(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// After the device said it applied an update it pulled by itself: lets the reboot delay
+    /// pass, and waits for the reboot and for the device to answer again.
+    pub(crate) fn await_update_reboot(&mut self, after: &str) -> BoardResult<()> {
+        self.forget_lines();
+        self.await_reboot(after)
+    }
+
+    /// When the current step's timeout runs out.
+    pub(crate) fn step_deadline(&self) -> Option<Instant> {
+        self.step_deadline
     }
 
     fn startup_timeout(&self) -> Duration {
@@ -253,6 +278,10 @@ impl VirtualBoard {
             Wiring::Channels => command.args(["--serial", "pty", "--http", &self.config.http]),
             Wiring::Headless => command.args(["--serial", "none", "--http", "none"]),
         };
+        // Only a powered-on device joins the broker: provisioning must not start a shadow pull.
+        if let (Some(conf9), Wiring::Channels) = (&self.conf9, wiring) {
+            command.arg("--conf9").arg(conf9);
+        }
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| {
             BoardError::new(format!("cannot start {}: {e}", binary.display()))
@@ -1058,7 +1087,7 @@ fn http_upload_prefix(addr: &str, request: &PushRequest<'_>, keep: usize) -> std
 /// A loopback HTTP server that serves one bundle at any path, for pulls: `200` with a
 /// Content-Length, and the body (or its first `cut_after` bytes, the connection then held open
 /// until the server is dropped).
-struct BundleServer {
+pub(crate) struct BundleServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     served: Receiver<usize>,
@@ -1070,7 +1099,7 @@ struct BundleServer {
 const SERVER_CONNECTIONS_MAX: usize = 64;
 
 impl BundleServer {
-    fn start(bundle: Vec<u8>, cut_after: Option<usize>) -> std::io::Result<BundleServer> {
+    pub(crate) fn start(bundle: Vec<u8>, cut_after: Option<usize>) -> std::io::Result<BundleServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -1093,7 +1122,7 @@ impl BundleServer {
         Ok(BundleServer { addr, stop, served, thread: Some(thread) })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/fw.zip", self.addr)
     }
 

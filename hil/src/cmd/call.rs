@@ -20,7 +20,8 @@ pub struct Args {
     pub method: String,
     /// The params, a JSON object such as '{"url": "http://host/fw.zip"}'.
     pub params: Option<String>,
-    /// The device: a serial port (/dev/ttyUSB0, /dev/pts/N) or http://HOST:PORT/rpc.
+    /// The device: a serial port (/dev/ttyUSB0, /dev/pts/N), http://HOST:PORT/rpc or
+    /// mqtt://HOST:PORT/DEVICE_ID (through a broker).
     #[arg(long, value_name = "PORT")]
     pub port: String,
     /// How long to wait for the reply.

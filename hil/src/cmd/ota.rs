@@ -24,7 +24,8 @@ const BUNDLE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub struct Args {
     /// The bundle (fw.zip).
     pub bundle: PathBuf,
-    /// The device: a serial port (/dev/ttyUSB0, /dev/pts/N) or http://HOST:PORT/rpc.
+    /// The device: a serial port (/dev/ttyUSB0, /dev/pts/N), http://HOST:PORT/rpc or
+    /// mqtt://HOST:PORT/DEVICE_ID (through a broker).
     #[arg(long, value_name = "PORT")]
     pub port: String,
     /// Seconds the new firmware has to commit before the device rolls back (0: commit at once).

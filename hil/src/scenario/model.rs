@@ -18,6 +18,8 @@ pub struct Scenario {
     pub name: String,
     pub file: PathBuf,
     pub description: String,
+    /// Devices the scenario drives (`devices = N`, default 1); a board with fewer skips it.
+    pub devices: usize,
     pub steps: Vec<Step>,
 }
 
@@ -32,6 +34,8 @@ pub struct Step {
     /// How long the step may take on a board with real time; on the simulator time is virtual
     /// and a step never waits. Default 60 s.
     pub timeout_ms: u64,
+    /// The devices the step acts on, in order (`device = N` or `"all"`; default the first).
+    pub devices: Vec<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -69,8 +73,31 @@ pub enum Action {
         expect: CallExpect,
     },
     Expect(Expect),
+    /// Sets the desired state of the device's shadow (ota-shadow, §6.3): the device updates
+    /// itself when it is, or next comes, online.
+    Shadow(ShadowDesired),
     /// An exhaustive power-cut sweep, on boards that can snapshot their flash.
     Sweep(SweepSpec),
+}
+
+/// What a `shadow` step sets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShadowDesired {
+    /// `desired.ota.url` names this bundle, served by the runner.
+    Bundle(BundleSource),
+    /// `desired.ota.url` is this URL as it is (one that does not answer, say).
+    Url(String),
+    /// This text is the delta document as it is (a malformed one, say).
+    Doc(String),
+}
+
+/// The device's reported `ota` state (`expect = { reported = { code = 0, message = "…" } }`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportedExpect {
+    /// The code: 0 done, negative failed, positive in progress.
+    pub code: Option<i64>,
+    /// Text the message contains.
+    pub message: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +240,9 @@ pub struct Expect {
     /// The device is a brick (for negative tests of the runner itself; a real scenario never
     /// expects this).
     pub bricked: Option<bool>,
+    /// The shadow's reported state, checked first: the board waits (within the step's timeout)
+    /// until the device reports a final code (not in progress) or one this accepts.
+    pub reported: Option<ReportedExpect>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -15,11 +15,11 @@ use toml::de::{DeTable, DeValue};
 use super::ScenarioError;
 use super::model::{
     Action, Behaviour, BundleSource, BundleSpec, CallExpect, Cut, CutWhen, Defect, Expect, Phase, Push,
-    PushExpect, Scenario, Script, Step, SweepSpec, Transport,
+    PushExpect, ReportedExpect, Scenario, Script, ShadowDesired, Step, SweepSpec, Transport,
 };
 use super::raw::{
     Entries, Loose, RawBundleSpec, RawCall, RawCommitsAfter, RawCut, RawExpect, RawPush, RawRefused,
-    RawScenario, RawSnapshot, RawStep, RawSweep, RawTruncated, RawWriteFile, Scalar,
+    RawScenario, RawShadow, RawSnapshot, RawStep, RawSweep, RawTruncated, RawWriteFile, Scalar,
 };
 
 type Result<T> = std::result::Result<T, ScenarioError>;
@@ -44,10 +44,12 @@ const RANDOM_STEPS: RangeInclusive<i64> = 1..=10_000;
 const RANDOM_STEPS_DEFAULT: usize = 30;
 
 /// The action keys, in the order the README lists them.
-const ACTIONS: &str =
-    "provision, write_file, push, power_on, power_cut, wait, commit, revert, reboot, snapshot, expect, sweep";
+const ACTIONS: &str = "provision, write_file, push, power_on, power_cut, wait, commit, revert, reboot, snapshot, \
+                       expect, sweep, shadow";
+/// The most devices a scenario drives.
+const DEVICES: RangeInclusive<i64> = 1..=64;
 /// Steps a `cut` is refused on: nothing there writes flash, or the step is the cut itself.
-const NO_CUT: [&str; 4] = ["provision", "power_cut", "expect", "sweep"];
+const NO_CUT: [&str; 5] = ["provision", "power_cut", "expect", "sweep", "shadow"];
 
 /// Parses and validates `text`, read from `file`; paths resolve against `file`'s folder.
 pub fn scenario(file: &Path, text: &str) -> Result<Scenario> {
@@ -64,8 +66,13 @@ pub fn scenario(file: &Path, text: &str) -> Result<Scenario> {
         let message = format!("{} steps; at most {STEPS_MAX} are accepted", raw.step.len());
         return Err(cx.error("step", raw.step[STEPS_MAX].span(), message));
     }
-    let steps = raw.step.iter().enumerate().map(|(i, s)| step(&cx, i, s)).collect::<Result<_>>()?;
-    Ok(Scenario { name, file: file.to_path_buf(), description: raw.description.unwrap_or_default(), steps })
+    let devices = match &raw.devices {
+        Some(n) => int_in(&cx, "devices", n, DEVICES)? as usize,
+        None => 1,
+    };
+    let steps = raw.step.iter().enumerate().map(|(i, s)| step(&cx, i, s, devices)).collect::<Result<_>>()?;
+    let description = raw.description.unwrap_or_default();
+    Ok(Scenario { name, file: file.to_path_buf(), description, devices, steps })
 }
 
 /// The file being validated, for errors and paths.
@@ -86,7 +93,7 @@ impl Cx<'_> {
     }
 }
 
-fn step(cx: &Cx, index: usize, raw: &Spanned<RawStep>) -> Result<Step> {
+fn step(cx: &Cx, index: usize, raw: &Spanned<RawStep>, devices: usize) -> Result<Step> {
     let key = format!("step[{}]", index + 1);
     let line = line_of(cx.text, raw.span().start);
     let kind = action_kind(cx, &key, raw)?;
@@ -100,7 +107,44 @@ fn step(cx: &Cx, index: usize, raw: &Spanned<RawStep>) -> Result<Step> {
         Some(t) => positive_duration_ms(cx, &format!("{key}.timeout"), t)?,
         None => STEP_TIMEOUT_MS,
     };
-    Ok(Step { line, action, cut, timeout_ms })
+    let devices = match &raw.device {
+        Some(d) => step_devices(cx, &format!("{key}.device"), d, devices)?,
+        None => vec![0],
+    };
+    Ok(Step { line, action, cut, timeout_ms, devices })
+}
+
+/// `device = N` (0-based, below the scenario's `devices`) or `device = "all"`.
+fn step_devices(cx: &Cx, key: &str, v: &Spanned<Scalar>, devices: usize) -> Result<Vec<usize>> {
+    match v.get_ref() {
+        Loose::Int(n) if (0..devices as i64).contains(n) => Ok(vec![*n as usize]),
+        Loose::Str(s) if s == "all" => Ok((0..devices).collect()),
+        other => Err(cx.error(
+            key,
+            v.span(),
+            format!(
+                "expected a device number from 0 to {} (the scenario has devices = {devices}) or \"all\"; found {}",
+                devices - 1,
+                other.what()
+            ),
+        )),
+    }
+}
+
+fn shadow(cx: &Cx, key: &str, v: &Spanned<RawShadow>) -> Result<Action> {
+    let raw = v.get_ref();
+    let desired = match (&raw.bundle, &raw.url, &raw.doc) {
+        (Some(bundle), None, None) => {
+            ShadowDesired::Bundle(bundle_source(cx, &format!("{key}.bundle"), bundle)?)
+        }
+        (None, Some(url), None) => ShadowDesired::Url(non_empty(cx, &format!("{key}.url"), url)?),
+        (None, None, Some(doc)) => ShadowDesired::Doc(doc.get_ref().clone()),
+        _ => {
+            let message = "a shadow step sets exactly one of bundle (served by the runner), url or doc";
+            return Err(cx.error(key, v.span(), message));
+        }
+    };
+    Ok(Action::Shadow(desired))
 }
 
 /// The name of the step's one action key.
@@ -119,6 +163,7 @@ fn action_kind(cx: &Cx, key: &str, raw: &Spanned<RawStep>) -> Result<&'static st
         ("snapshot", step.snapshot.as_ref().map(Spanned::span)),
         ("expect", step.expect.as_ref().map(Spanned::span)),
         ("sweep", step.sweep.as_ref().map(Spanned::span)),
+        ("shadow", step.shadow.as_ref().map(Spanned::span)),
     ]
     .into_iter()
     .filter_map(|(name, span)| Some((name, span?)))
@@ -175,6 +220,9 @@ fn action(cx: &Cx, key: &str, raw: &RawStep, has_cut: bool) -> Result<Action> {
     }
     if let Some(v) = &raw.sweep {
         return sweep(cx, &at("sweep"), v.get_ref()).map(Action::Sweep);
+    }
+    if let Some(v) = &raw.shadow {
+        return shadow(cx, &at("shadow"), v);
     }
     unreachable!("action_kind found exactly one action key")
 }
@@ -540,10 +588,11 @@ fn expect(cx: &Cx, key: &str, v: &Spanned<RawExpect>) -> Result<Expect> {
         files,
         unchanged,
         bricked: raw.bricked,
+        reported: raw.reported.as_ref().map(|r| ReportedExpect { code: r.code, message: r.message.clone() }),
     };
     if expect == Expect::default() {
         let message = "an expect checks nothing; give at least one of version, active_slot, revert_slot, \
-                       committed, unchanged = true, bricked, files";
+                       committed, unchanged = true, bricked, files, reported";
         return Err(cx.error(key, v.span(), message));
     }
     Ok(expect)

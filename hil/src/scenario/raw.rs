@@ -19,6 +19,7 @@ use toml::Spanned;
 pub struct RawScenario {
     pub name: Option<Spanned<String>>,
     pub description: Option<String>,
+    pub devices: Option<Spanned<i64>>,
     #[serde(default)]
     pub step: Vec<Spanned<RawStep>>,
 }
@@ -39,8 +40,30 @@ pub struct RawStep {
     pub snapshot: Option<Spanned<Loose<RawSnapshot>>>,
     pub expect: Option<Spanned<RawExpect>>,
     pub sweep: Option<Spanned<RawSweep>>,
+    pub shadow: Option<Spanned<RawShadow>>,
     pub cut: Option<Spanned<RawCut>>,
     pub timeout: Option<Spanned<Scalar>>,
+    pub device: Option<Spanned<Scalar>>,
+}
+
+/// `shadow = { bundle = … }`, `{ url = "…" }` or `{ doc = "…" }`: exactly one.
+#[derive(Debug, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a shadow table { bundle = … } or { url = \"…\" } or { doc = \"…\" }"
+)]
+pub struct RawShadow {
+    pub bundle: Option<Spanned<Loose<RawBundleSpec>>>,
+    pub url: Option<Spanned<String>>,
+    pub doc: Option<Spanned<String>>,
+}
+
+/// `reported = { code = 0, message = "…" }` of an expect.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReported {
+    pub code: Option<i64>,
+    pub message: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -131,6 +154,7 @@ pub struct RawExpect {
     pub unchanged: Option<bool>,
     pub bricked: Option<bool>,
     pub files: Option<Spanned<Entries<Scalar>>>,
+    pub reported: Option<RawReported>,
 }
 
 #[derive(Debug, serde::Deserialize)]
