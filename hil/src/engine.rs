@@ -64,6 +64,71 @@ fn fail<T>(message: impl Into<String>) -> Result<T, StepError> {
     Err(StepError::Failed(Failed(message.into())))
 }
 
+/// What the boards of a parallel run say while it runs, in the order it happens.
+enum Note {
+    Started(usize),
+    Finished(usize, Box<Trial>),
+}
+
+/// Runs every scenario, on `jobs` boards at once, and returns the trials in the order of
+/// `scenarios` whatever order they finished in. Each worker opens its own board with
+/// `open(worker)` (so boards need not be `Send`, and each has its own flash) and takes the next
+/// scenario not yet started. A trial's seed comes from the master seed and the scenario's name,
+/// never from the worker or the order, so the trials, and the reports made from them, are the
+/// same for any number of jobs; only wall-clock durations differ.
+///
+/// With one job the trials run on this thread and `progress` sees every step; with more it sees
+/// trials start and finish, in the order they do.
+pub fn run_trials(
+    scenarios: &[Scenario],
+    jobs: usize,
+    master_seed: u64,
+    open: &(dyn Fn(usize) -> Box<dyn Board> + Sync),
+    progress: &mut dyn Progress,
+) -> Vec<Trial> {
+    let total = scenarios.len();
+    if jobs <= 1 || total <= 1 {
+        let mut board = open(0);
+        return (scenarios.iter().enumerate())
+            .map(|(i, scenario)| {
+                progress.trial_started(i, total, &scenario.name, &board.info().name.clone());
+                let trial = run_trial(scenario, board.as_mut(), master_seed, progress);
+                progress.trial_finished(&trial);
+                trial
+            })
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut trials: Vec<Option<Trial>> = vec![None; total];
+    std::thread::scope(|scope| {
+        for worker in 0..jobs.min(total) {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                let mut board = open(worker);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(scenario) = scenarios.get(i) else { break };
+                    let _ = tx.send(Note::Started(i));
+                    let trial = run_trial(scenario, board.as_mut(), master_seed, &mut crate::progress::Quiet);
+                    let _ = tx.send(Note::Finished(i, Box::new(trial)));
+                }
+            });
+        }
+        drop(tx);
+        for note in rx {
+            match note {
+                Note::Started(i) => progress.trial_started(i, total, &scenarios[i].name, ""),
+                Note::Finished(i, trial) => {
+                    progress.trial_finished(&trial);
+                    trials[i] = Some(*trial);
+                }
+            }
+        }
+    });
+    trials.into_iter().map(|t| t.expect("every scenario ran on some worker")).collect()
+}
+
 /// Runs one scenario on `board`.
 pub fn run_trial(
     scenario: &Scenario,

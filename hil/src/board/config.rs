@@ -132,6 +132,28 @@ impl Default for VirtualConfig {
 }
 
 impl BoardConfig {
+    /// The backend kind, as a board file names it.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Sim(_) => "sim",
+            Backend::Virtual(_) => "virtual",
+        }
+    }
+
+    /// The board that worker `worker` of a parallel run (`hil run --jobs N`) opens: the same
+    /// board, with a flash file of its own when the file names one (`flash.bin`, then
+    /// `flash-2.bin`, `flash-3.bin`, …), so no two boards share a flash.
+    pub fn for_worker(&self, worker: usize) -> BoardConfig {
+        let mut config = self.clone();
+        if worker == 0 {
+            return config;
+        }
+        if let Backend::Virtual(v) = &mut config.backend {
+            v.flash_file = v.flash_file.as_deref().map(|path| worker_path(path, worker));
+        }
+        config
+    }
+
     /// The built-in simulator, used when no `--board` is given.
     pub fn default_sim() -> BoardConfig {
         BoardConfig {
@@ -141,6 +163,16 @@ impl BoardConfig {
             backend: Backend::Sim(SimConfig::default()),
         }
     }
+}
+
+/// `dir/flash.bin` for worker 1 (the second) is `dir/flash-2.bin`.
+fn worker_path(path: &Path, worker: usize) -> PathBuf {
+    let stem = path.file_stem().map_or("flash".into(), |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{}.{}", worker + 1, ext.to_string_lossy()),
+        None => format!("{stem}-{}", worker + 1),
+    };
+    path.with_file_name(name)
 }
 
 /// A board file that could not be read or is wrong: names the file and the key.
