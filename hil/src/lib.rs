@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod duration;
 pub mod engine;
 pub mod progress;
+pub mod qemu;
 pub mod report;
 pub mod result;
 pub mod rpc_client;
