@@ -7,6 +7,8 @@ use crate::result::EventKind;
 use crate::scenario::model::{Cut, SweepSpec, Transport};
 
 pub mod config;
+pub mod device;
+pub mod qemu;
 pub mod sim;
 pub mod virtual_board;
 
@@ -37,6 +39,9 @@ pub struct BoardInfo {
     /// a "too big" app for the app slot.
     pub app_slot_bytes: u32,
     pub fs_slot_bytes: u32,
+    /// The built firmware image a bundle's app part is made from, its app descriptor patched
+    /// per version and behaviour (the QEMU board); `None`: a simulated image.
+    pub app_image: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// A push, as the engine asks for it.
@@ -209,6 +214,7 @@ pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
         config::Backend::Virtual(v) => {
             Box::new(virtual_board::VirtualBoard::new(&config.name, &config.platform, v.clone()))
         }
+        config::Backend::Qemu(q) => Box::new(qemu::QemuBoard::new(&config.name, &config.platform, q.clone())),
     }
 }
 

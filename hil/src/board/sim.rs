@@ -46,6 +46,7 @@ impl SimBoard {
             platform: platform.into(),
             app_slot_bytes: config.app_slot_bytes,
             fs_slot_bytes: config.fs_slot_bytes,
+            app_image: None,
         };
         let capabilities = Capabilities {
             transports: vec![Transport::Rpc, Transport::Http, Transport::Pull],
