@@ -35,6 +35,7 @@ pub fn unsupported(scenario: &Scenario, board: &dyn Board) -> Option<String> {
         }
         let missing = match step.cut {
             Some(Cut::AtOp { .. }) if !caps.cut_at_op => Some("at a flash operation"),
+            Some(Cut::AtEveryOp) if !caps.cut_at_op => Some("at every flash operation"),
             Some(Cut::AtFraction(_)) if !caps.cut_at_fraction => Some("at a fraction of an upload"),
             Some(Cut::AtPhase(_)) if !caps.cut_at_phase => Some("at a named phase"),
             _ => None,
@@ -180,7 +181,11 @@ fn run_steps(
         trial.console.push(format!("hil: step {} (line {}): {summary}", index + 1, step.line));
         let result = board.status().map_err(StepError::Board).and_then(|status| {
             before.push(status);
-            run_step(step, board, seed, &before)
+            if step.cut == Some(Cut::AtEveryOp) {
+                every_op(scenario, index, board, seed)
+            } else {
+                run_step(step, board, seed, &before)
+            }
         });
         collect(board, index, trial);
         let passed = result.is_ok();
@@ -201,6 +206,90 @@ fn run_steps(
         }
     }
     Outcome::Passed
+}
+
+/// Points an exhaustive cut visits at most: far past any update's flash operations.
+const EVERY_OP_POINTS_MAX: u64 = 100_000;
+
+/// A push cut before each of its flash operations in turn (`cut = { at_every_op = true }`).
+/// For point `n` the board starts afresh, the steps before the push run again, the push is cut
+/// before its operation `n`, and the board powers on: it must run a whole image (not hang, not
+/// be bricked) whose boot state reads, with every file the earlier steps wrote intact. The
+/// first push that completes uncut ends the sweep, leaving the updated device to the steps
+/// after it. Only the points' verdicts reach the console; their timelines are dropped.
+fn every_op(
+    scenario: &Scenario,
+    index: usize,
+    board: &mut dyn Board,
+    seed: u64,
+) -> Result<Vec<String>, StepError> {
+    let step = &scenario.steps[index];
+    let Action::Push(push) = &step.action else {
+        return fail("at_every_op goes with a push only");
+    };
+    let prefix = &scenario.steps[..index];
+    let files: Vec<(&String, &Vec<u8>)> = (prefix.iter())
+        .filter_map(|s| match &s.action {
+            Action::WriteFile { name, content } => Some((name, content)),
+            _ => None,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    for n in 0..EVERY_OP_POINTS_MAX {
+        if n > 0 {
+            board.start_trial(seed)?;
+            for earlier in prefix {
+                run_step(earlier, board, seed, &[])?;
+            }
+        }
+        board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
+        board.arm_cut(Cut::AtOp { op: n, when: crate::scenario::model::CutWhen::Before })?;
+        let built = build(&push.bundle, board)?;
+        let request = PushRequest {
+            bundle: &built.bytes,
+            transport: push.transport,
+            commit_timeout_s: push.commit_timeout_s,
+            ignore_same_version: push.ignore_same_version,
+            chunk_bytes: push.chunk_bytes,
+        };
+        let result = board.push(&request)?;
+        board.disarm_cut()?;
+        match result {
+            PushResult::PowerLost => {}
+            PushResult::Applied => {
+                lines.push(format!(
+                    "hil: every flash op: {n} cut points, each recovered; the uncut push applied ({:.2} s)",
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(lines);
+            }
+            other => return fail(format!("cut before flash op {n}: the push answered {}", answer(&other))),
+        }
+        board.power_on()?;
+        let status = board.status()?;
+        let verdict = match (&status.activity, status.boot_state) {
+            (Activity::Running { slot, version }, Some(_)) => format!("runs {version} in slot {slot}"),
+            (other, _) => {
+                return fail(format!(
+                    "cut before flash op {n}: after power on the device is {}, expected a running image with its boot state",
+                    activity(other)
+                ));
+            }
+        };
+        for (name, content) in &files {
+            let mut wrong = Vec::new();
+            check_file(board, name, Some(content.as_slice()), &mut wrong)?;
+            if !wrong.is_empty() {
+                return fail(format!("cut before flash op {n}: {}", wrong.join("; ")));
+            }
+        }
+        lines.push(format!("hil: cut before flash op {n}: {verdict}, files intact"));
+        // The points' own timelines would drown the trial's: only the verdicts are kept.
+        board.drain_events();
+        board.drain_console();
+    }
+    fail(format!("the push still had flash operations after {EVERY_OP_POINTS_MAX} cut points"))
 }
 
 /// Moves the board's new events and console lines into the trial.
@@ -471,6 +560,7 @@ pub fn summarize(step: &Step) -> String {
         Some(Cut::AtOp { op, when }) => format!(", cut {when:?} flash op {op}").to_lowercase(),
         Some(Cut::AtFraction(f)) => format!(", cut at {:.0}% of the upload", f * 100.0),
         Some(Cut::AtPhase(p)) => format!(", cut in the {} phase", p.name()),
+        Some(Cut::AtEveryOp) => ", cut before every flash op in turn".into(),
     };
     action + &cut
 }

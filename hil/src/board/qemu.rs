@@ -854,17 +854,16 @@ impl QemuBoard {
         }
     }
 
-    /// After a step with a cut armed on the debugger: it must have struck.
-    fn debugger_cut_struck<T>(&mut self, result: BoardResult<T>, how: &str) -> BoardResult<()> {
+    /// After a push with a cut armed on the debugger: the power went if it struck; a push that
+    /// ended before its armed operation came answers as it did (the engine's expectation says
+    /// whether that is wrong, and an exhaustive cut ends there).
+    fn debugger_cut_struck(&mut self, result: BoardResult<PushResult>, how: &str) -> BoardResult<PushResult> {
         let struck = self.machine.as_ref().and_then(|m| m.debugger.struck());
         if struck.is_none() && self.machine.is_some() {
-            let _ = self.machine()?.debugger.ask(Order::Disarm);
-            let what = match result {
-                Ok(_) => "the step ended".to_string(),
-                Err(e) => format!("the step failed: {}", e.message),
-            };
-            return Err(BoardError::new(format!("the power cut {how} never struck: {what}"))
-                .help("the step has no such flash operation or phase on this board"));
+            if let Ok(Answer::Failed(why)) | Err(why) = self.machine()?.debugger.ask(Order::Disarm) {
+                return Err(BoardError::new(format!("disarming the cut {how}: {why}")));
+            }
+            return result;
         }
         if let Some(machine) = self.machine.take() {
             self.stop(machine);
@@ -872,7 +871,7 @@ impl QemuBoard {
         let how = format!("power cut {how}");
         self.hil_line(&how);
         self.note(EventKind::PowerCut { op: None, how });
-        Ok(())
+        Ok(PushResult::PowerLost)
     }
 
     fn cut(&mut self, how: &str) {
@@ -1018,7 +1017,7 @@ impl Board for QemuBoard {
         let armed = self.arm_debugger()?;
         let result = self.push_rpc(request, cut_after);
         match armed {
-            Some(how) => self.debugger_cut_struck(result, &how).map(|_| PushResult::PowerLost),
+            Some(how) => self.debugger_cut_struck(result, &how),
             None => result,
         }
     }

@@ -89,7 +89,7 @@ impl SimBoard {
     fn with_cut<T>(&mut self, action: impl Fn(&mut Device) -> T) -> BoardResult<T> {
         let armed = self.armed.take();
         let result = match armed {
-            None => action(self.device()?),
+            None | Some(Cut::AtEveryOp) => action(self.device()?),
             Some(Cut::AtOp { op, when }) => {
                 let device = self.device()?;
                 let at = device.flash_ops() + op;
