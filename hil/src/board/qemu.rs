@@ -233,6 +233,16 @@ pub fn qemu_args(config: &QemuConfig, flash: &Path, dir: &Path, clock_word: u64)
     args
 }
 
+/// How a watched call ended.
+enum Watched {
+    Answer(Result<Value, RpcErr>),
+    /// The watchdog reset the firmware before it answered.
+    Reset,
+}
+
+/// Watchdog resets one call may live through before the runner gives up on it.
+const RESETS_PER_CALL_MAX: usize = 3;
+
 /// What the debugger thread is asked to do.
 enum Order {
     /// Cut at the `hit`-th (0-based) hit of an operation breakpoint, counted from now; with a
@@ -650,20 +660,56 @@ impl QemuBoard {
         kicked
     }
 
+    /// Sends a call and waits for its reply for at most `timeout`, looking at the board every
+    /// [`POLL`] while none comes: the watchdog may reset a firmware that runs without kicking
+    /// (then the call is lost: [`Watched::Reset`]).
+    fn call_watched(&mut self, method: &str, params: Value, timeout: Duration) -> BoardResult<Watched> {
+        let timeout = self.capped(timeout);
+        let deadline = Instant::now() + timeout;
+        let sent = match &mut self.machine()?.serial {
+            Client::Serial(serial) => serial.send(method, params),
+            Client::Http(_) => return Err(BoardError::new("the QEMU board talks over its pty only")),
+        };
+        let id = match sent {
+            Ok(id) => id,
+            Err(e) => return Err(self.transport(e, &format!("calling {method}"))),
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).min(POLL);
+            let answer = match &mut self.machine()?.serial {
+                Client::Serial(serial) => serial.await_reply(id, method, left),
+                Client::Http(_) => unreachable!("checked above"),
+            };
+            self.pull_console();
+            match answer {
+                Ok(answer) => return Ok(Watched::Answer(answer)),
+                Err(TransportError::Timeout { .. }) if Instant::now() < deadline => {
+                    if self.watchdog()? {
+                        return Ok(Watched::Reset);
+                    }
+                }
+                Err(e) => return Err(self.transport(e, &format!("calling {method}"))),
+            }
+        }
+    }
+
+    /// A call; when the watchdog resets the firmware meanwhile, the runner waits for it to
+    /// answer again and asks once more.
     fn call_timeout(
         &mut self,
         method: &str,
         params: Value,
         timeout: Duration,
     ) -> BoardResult<Result<Value, RpcErr>> {
-        let timeout = self.capped(timeout);
-        let machine = self.machine()?;
-        let answer = machine.serial.call_timeout(method, params, timeout);
-        self.pull_console();
-        match answer {
-            Ok(answer) => Ok(answer),
-            Err(e) => Err(self.transport(e, &format!("calling {method}"))),
+        for _ in 0..RESETS_PER_CALL_MAX {
+            match self.call_watched(method, params.clone(), timeout)? {
+                Watched::Answer(answer) => return Ok(answer),
+                Watched::Reset => self.await_answer(&format!("a watchdog reset during {method}"))?,
+            }
         }
+        Err(BoardError::new(format!(
+            "calling {method}: the watchdog reset the board {RESETS_PER_CALL_MAX} times and no answer came"
+        )))
     }
 
     fn call(&mut self, method: &str, params: Value) -> BoardResult<Result<Value, RpcErr>> {
@@ -712,78 +758,66 @@ impl QemuBoard {
         }
         machine.kick_ticks = None;
         machine.qmp.system_reset().map_err(|e| BoardError::new(e.to_string()))?;
+        lock(&self.log).life = None;
         let line = format!("watchdog: {since} mtime ticks without a kick; reset");
         self.hil_line(&line);
         self.note(EventKind::WatchdogReset);
         Ok(true)
     }
 
-    /// Waits until the firmware answers `Sys.GetInfo` (or says it hangs or nothing boots), the
-    /// watchdog resetting a firmware that runs without kicking.
+    /// Waits until the firmware answers `Sys.GetInfo` (or the boot loader says nothing boots),
+    /// the watchdog resetting a firmware that runs without kicking.
     fn await_answer(&mut self, after: &str) -> BoardResult<()> {
         let timeout = self.startup_timeout();
         let deadline = Instant::now() + timeout;
-        loop {
-            let answer = self.machine()?.serial.call_timeout("Sys.GetInfo", Value::Null, POLL);
-            self.pull_console();
-            match answer {
-                Ok(_) => return Ok(()),
-                Err(TransportError::Timeout { .. }) => {}
-                Err(e) => return Err(self.transport(e, &format!("waiting for an answer after {after}"))),
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now()).min(POLL);
+            match self.call_watched("Sys.GetInfo", Value::Null, left) {
+                Ok(Watched::Answer(_)) => return Ok(()),
+                Ok(Watched::Reset) => continue,
+                Err(e) if e.message.contains("QEMU ended") => return Err(e),
+                Err(_) => {}
             }
             if matches!(lock(&self.log).life, Some(ota_app::Event::Bricked { .. })) {
                 return Ok(());
             }
-            if self.watchdog()? {
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return Err(BoardError::new(format!(
-                    "the firmware did not answer Sys.GetInfo within {:.1} s after {after}, and its CPU did not run the watchdog's budget (still waiting for an answer)",
-                    timeout.as_secs_f64()
-                ))
-                .help("raise `startup_timeout` in the board file's [qemu] table if the machine is slow"));
-            }
         }
+        Err(BoardError::new(format!(
+            "the firmware did not answer Sys.GetInfo within {:.1} s after {after}, and its CPU did not run the watchdog's budget (still waiting for an answer)",
+            timeout.as_secs_f64()
+        ))
+        .help("raise `startup_timeout` in the board file's [qemu] table if the machine is slow"))
     }
 
+    /// `Board.Clock {advance_ms}`: exactly `ms` of device time, everything due on the way run at
+    /// its time; a reboot on the way is finished by the next firmware, which answers. A reset by
+    /// the watchdog loses the call: the runner waits for the firmware and counts the time as
+    /// passed.
     fn advance(&mut self, ms: u64) -> BoardResult<()> {
         let timeout = self.startup_timeout();
-        match self.call_timeout("Board.Clock", json!({ "advance_ms": ms }), timeout)? {
-            Ok(reply) => {
+        match self.call_watched("Board.Clock", json!({ "advance_ms": ms }), timeout)? {
+            Watched::Answer(Ok(reply)) => {
                 let now = reply.get("now_ms").and_then(Value::as_u64).unwrap_or_default();
                 let mut log = lock(&self.log);
                 log.device_ms = log.device_ms.max(now);
                 Ok(())
             }
-            Err(e) => Err(BoardError::new(format!("Board.Clock refused to advance {ms} ms: {}", e.message))),
+            Watched::Answer(Err(e)) => {
+                Err(BoardError::new(format!("Board.Clock refused to advance {ms} ms: {}", e.message)))
+            }
+            Watched::Reset => {
+                self.await_answer(&format!("a watchdog reset while {ms} ms passed"))?;
+                let mut log = lock(&self.log);
+                log.device_ms = log.device_ms.saturating_add(ms);
+                Ok(())
+            }
         }
     }
 
     /// After a reboot the firmware asked for (an update applied, a revert): the clock moves
-    /// past the reboot delay (the firmware finishes that advance after the reset and answers),
-    /// then the device answers again.
+    /// past the reboot delay, then the device answers again.
     fn await_reboot(&mut self, after: &str) -> BoardResult<()> {
-        let timeout = self.startup_timeout();
-        let answer = self.machine()?.serial.call_timeout(
-            "Board.Clock",
-            json!({ "advance_ms": ota_app::app::REBOOT_DELAY_MS }),
-            timeout,
-        );
-        self.pull_console();
-        match answer {
-            Ok(Ok(reply)) => {
-                let now = reply.get("now_ms").and_then(Value::as_u64).unwrap_or_default();
-                let mut log = lock(&self.log);
-                log.device_ms = log.device_ms.max(now);
-            }
-            Ok(Err(e)) => {
-                return Err(BoardError::new(format!("Board.Clock refused the reboot delay: {}", e.message)));
-            }
-            // A firmware that hangs after the reboot never answers: the watchdog's business.
-            Err(TransportError::Timeout { .. }) => {}
-            Err(e) => return Err(self.transport(e, &format!("waiting for the reboot after {after}"))),
-        }
+        self.advance(ota_app::app::REBOOT_DELAY_MS)?;
         self.await_answer(&format!("the reboot after {after}"))
     }
 
@@ -1023,7 +1057,8 @@ impl Board for QemuBoard {
     }
 
     fn wait(&mut self, ms: u64) -> BoardResult<()> {
-        if self.machine.is_none() || !self.answers() {
+        let bricked = matches!(lock(&self.log).life, Some(ota_app::Event::Bricked { .. }));
+        if self.machine.is_none() || bricked {
             let mut log = lock(&self.log);
             log.device_ms = log.device_ms.saturating_add(ms);
             return Ok(());
