@@ -35,7 +35,7 @@ pub fn unsupported(scenario: &Scenario, board: &dyn Board) -> Option<String> {
         }
         let missing = match step.cut {
             Some(Cut::AtOp { .. }) if !caps.cut_at_op => Some("at a flash operation"),
-            Some(Cut::AtEveryOp) if !caps.cut_at_op => Some("at every flash operation"),
+            Some(Cut::AtEveryOp) if !caps.cut_at_every_op => Some("at every flash operation of a push"),
             Some(Cut::AtFraction(_)) if !caps.cut_at_fraction => Some("at a fraction of an upload"),
             Some(Cut::AtPhase(_)) if !caps.cut_at_phase => Some("at a named phase"),
             _ => None,

@@ -27,15 +27,16 @@ fn reports(mut trials: Vec<Trial>) -> (String, String) {
     (json::to_string(&run), junit::to_string(&run))
 }
 
-/// The sweeps' console lines give their wall time (`0.22 s`): `#.## s` instead.
+/// The sweeps' console lines give their wall time (`0.22 s`, `(2.53 s)`): `#.## s` instead.
 fn without_wall_seconds(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
         let words: Vec<&str> = line.split(' ').collect();
         for (i, word) in words.iter().enumerate() {
+            let number = word.trim_start_matches('(');
             let seconds = words.get(i + 1).is_some_and(|next| next.starts_with('s'))
-                && word.contains('.')
-                && word.parse::<f64>().is_ok();
+                && number.contains('.')
+                && number.parse::<f64>().is_ok();
             out.push_str(if seconds { "#.##" } else { word });
             out.push(if i + 1 < words.len() { ' ' } else { '\n' });
         }

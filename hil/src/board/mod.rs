@@ -20,6 +20,9 @@ pub struct Capabilities {
     pub cut_at_op: bool,
     pub cut_at_fraction: bool,
     pub cut_at_phase: bool,
+    /// `at_every_op`: the board answers a push whose armed operation never came with the push's
+    /// own result and leaves nothing armed, so the engine knows when the sweep is done.
+    pub cut_at_every_op: bool,
     /// Exhaustive sweeps (the board can snapshot and restore its flash).
     pub sweep: bool,
     /// Time is simulated: waits cost nothing.

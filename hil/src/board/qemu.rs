@@ -493,6 +493,7 @@ impl QemuBoard {
             cut_at_op: true,
             cut_at_fraction: true,
             cut_at_phase: true,
+            cut_at_every_op: true,
             sweep: false,
             virtual_time: false,
         };

@@ -53,6 +53,7 @@ impl SimBoard {
             cut_at_op: true,
             cut_at_fraction: true,
             cut_at_phase: true,
+            cut_at_every_op: true,
             sweep: true,
             virtual_time: true,
         };

@@ -136,6 +136,7 @@ impl VirtualBoard {
             cut_at_op: true,
             cut_at_fraction: true,
             cut_at_phase: true,
+            cut_at_every_op: false,
             sweep: false,
             virtual_time: false,
         };
