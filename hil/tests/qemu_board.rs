@@ -17,7 +17,7 @@ fn workspace() -> PathBuf {
 
 /// Whether this machine can run the board; prints why not.
 fn ready() -> bool {
-    let required = std::env::var_os("HIL_REQUIRE_QEMU").is_some_and(|v| v == "1");
+    let required = std::env::var_os("HIL_REQUIRE_QEMU_BOARD").is_some_and(|v| v == "1");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
     let dir = target.join("riscv32imc-unknown-none-elf/release");
@@ -37,8 +37,8 @@ fn ready() -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(!required, "HIL_REQUIRE_QEMU=1 but these are missing: {missing:?}");
-    eprintln!("qemu_board: skipped: missing {missing:?} (set HIL_REQUIRE_QEMU=1 to make this a failure)");
+    assert!(!required, "HIL_REQUIRE_QEMU_BOARD=1 but these are missing: {missing:?}");
+    eprintln!("qemu_board: skipped: missing {missing:?} (set HIL_REQUIRE_QEMU_BOARD=1 to make this a failure)");
     false
 }
 
