@@ -3,7 +3,7 @@
 //!
 //! Needs `qemu-system-riscv32` and the two binaries
 //! (`cargo build --release -p ota-port-qemu-virt --target riscv32imc-unknown-none-elf --bins`).
-//! Without them the tests print why and pass, unless `HIL_REQUIRE_QEMU=1` (CI sets it after
+//! Without them the tests print why and pass, unless `HIL_REQUIRE_QEMU_BOARD=1` (CI sets it after
 //! building them), which makes anything missing a failure.
 
 use std::path::{Path, PathBuf};
