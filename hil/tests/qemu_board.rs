@@ -38,7 +38,9 @@ fn ready() -> bool {
         return true;
     }
     assert!(!required, "HIL_REQUIRE_QEMU_BOARD=1 but these are missing: {missing:?}");
-    eprintln!("qemu_board: skipped: missing {missing:?} (set HIL_REQUIRE_QEMU_BOARD=1 to make this a failure)");
+    eprintln!(
+        "qemu_board: skipped: missing {missing:?} (set HIL_REQUIRE_QEMU_BOARD=1 to make this a failure)"
+    );
     false
 }
 

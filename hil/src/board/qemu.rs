@@ -245,13 +245,8 @@ const RESETS_PER_CALL_MAX: usize = 3;
 
 /// What the debugger thread is asked to do.
 enum Order {
-    /// Cut at the `hit`-th (0-based) hit of an operation breakpoint, counted from now; with a
-    /// phase, only once the marker of that phase is hit.
-    Arm {
-        hit: u64,
-        phase: Option<u32>,
-        how: String,
-    },
+    /// Arms a cut, counted from now.
+    Arm(Plan),
     Disarm,
     /// Reads mtime (the target is stopped for it, then continued).
     Ticks,
@@ -275,31 +270,48 @@ struct Struck {
 struct Debugger {
     orders: Sender<Order>,
     answers: Receiver<Answer>,
-    struck: Arc<Mutex<Struck>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// A cut for the debugger: at the `hit`-th (0-based) operation breakpoint hit from when it is
+/// armed; with a phase, counted from that phase's marker on.
+#[derive(Clone, Debug)]
+struct Plan {
+    hit: u64,
+    phase: Option<u32>,
+    how: String,
+}
+
 impl Debugger {
-    fn start(gdb: Gdb, child: Arc<Mutex<Child>>, images: &Images) -> Debugger {
+    /// Takes the stub over; a `plan` is armed first, while the target is still held at reset.
+    fn start(
+        mut gdb: Gdb,
+        child: Arc<Mutex<Child>>,
+        images: &Images,
+        struck: Arc<Mutex<Struck>>,
+        plan: Option<Plan>,
+    ) -> Result<Debugger, GdbError> {
         let (orders, rx) = mpsc::channel();
         let (tx, answers) = mpsc::channel();
-        let struck = Arc::new(Mutex::new(Struck::default()));
-        let shared = struck.clone();
         let (ops, phases) = (images.op_addresses.clone(), images.phase_addresses.clone());
+        let mut armed = None;
+        if let Some(plan) = plan {
+            let addresses = if plan.phase.is_some() { &phases } else { &ops };
+            for &address in addresses {
+                gdb.set_breakpoint(address)?;
+            }
+            armed = Some(Armed { hits_left: plan.hit.min(HITS_MAX), phase: plan.phase, how: plan.how });
+        }
         let thread = std::thread::spawn(move || {
-            let mut run = DebugRun { gdb, child, ops, phases, armed: None, struck: shared, running: true };
+            let mut run = DebugRun { gdb, child, ops, phases, armed, struck, running: true };
             run.serve(rx, tx);
         });
-        Debugger { orders, answers, struck, thread: Some(thread) }
+        Ok(Debugger { orders, answers, thread: Some(thread) })
     }
 
     fn ask(&self, order: Order) -> Result<Answer, String> {
         self.orders.send(order).map_err(|_| "the debugger thread has ended".to_string())?;
         self.answers.recv_timeout(CALL_TIMEOUT).map_err(|_| "the debugger thread did not answer".to_string())
-    }
-
-    fn struck(&self) -> Option<String> {
-        self.struck.lock().unwrap_or_else(|p| p.into_inner()).how.clone()
     }
 }
 
@@ -381,7 +393,7 @@ impl DebugRun {
         }
         self.halt()?;
         let answer = match order {
-            Order::Arm { hit, phase, how } => {
+            Order::Arm(Plan { hit, phase, how }) => {
                 let addresses = if phase.is_some() { self.phases.clone() } else { self.ops.clone() };
                 for address in addresses {
                     self.gdb.set_breakpoint(address)?;
@@ -475,6 +487,8 @@ pub struct QemuBoard {
     step_deadline: Option<Instant>,
     /// This board's folder for QEMU's sockets.
     dir: PathBuf,
+    /// Set by the debugger thread when its cut struck; outlives the machine it killed.
+    struck: Arc<Mutex<Struck>>,
 }
 
 impl QemuBoard {
@@ -511,6 +525,7 @@ impl QemuBoard {
             log: Arc::new(Mutex::new(Log::default())),
             step_deadline: None,
             dir,
+            struck: Arc::new(Mutex::new(Struck::default())),
         }
     }
 
@@ -546,7 +561,7 @@ impl QemuBoard {
 
     // ---- QEMU ----
 
-    fn spawn(&mut self) -> BoardResult<Machine> {
+    fn spawn(&mut self, plan: Option<Plan>) -> BoardResult<Machine> {
         let flash = self.flash_path()?;
         if !flash.is_file() {
             // A device nobody provisioned: erased flash, and the boot loader finds nothing.
@@ -586,8 +601,15 @@ impl QemuBoard {
         let child = Arc::new(Mutex::new(child));
         match self.connect(child.clone()) {
             Ok((qmp, serial, gdb)) => {
-                let debugger = Debugger::start(gdb, child.clone(), self.images()?);
-                Ok(Machine { child, qmp, serial, debugger, readers, kick_ticks: None })
+                match Debugger::start(gdb, child.clone(), self.images()?, self.struck.clone(), plan) {
+                    Ok(debugger) => Ok(Machine { child, qmp, serial, debugger, readers, kick_ticks: None }),
+                    Err(e) => {
+                        let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        Err(BoardError::new(format!("arming the cut at power-on: {e}")))
+                    }
+                }
             }
             Err(e) => {
                 let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
@@ -859,9 +881,9 @@ impl QemuBoard {
         }
     }
 
-    /// Arms a cut at an operation or a phase on the debugger; how it will strike.
-    fn arm_debugger(&mut self) -> BoardResult<Option<String>> {
-        let (hit, phase, how) = match self.armed.take() {
+    /// The armed cut, when the debugger strikes it (at an operation or a phase); taken.
+    fn plan(&mut self) -> Option<Plan> {
+        let plan = match self.armed.take() {
             Some(Cut::AtOp { op, when }) => {
                 let (hit, word) = match when {
                     CutWhen::Before => (op, "before"),
@@ -869,18 +891,31 @@ impl QemuBoard {
                     CutWhen::During => (op, "at"),
                     CutWhen::After => (op + 1, "after"),
                 };
-                (hit, None, format!("{word} flash op {op} of the step (breakpoint hit {hit})"))
+                Plan {
+                    hit,
+                    phase: None,
+                    how: format!("{word} flash op {op} of the step (breakpoint hit {hit})"),
+                }
             }
-            Some(Cut::AtPhase(phase)) => {
-                (0, Some(phase as u32), format!("at the first flash op of the {} phase", phase.name()))
-            }
+            Some(Cut::AtPhase(phase)) => Plan {
+                hit: 0,
+                phase: Some(phase as u32),
+                how: format!("at the first flash op of the {} phase", phase.name()),
+            },
             other => {
                 self.armed = other;
-                return Ok(None);
+                return None;
             }
         };
-        let machine = self.machine()?;
-        match machine.debugger.ask(Order::Arm { hit, phase, how: how.clone() }) {
+        self.struck.lock().unwrap_or_else(|p| p.into_inner()).how = None;
+        Some(plan)
+    }
+
+    /// Arms the armed cut on the running machine's debugger; how it will strike.
+    fn arm_debugger(&mut self) -> BoardResult<Option<String>> {
+        let Some(plan) = self.plan() else { return Ok(None) };
+        let how = plan.how.clone();
+        match self.machine()?.debugger.ask(Order::Arm(plan)) {
             Ok(Answer::Done) => Ok(Some(how)),
             Ok(Answer::Failed(why)) | Err(why) => {
                 Err(BoardError::new(format!("arming the cut {how}: {why}")))
@@ -889,13 +924,16 @@ impl QemuBoard {
         }
     }
 
-    /// After a push with a cut armed on the debugger: the power went if it struck; a push that
-    /// ended before its armed operation came answers as it did (the engine's expectation says
-    /// whether that is wrong, and an exhaustive cut ends there).
-    fn debugger_cut_struck(&mut self, result: BoardResult<PushResult>, how: &str) -> BoardResult<PushResult> {
-        let struck = self.machine.as_ref().and_then(|m| m.debugger.struck());
-        if struck.is_none() && self.machine.is_some() {
-            if let Ok(Answer::Failed(why)) | Err(why) = self.machine()?.debugger.ask(Order::Disarm) {
+    /// After a step with a cut armed on the debugger: when it struck, the power went (`off` is
+    /// the step's answer then); a step that ended before its armed operation came answers as it
+    /// did (the engine's expectation says whether that is wrong, and an exhaustive cut ends
+    /// there), with the cut disarmed.
+    fn settle_cut<T>(&mut self, result: BoardResult<T>, how: &str, off: T) -> BoardResult<T> {
+        let struck = self.struck.lock().unwrap_or_else(|p| p.into_inner()).how.take();
+        if struck.is_none() {
+            if self.machine.is_some()
+                && let Ok(Answer::Failed(why)) | Err(why) = self.machine()?.debugger.ask(Order::Disarm)
+            {
                 return Err(BoardError::new(format!("disarming the cut {how}: {why}")));
             }
             return result;
@@ -906,7 +944,7 @@ impl QemuBoard {
         let how = format!("power cut {how}");
         self.hil_line(&how);
         self.note(EventKind::PowerCut { op: None, how });
-        Ok(PushResult::PowerLost)
+        Ok(off)
     }
 
     fn cut(&mut self, how: &str) {
@@ -1011,10 +1049,18 @@ impl Board for QemuBoard {
         }
         self.note(EventKind::PowerOn);
         lock(&self.log).life = None;
-        let mut machine = self.spawn()?;
+        // A cut armed for this step strikes in the boot (the boot loader's trial record, the
+        // first-boot merge): its breakpoints go in before the CPU starts.
+        let plan = self.plan();
+        let how = plan.as_ref().map(|p| p.how.clone());
+        let mut machine = self.spawn(plan)?;
         let started = machine.qmp.cont().map_err(|e| BoardError::new(e.to_string()));
         self.machine = Some(machine);
-        started.and_then(|()| self.await_answer("power-on"))
+        let answered = started.and_then(|()| self.await_answer("power-on"));
+        match how {
+            Some(how) => self.settle_cut(answered, &how, ()),
+            None => answered,
+        }
     }
 
     fn power_cut(&mut self) -> BoardResult<()> {
@@ -1052,7 +1098,7 @@ impl Board for QemuBoard {
         let armed = self.arm_debugger()?;
         let result = self.push_rpc(request, cut_after);
         match armed {
-            Some(how) => self.debugger_cut_struck(result, &how),
+            Some(how) => self.settle_cut(result, &how, PushResult::PowerLost),
             None => result,
         }
     }
