@@ -68,6 +68,9 @@ mod device {
     const HEAP_BYTES: usize = 8 * 1024 * 1024;
     /// The longest the main loop sleeps without a kick: 1 s of mtime.
     const KICK_PERIOD_TICKS: u64 = 1000 * clock::TICKS_PER_MS;
+    /// Kicks are at least this far apart (10 ms of mtime), so that a stream of RPC bytes does
+    /// not turn into a stream of kick lines.
+    const KICK_SPACING_TICKS: u64 = 10 * clock::TICKS_PER_MS;
     /// Rounds of one `advance_ms`, as on the virtual board.
     const ADVANCE_ROUNDS_MAX: u32 = 1024;
     /// An `advance_ms` that a reboot interrupted, kept across the reset: the page below the
@@ -256,6 +259,7 @@ mod device {
         let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
         resume_advance(&mut board, &mut app);
         let mut bytes = Vec::new();
+        let mut last_kick = 0;
         loop {
             while let Some(byte) = uart::read() {
                 bytes.push(byte);
@@ -269,7 +273,10 @@ mod device {
             }
             let now = board.now_ms();
             tick(&mut board, &mut app, now);
-            line(KICK_LINE);
+            if timer::ticks().saturating_sub(last_kick) >= KICK_SPACING_TICKS {
+                line(KICK_LINE);
+                last_kick = timer::ticks();
+            }
             // The next deadline (with the clock running), and a kick at least every
             // KICK_PERIOD_TICKS of mtime, so that an idle healthy firmware is never taken for a
             // hung one.
