@@ -29,6 +29,7 @@
 //! watchdog = "100ms"                      # instructions without a kick, as device time
 //! startup_timeout = "10s"
 //! flash_file = "flash.img"                # default: a fresh temporary file per trial
+//! write_bytes_min = 4096                  # OTA.Write chunks at least this big
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ struct RawQemu {
     watchdog: Option<String>,
     startup_timeout: Option<String>,
     flash_file: Option<PathBuf>,
+    write_bytes_min: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +128,9 @@ pub struct QemuConfig {
     pub startup_timeout_ms: u64,
     /// The flash file; `None`: a fresh temporary file per trial, removed afterwards.
     pub flash_file: Option<PathBuf>,
+    /// The smallest `OTA.Write` the runner sends: a push's `chunk_bytes` below it is raised to
+    /// it, since every write costs a round trip through the emulated UART.
+    pub write_bytes_min: usize,
 }
 
 impl Default for QemuConfig {
@@ -138,6 +143,7 @@ impl Default for QemuConfig {
             watchdog_ms: 100,
             startup_timeout_ms: 10_000,
             flash_file: None,
+            write_bytes_min: 4096,
         }
     }
 }
@@ -394,6 +400,14 @@ fn qemu_config(raw: Option<RawQemu>, file: &Path) -> Result<QemuConfig, String> 
         config.startup_timeout_ms =
             parse_duration_ms(&text).map_err(|e| format!("qemu.startup_timeout: {e}"))?;
     }
+    if let Some(bytes) = raw.write_bytes_min {
+        if !(1..=4096).contains(&bytes) {
+            return Err(format!(
+                "qemu.write_bytes_min: {bytes} must be 1 to 4096 (a bigger OTA.Write overflows the firmware's 8 KiB frame)"
+            ));
+        }
+        config.write_bytes_min = bytes;
+    }
     Ok(config)
 }
 
@@ -463,13 +477,13 @@ mod tests {
     fn qemu_board_files_are_checked_key_by_key() {
         assert_eq!(
             check("kind = \"qemu\"\n"),
-            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Qemu(QemuConfig { boot_loader: None, firmware: None, qemu: \"qemu-system-riscv32\", icount_shift: 0, watchdog_ms: 100, startup_timeout_ms: 10000, flash_file: None }) }"
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Qemu(QemuConfig { boot_loader: None, firmware: None, qemu: \"qemu-system-riscv32\", icount_shift: 0, watchdog_ms: 100, startup_timeout_ms: 10000, flash_file: None, write_bytes_min: 4096 }) }"
         );
         assert_eq!(
             check(
                 "kind = \"qemu\"\n[qemu]\nboot_loader = \"bin/boot\"\nfirmware = \"bin/fw\"\nqemu = \"/opt/q/qemu-system-riscv32\"\nicount_shift = 2\nwatchdog = \"250ms\"\nstartup_timeout = \"5s\"\nflash_file = \"flash.img\"\n"
             ),
-            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Qemu(QemuConfig { boot_loader: Some(\"boards/bin/boot\"), firmware: Some(\"boards/bin/fw\"), qemu: \"/opt/q/qemu-system-riscv32\", icount_shift: 2, watchdog_ms: 250, startup_timeout_ms: 5000, flash_file: Some(\"boards/flash.img\") }) }"
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Qemu(QemuConfig { boot_loader: Some(\"boards/bin/boot\"), firmware: Some(\"boards/bin/fw\"), qemu: \"/opt/q/qemu-system-riscv32\", icount_shift: 2, watchdog_ms: 250, startup_timeout_ms: 5000, flash_file: Some(\"boards/flash.img\"), write_bytes_min: 4096 }) }"
         );
         assert!(
             check("kind = \"qemu\"\n[qemu]\nicount_shift = 0\ngdb_port = 1234\n")

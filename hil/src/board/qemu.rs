@@ -857,7 +857,7 @@ impl QemuBoard {
             bundle: request.bundle,
             commit_timeout_s: request.commit_timeout_s,
             update_timeout_s: UPDATE_TIMEOUT_S,
-            chunk_bytes: request.chunk_bytes,
+            chunk_bytes: request.chunk_bytes.max(self.config.write_bytes_min),
             ignore_same_version: request.ignore_same_version,
             stop_after_bytes: cut_after,
         };
