@@ -457,8 +457,47 @@ struct Machine {
     serial: Client,
     debugger: Debugger,
     readers: Vec<JoinHandle<()>>,
-    /// mtime at the last kick line the runner saw (or when it started looking).
-    kick_ticks: Option<u64>,
+    watchdog: Watchdog,
+}
+
+/// The external watchdog's count: mtime ticks since the last kick line, sampled while the
+/// runner waits for an answer.
+#[derive(Debug)]
+struct Watchdog {
+    budget_ticks: u64,
+    /// mtime when counting started: the first sample after a kick (or a reset).
+    since: Option<u64>,
+}
+
+impl Watchdog {
+    fn new(budget_ms: u64) -> Watchdog {
+        Watchdog { budget_ticks: budget_ms.saturating_mul(MTIME_TICKS_PER_MS), since: None }
+    }
+
+    /// A kick line was read: counting starts over at the next sample.
+    fn kicked(&mut self) {
+        self.since = None;
+    }
+
+    /// mtime now; the ticks run without a kick when they reach the budget (the caller resets
+    /// the board, and counting starts over).
+    fn sample(&mut self, now: u64) -> Option<u64> {
+        match self.since {
+            // mtime restarts with a reset: a reading below the start starts over.
+            Some(at) if now >= at => {
+                let ran = now - at;
+                if ran < self.budget_ticks {
+                    return None;
+                }
+                self.since = None;
+                Some(ran)
+            }
+            _ => {
+                self.since = Some(now);
+                None
+            }
+        }
+    }
 }
 
 /// The trial's flash file; a temporary one is removed when the trial ends.
@@ -602,7 +641,10 @@ impl QemuBoard {
         match self.connect(child.clone()) {
             Ok((qmp, serial, gdb)) => {
                 match Debugger::start(gdb, child.clone(), self.images()?, self.struck.clone(), plan) {
-                    Ok(debugger) => Ok(Machine { child, qmp, serial, debugger, readers, kick_ticks: None }),
+                    Ok(debugger) => {
+                        let watchdog = Watchdog::new(self.config.watchdog_ms);
+                        Ok(Machine { child, qmp, serial, debugger, readers, watchdog })
+                    }
                     Err(e) => {
                         let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
                         let _ = child.kill();
@@ -662,12 +704,16 @@ impl QemuBoard {
 
     /// Moves the serial line's console into the log (typed events onto the timeline); true
     /// when a kick line was among them.
-    fn pull_console(&mut self) -> bool {
-        let lines = match self.machine.as_mut() {
-            Some(m) => m.serial.take_console(),
-            None => return false,
-        };
-        self.pull_console_of(Some(lines))
+    /// Moves the serial line's console into the log; a kick line among it counts for the
+    /// watchdog whoever read it.
+    fn pull_console(&mut self) {
+        let Some(machine) = self.machine.as_mut() else { return };
+        let lines = machine.serial.take_console();
+        if self.pull_console_of(Some(lines))
+            && let Some(machine) = self.machine.as_mut()
+        {
+            machine.watchdog.kicked();
+        }
     }
 
     fn pull_console_of(&mut self, lines: Option<Vec<String>>) -> bool {
@@ -764,22 +810,10 @@ impl QemuBoard {
 
     /// The watchdog's look at a board that did not answer: true when it pressed reset.
     fn watchdog(&mut self) -> BoardResult<bool> {
-        let kicked = self.pull_console();
+        self.pull_console();
         let now = self.ticks()?;
-        let budget = self.config.watchdog_ms.saturating_mul(MTIME_TICKS_PER_MS);
         let machine = self.machine()?;
-        let since = match machine.kick_ticks {
-            // mtime restarts with a reset: a reading below the last one starts over.
-            Some(at) if !kicked && now >= at => now - at,
-            _ => {
-                machine.kick_ticks = Some(now);
-                return Ok(false);
-            }
-        };
-        if since < budget {
-            return Ok(false);
-        }
-        machine.kick_ticks = None;
+        let Some(since) = machine.watchdog.sample(now) else { return Ok(false) };
         machine.qmp.system_reset().map_err(|e| BoardError::new(e.to_string()))?;
         lock(&self.log).life = None;
         let line = format!("watchdog: {since} mtime ticks without a kick; reset");
@@ -1235,6 +1269,21 @@ impl Drop for QemuBoard {
 mod tests {
     use super::*;
     use crate::qemu::elf::tests::build;
+
+    /// Defect: a kick line read by an ordinary call (not by the watchdog's own look) did not
+    /// count, so a healthy firmware that kicked between two looks was taken for a hung one and
+    /// reset in the middle of a scenario.
+    #[test]
+    fn a_kick_read_by_any_call_restarts_the_watchdogs_count() {
+        let mut dog = Watchdog::new(1);
+        assert_eq!(dog.sample(100), None, "the first look only starts counting");
+        dog.kicked();
+        assert_eq!(dog.sample(50_000), None, "a kick since the last look: counting starts over");
+        assert_eq!(dog.sample(55_000), None, "5 000 ticks are under the 10 000 of 1 ms");
+        assert_eq!(dog.sample(60_000), Some(10_000), "the budget ran out without a kick");
+        assert_eq!(dog.sample(60_001), None, "after the reset counting starts over");
+        assert_eq!(dog.sample(10), None, "mtime restarted with the reset: starts over");
+    }
 
     #[test]
     fn the_clock_word_is_the_ports() {
