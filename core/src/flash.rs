@@ -263,6 +263,14 @@ impl<'a, const WRITE: usize, const ERASE: usize> RamFlash<'a, WRITE, ERASE> {
         RamFlash { mem }
     }
 
+    /// Wraps `mem` as it is: a flash image made elsewhere (a factory image, a copy of another
+    /// flash). Its length must be a multiple of `ERASE`.
+    pub fn with_contents(mem: &'a mut [u8]) -> Self {
+        const { assert!(WRITE > 0 && ERASE.is_multiple_of(WRITE)) };
+        assert!(mem.len().is_multiple_of(ERASE), "RAM flash size is a whole number of erase units");
+        RamFlash { mem }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         self.mem
     }

@@ -54,9 +54,14 @@ const NO_SLOT: u8 = 0xff;
 
 /// The CRC-32 that zip entries, Mongoose OS boot records and the serial RPC framing use. A
 /// slice-by-16 table (16 KiB of read-only data) checks bundle data several times faster than a
-/// byte-wise one.
-pub(crate) const CRC32: crc::Crc<u32, crc::Table<16>> =
-    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
+/// byte-wise one; the `small-crc-table` feature takes the byte-wise one (1 KiB) for a boot
+/// loader that must fit a small partition.
+pub(crate) const CRC32: crc::Crc<u32, Crc32Table> = crc::Crc::<u32, Crc32Table>::new(&crc::CRC_32_ISO_HDLC);
+
+#[cfg(not(feature = "small-crc-table"))]
+pub(crate) type Crc32Table = crc::Table<16>;
+#[cfg(feature = "small-crc-table")]
+pub(crate) type Crc32Table = crc::Table<1>;
 
 /// A short UTF-8 string stored inline, such as a version or a build id. `Copy`, no allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]

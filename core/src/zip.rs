@@ -51,7 +51,7 @@ const SIZE_ZIP64: u32 = 0xffff_ffff;
 const _: () = assert!(NAME_MAX_BYTES < u8::MAX as usize);
 
 /// A `'static` home for the CRC table, so that a running digest can live in the reader.
-static ZIP_CRC32: crc::Crc<u32, crc::Table<16>> = CRC32;
+static ZIP_CRC32: crc::Crc<u32, crate::state::Crc32Table> = CRC32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZipError {
@@ -172,7 +172,7 @@ pub struct ZipReader {
     name_len: u8,
     name_stripped_len: u16,
     name_saw_slash: bool,
-    crc: crc::Digest<'static, u32, crc::Table<16>>,
+    crc: crc::Digest<'static, u32, crate::state::Crc32Table>,
     entries: u32,
     position: u32,
     error: Option<ZipError>,

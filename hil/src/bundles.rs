@@ -38,15 +38,15 @@ fn build_spec(spec: &BundleSpec, board: &BoardInfo) -> Result<Built, String> {
     if app_bytes < ota_sim::image::HEADER_BYTES {
         return Err(format!("app of {app_bytes} bytes is smaller than the image header"));
     }
-    let image = Image::new(&spec.version, app_bytes).behaviour(spec.behaviour);
+    let app = match &board.app_image {
+        Some(built) => patched(built, &spec.version, spec.behaviour, app_bytes, spec.defect)?,
+        None => Image::new(&spec.version, app_bytes).behaviour(spec.behaviour).bytes(),
+    };
     let files: Vec<(&str, &[u8])> = spec.files.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
     let fs = ota_sim::lfs::build_image(board.fs_slot_bytes, FS_BLOCK_BYTES, &files);
     let platform = spec.platform.clone().unwrap_or_else(|| board.platform.clone());
-    let bundle = Bundle::new(&spec.name, &platform)
-        .version(&spec.version)
-        .build_id(&spec.build_id)
-        .app(image.bytes())
-        .fs(fs);
+    let bundle =
+        Bundle::new(&spec.name, &platform).version(&spec.version).build_id(&spec.build_id).app(app).fs(fs);
     let app_src = format!("{}.bin", spec.name);
     let mut label = format!("{} {}", spec.name, spec.version);
     let bytes = match spec.defect {
@@ -67,6 +67,25 @@ fn build_spec(spec: &BundleSpec, board: &BoardInfo) -> Result<Built, String> {
         label += &format!(" ({})", defect_name(defect));
     }
     Ok(Built { bytes, label })
+}
+
+/// The board's one built firmware image with its app descriptor written for this bundle
+/// (`ota_app::image::write_header`): every version and behaviour from one binary, no compile.
+/// A "too big" app is the image padded past the slot.
+fn patched(
+    built: &[u8],
+    version: &str,
+    behaviour: ota_app::image::Behaviour,
+    too_big_bytes: usize,
+    defect: Option<Defect>,
+) -> Result<Vec<u8>, String> {
+    let mut app = built.to_vec();
+    ota_app::image::write_header(&mut app, version, behaviour)
+        .map_err(|e| format!("cannot write the app descriptor for {version}: {e}"))?;
+    if defect == Some(Defect::TooBig) && app.len() < too_big_bytes {
+        app.resize(too_big_bytes, 0);
+    }
+    Ok(app)
 }
 
 pub fn defect_name(defect: Defect) -> String {

@@ -51,6 +51,7 @@ pub fn unsupported(scenario: &Scenario, board: &dyn Board) -> Option<String> {
         }
         let missing = match step.cut {
             Some(Cut::AtOp { .. }) if !caps.cut_at_op => Some("at a flash operation"),
+            Some(Cut::AtEveryOp) if !caps.cut_at_every_op => Some("at every flash operation of a push"),
             Some(Cut::AtFraction(_)) if !caps.cut_at_fraction => Some("at a fraction of an upload"),
             Some(Cut::AtPhase(_)) if !caps.cut_at_phase => Some("at a named phase"),
             _ => None,
@@ -78,6 +79,71 @@ impl From<BoardError> for StepError {
 
 fn fail<T>(message: impl Into<String>) -> Result<T, StepError> {
     Err(StepError::Failed(Failed(message.into())))
+}
+
+/// What the boards of a parallel run say while it runs, in the order it happens.
+enum Note {
+    Started(usize),
+    Finished(usize, Box<Trial>),
+}
+
+/// Runs every scenario, on `jobs` boards at once, and returns the trials in the order of
+/// `scenarios` whatever order they finished in. Each worker opens its own board with
+/// `open(worker)` (so boards need not be `Send`, and each has its own flash) and takes the next
+/// scenario not yet started. A trial's seed comes from the master seed and the scenario's name,
+/// never from the worker or the order, so the trials, and the reports made from them, are the
+/// same for any number of jobs; only wall-clock durations differ.
+///
+/// With one job the trials run on this thread and `progress` sees every step; with more it sees
+/// trials start and finish, in the order they do.
+pub fn run_trials(
+    scenarios: &[Scenario],
+    jobs: usize,
+    master_seed: u64,
+    open: &(dyn Fn(usize) -> Box<dyn Board> + Sync),
+    progress: &mut dyn Progress,
+) -> Vec<Trial> {
+    let total = scenarios.len();
+    if jobs <= 1 || total <= 1 {
+        let mut board = open(0);
+        return (scenarios.iter().enumerate())
+            .map(|(i, scenario)| {
+                progress.trial_started(i, total, &scenario.name, &board.info().name.clone());
+                let trial = run_trial(scenario, board.as_mut(), master_seed, progress);
+                progress.trial_finished(&trial);
+                trial
+            })
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut trials: Vec<Option<Trial>> = vec![None; total];
+    std::thread::scope(|scope| {
+        for worker in 0..jobs.min(total) {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                let mut board = open(worker);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(scenario) = scenarios.get(i) else { break };
+                    let _ = tx.send(Note::Started(i));
+                    let trial = run_trial(scenario, board.as_mut(), master_seed, &mut crate::progress::Quiet);
+                    let _ = tx.send(Note::Finished(i, Box::new(trial)));
+                }
+            });
+        }
+        drop(tx);
+        for note in rx {
+            match note {
+                Note::Started(i) => progress.trial_started(i, total, &scenarios[i].name, ""),
+                Note::Finished(i, trial) => {
+                    progress.trial_finished(&trial);
+                    trials[i] = Some(*trial);
+                }
+            }
+        }
+    });
+    trials.into_iter().map(|t| t.expect("every scenario ran on some worker")).collect()
 }
 
 /// Runs one scenario on `board`.
@@ -129,7 +195,14 @@ fn run_steps(
         let start_ms = board.device_ms();
         let summary = summarize(step);
         trial.console.push(format!("hil: step {} (line {}): {summary}", index + 1, step.line));
-        let result = run_on_devices(step, board, seed, &mut before);
+        let result = if step.cut == Some(Cut::AtEveryOp) {
+            board.status().map_err(StepError::Board).and_then(|status| {
+                before.push(status);
+                every_op(scenario, index, board, seed)
+            })
+        } else {
+            run_on_devices(step, board, seed, &mut before)
+        };
         collect(board, index, trial);
         let passed = result.is_ok();
         let record =
@@ -165,6 +238,90 @@ fn run_on_devices(
         lines.extend(run_step(step, board, seed, before)?);
     }
     Ok(lines)
+}
+
+/// Points an exhaustive cut visits at most: far past any update's flash operations.
+const EVERY_OP_POINTS_MAX: u64 = 100_000;
+
+/// A push cut before each of its flash operations in turn (`cut = { at_every_op = true }`).
+/// For point `n` the board starts afresh, the steps before the push run again, the push is cut
+/// before its operation `n`, and the board powers on: it must run a whole image (not hang, not
+/// be bricked) whose boot state reads, with every file the earlier steps wrote intact. The
+/// first push that completes uncut ends the sweep, leaving the updated device to the steps
+/// after it. Only the points' verdicts reach the console; their timelines are dropped.
+fn every_op(
+    scenario: &Scenario,
+    index: usize,
+    board: &mut dyn Board,
+    seed: u64,
+) -> Result<Vec<String>, StepError> {
+    let step = &scenario.steps[index];
+    let Action::Push(push) = &step.action else {
+        return fail("at_every_op goes with a push only");
+    };
+    let prefix = &scenario.steps[..index];
+    let files: Vec<(&String, &Vec<u8>)> = (prefix.iter())
+        .filter_map(|s| match &s.action {
+            Action::WriteFile { name, content } => Some((name, content)),
+            _ => None,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    for n in 0..EVERY_OP_POINTS_MAX {
+        if n > 0 {
+            board.start_trial(seed)?;
+            for earlier in prefix {
+                run_step(earlier, board, seed, &[])?;
+            }
+        }
+        board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
+        board.arm_cut(Cut::AtOp { op: n, when: crate::scenario::model::CutWhen::Before })?;
+        let built = build(&push.bundle, board)?;
+        let request = PushRequest {
+            bundle: &built.bytes,
+            transport: push.transport,
+            commit_timeout_s: push.commit_timeout_s,
+            ignore_same_version: push.ignore_same_version,
+            chunk_bytes: push.chunk_bytes,
+        };
+        let result = board.push(&request)?;
+        board.disarm_cut()?;
+        match result {
+            PushResult::PowerLost => {}
+            PushResult::Applied => {
+                lines.push(format!(
+                    "hil: every flash op: {n} cut points, each recovered; the uncut push applied ({:.2} s)",
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(lines);
+            }
+            other => return fail(format!("cut before flash op {n}: the push answered {}", answer(&other))),
+        }
+        board.power_on()?;
+        let status = board.status()?;
+        let verdict = match (&status.activity, status.boot_state) {
+            (Activity::Running { slot, version }, Some(_)) => format!("runs {version} in slot {slot}"),
+            (other, _) => {
+                return fail(format!(
+                    "cut before flash op {n}: after power on the device is {}, expected a running image with its boot state",
+                    activity(other)
+                ));
+            }
+        };
+        for (name, content) in &files {
+            let mut wrong = Vec::new();
+            check_file(board, name, Some(content.as_slice()), &mut wrong)?;
+            if !wrong.is_empty() {
+                return fail(format!("cut before flash op {n}: {}", wrong.join("; ")));
+            }
+        }
+        lines.push(format!("hil: cut before flash op {n}: {verdict}, files intact"));
+        // The points' own timelines would drown the trial's: only the verdicts are kept.
+        board.drain_events();
+        board.drain_console();
+    }
+    fail(format!("the push still had flash operations after {EVERY_OP_POINTS_MAX} cut points"))
 }
 
 /// Moves the board's new events and console lines into the trial.
@@ -480,6 +637,7 @@ pub fn summarize(step: &Step) -> String {
         Some(Cut::AtOp { op, when }) => format!(", cut {when:?} flash op {op}").to_lowercase(),
         Some(Cut::AtFraction(f)) => format!(", cut at {:.0}% of the upload", f * 100.0),
         Some(Cut::AtPhase(p)) => format!(", cut in the {} phase", p.name()),
+        Some(Cut::AtEveryOp) => ", cut before every flash op in turn".into(),
     };
     action + &cut
 }

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod engine;
 pub mod mqtt_client;
 pub mod progress;
+pub mod qemu;
 pub mod report;
 pub mod result;
 pub mod rpc_client;

@@ -157,6 +157,48 @@ pub struct Run {
     pub duration: Duration,
     /// The per-run log folder, when one was written.
     pub log_dir: Option<PathBuf>,
+    /// Where and when it ran, for the reports CI tools read.
+    pub info: RunInfo,
+}
+
+/// Where, when and with what a run ran. The reports carry it (JUnit's `timestamp` and
+/// `hostname`, the tool version, the board), so they stay functions of the [`Run`] alone: the
+/// command that starts the run reads the clock and the host name, the reports never do. Empty
+/// fields are left out of the reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunInfo {
+    /// When the run started: milliseconds since the Unix epoch, UTC.
+    pub started_unix_ms: Option<u64>,
+    pub hostname: Option<String>,
+    /// `hil`'s version.
+    pub tool_version: Option<String>,
+    /// The board's backend kind (`sim`, `virtual`, `qemu`).
+    pub board_kind: Option<String>,
+}
+
+impl RunInfo {
+    /// This run, here and now, on a board of `board_kind`.
+    pub fn here_and_now(board_kind: &str) -> RunInfo {
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64);
+        RunInfo {
+            started_unix_ms,
+            hostname: hostname(),
+            tool_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            board_kind: Some(board_kind.to_string()),
+        }
+    }
+}
+
+/// The host's name, as the kernel knows it; `None` when it cannot be read.
+fn hostname() -> Option<String> {
+    let from_file = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string());
+    from_file("/proc/sys/kernel/hostname")
+        .or_else(|| from_file("/etc/hostname"))
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|name| !name.is_empty())
 }
 
 impl Run {

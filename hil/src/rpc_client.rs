@@ -26,6 +26,8 @@ use serialport::SerialPort as _;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Console lines kept for [`Client::take_console`]; older ones are dropped.
 const CONSOLE_LINES_MAX: usize = 1000;
+/// The most of one console line kept.
+const LINE_BYTES_MAX: usize = 16 * 1024;
 /// Bytes read from the serial port at once.
 const READ_BYTES: usize = 4096;
 
@@ -158,6 +160,10 @@ pub struct SerialClient {
     decoder: Decoder,
     next_id: u64,
     console: Vec<String>,
+    /// The line being read, for the console (its first [`LINE_BYTES_MAX`] bytes).
+    line: Vec<u8>,
+    /// The line being read carried a response.
+    line_answered: bool,
     /// Nothing sent yet.
     fresh: bool,
 }
@@ -174,6 +180,8 @@ impl SerialClient {
             decoder: Decoder::default(),
             next_id: first_id(),
             console: Vec::new(),
+            line: Vec::new(),
+            line_answered: false,
             fresh: true,
         })
     }
@@ -218,28 +226,46 @@ impl SerialClient {
     }
 
     /// Decodes `bytes`; the reply with `id`, if it came. Replies to other ids (a call that timed
-    /// out earlier) and junk are skipped; junk is kept as console lines.
+    /// out earlier) are skipped; every other line is kept whole as a console line, frames that
+    /// are no response included (`@ota {json}` event lines share the line with RPC on a UART).
     fn take_reply(&mut self, bytes: &[u8], id: &Id) -> Result<Option<Result<Value, RpcErr>>, TransportError> {
-        let mut frames = Vec::new();
-        let console = &mut self.console;
-        self.decoder.feed(bytes, |item| match item {
-            Item::Frame { json, .. } => frames.push(json),
-            Item::Junk(text) => {
-                if console.len() == CONSOLE_LINES_MAX {
-                    console.remove(0);
-                }
-                console.push(String::from_utf8_lossy(&text).trim_end().to_string());
+        let mut reply = None;
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            if self.line.len() + piece.len() <= LINE_BYTES_MAX {
+                self.line.extend_from_slice(piece);
             }
-            _ => {}
-        });
-        for json in frames {
-            // A frame that is not a response (a request echoed, a malformed line) is junk here.
-            let Ok(response) = frame::parse_response(&json) else { continue };
-            if response.id == *id {
-                return Ok(Some(outcome(response.outcome)));
+            let mut frames = Vec::new();
+            self.decoder.feed(piece, |item| {
+                if let Item::Frame { json, .. } = item {
+                    frames.push(json);
+                }
+            });
+            for json in frames {
+                // A frame that is not a response (an event line, a request echoed) is console.
+                let Ok(response) = frame::parse_response(&json) else { continue };
+                self.line_answered = true;
+                if response.id == *id {
+                    reply = Some(outcome(response.outcome));
+                }
+            }
+            if piece.ends_with(b"\n") {
+                self.end_line();
             }
         }
-        Ok(None)
+        Ok(reply)
+    }
+
+    /// A whole line read: console text unless it carried a response.
+    fn end_line(&mut self) {
+        let text = String::from_utf8_lossy(&self.line).trim_end().to_string();
+        if !self.line_answered && !text.trim().is_empty() {
+            if self.console.len() == CONSOLE_LINES_MAX {
+                self.console.remove(0);
+            }
+            self.console.push(text);
+        }
+        self.line.clear();
+        self.line_answered = false;
     }
 
     fn read(&mut self, buf: &mut [u8], left: Duration) -> Result<usize, TransportError> {
@@ -482,6 +508,8 @@ mod tests {
             decoder: Decoder::default(),
             next_id: 7,
             console: Vec::new(),
+            line: Vec::new(),
+            line_answered: false,
             fresh: false,
         };
         let stale = encode(br#"{"id":6,"src":"d","result":1}"#, Style::LINE_CRC);
@@ -492,5 +520,34 @@ mod tests {
         let got = client.take_reply(&wire, &Id::from(7u64)).unwrap();
         assert_eq!(got, Some(Err(RpcErr { code: -1, message: "no".into() })));
         assert_eq!(client.console, ["[   12 ms] boot slot 0 (Committed)"]);
+    }
+
+    /// Defect: on a UART that carries both RPC and the typed event lines (the QEMU board), an
+    /// `@ota {json}` line decodes as junk (`@ota `) and a frame that is no response; the frame was
+    /// dropped, so the console kept a bare `@ota` and the timeline lost the event.
+    #[test]
+    fn an_event_line_on_the_rpc_line_reaches_the_console_whole() {
+        let (a, b) = serialport::TTYPort::pair().expect("a pty pair");
+        drop(b);
+        let mut client = SerialClient {
+            port: "test".into(),
+            tty: a,
+            decoder: Decoder::default(),
+            next_id: 7,
+            console: Vec::new(),
+            line: Vec::new(),
+            line_answered: false,
+            fresh: false,
+        };
+        let mut wire = b"@ota {\"ms\":0,\"event\":\"power_on\"}\r\n".to_vec();
+        wire.extend(b"plain {not json\n");
+        wire.extend(b"{\"bare\":1}\n");
+        wire.extend(encode(br#"{"id":7,"src":"d","result":2}"#, Style::LINE_CRC));
+        let got = client.take_reply(&wire, &Id::from(7u64)).unwrap();
+        assert_eq!(got, Some(Ok(Value::from(2))));
+        assert_eq!(
+            client.console,
+            [r#"@ota {"ms":0,"event":"power_on"}"#, "plain {not json", r#"{"bare":1}"#]
+        );
     }
 }

@@ -290,6 +290,7 @@ fn a_board_without_a_transport_or_a_cut_skips_with_the_reason() {
         cut_at_op: true,
         cut_at_fraction: false,
         cut_at_phase: false,
+        cut_at_every_op: false,
         sweep: false,
         virtual_time: false,
     };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ota_hil::report::{self, json, junit, logdir, timeline};
-use ota_hil::result::{EventKind, Lane, Outcome, Run, StepRecord, TimelineEvent, Trial};
+use ota_hil::result::{EventKind, Lane, Outcome, Run, RunInfo, StepRecord, TimelineEvent, Trial};
 
 const FAILING_MESSAGE: &str = "expected running version 2.0.0 & committed, found 1.0.0 in slot 0 <rolled back after commit_timeout 300 s>";
 
@@ -160,6 +160,7 @@ fn sample_run() -> Run {
         seed: 42,
         duration: Duration::from_millis(2_500),
         log_dir: None,
+        info: RunInfo::default(),
     }
 }
 
@@ -287,6 +288,52 @@ fn logdir_writes_the_run_and_every_trial() {
     } else {
         std::fs::remove_dir_all(&base).unwrap();
     }
+}
+
+/// `latest` names the newest run's folder; the older runs stay beside it.
+#[test]
+fn latest_names_the_newest_run_and_older_runs_stay() {
+    let base = unique_temp_dir("latest");
+    let run = sample_run();
+    let first = logdir::write(&run, &base).unwrap();
+    let latest = base.join(logdir::LATEST);
+    assert_eq!(std::fs::canonicalize(&latest).unwrap(), std::fs::canonicalize(&first).unwrap());
+    let second = logdir::write(&run, &base).unwrap();
+    assert_eq!(std::fs::canonicalize(&latest).unwrap(), std::fs::canonicalize(&second).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(latest.join("report.json")).unwrap(),
+        json::to_string(&run),
+        "the link leads to the run's files"
+    );
+    assert!(first.join("summary.txt").is_file(), "the older run is kept");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&base).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    names.sort();
+    assert_eq!(names, ["latest", "run-seed-42", "run-seed-42-2"], "no temporary link is left behind");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// The JUnit report carries what CI tools expect when the run knows it: a timestamp, the host,
+/// the tool's version and the board.
+#[test]
+fn junit_carries_timestamp_hostname_version_and_board() {
+    let mut run = sample_run();
+    run.info = RunInfo {
+        started_unix_ms: Some(1_795_000_000_123),
+        hostname: Some("ci-runner-7".into()),
+        tool_version: Some("0.1.0".into()),
+        board_kind: Some("qemu".into()),
+    };
+    let xml = junit::to_string(&run);
+    well_formed(&xml).unwrap();
+    assert!(xml.contains(r#"timestamp="2026-11-18T"#), "{}", head(&xml));
+    assert!(xml.contains(r#"hostname="ci-runner-7""#), "{}", head(&xml));
+    assert!(xml.contains(r#"<property name="hil_version" value="0.1.0"/>"#));
+    assert!(xml.contains(r#"<property name="board" value="sim"/>"#));
+    assert!(xml.contains(r#"<property name="board_kind" value="qemu"/>"#));
+    let json = json::to_value(&run);
+    assert_eq!(json["hostname"], "ci-runner-7");
+    assert_eq!(json["started_unix_ms"], 1_795_000_000_123u64);
 }
 
 fn unique_temp_dir(name: &str) -> PathBuf {

@@ -75,6 +75,7 @@ fn collect_lists_the_scenarios_folder_sorted_without_the_readme() {
     commit_timeout_zero.toml
     conf_preserved.toml
     crash_on_boot.toml
+    every_op_cut.toml
     hang_watchdog.toml
     missed_commit.toml
     power_loss.toml
@@ -462,7 +463,21 @@ cut = { at_fraction = 1.0 }
 push = { bundle = { version = "2" } }
 cut = { at_op = 3, at_phase = "merge" }
 "#,
-        @"bad.toml:3: step[1].cut.at_phase: a cut takes one of at_op, at_fraction or at_phase; found at_op and at_phase");
+        @"bad.toml:3: step[1].cut.at_phase: a cut takes one of at_op, at_fraction, at_phase or at_every_op; found at_op and at_phase");
+
+    check!(r#"
+[[step]]
+wait = "1s"
+cut = { at_every_op = true }
+"#,
+        @"bad.toml:3: step[1].cut.at_every_op: at_every_op = true goes with push only (found it with wait)");
+
+    check!(r#"
+[[step]]
+push = { bundle = { version = "2" } }
+cut = { at_every_op = false }
+"#,
+        @"bad.toml:3: step[1].cut.at_every_op: at_every_op = true goes with push only (found it with push)");
 
     check!(r#"
 [[step]]

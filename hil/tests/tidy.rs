@@ -35,3 +35,17 @@ fn the_runner_never_depends_on_the_host_port() {
         "hil frames RPC with ota-proto: {dependencies:?}"
     );
 }
+
+#[test]
+fn the_runner_never_depends_on_the_qemu_port() {
+    // The runner finds the QEMU port's two binaries as ELF files and reads their segments and
+    // symbols, as it would flash a board; the port's crate (a device's code) stays out of it.
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    for section in ["[dependencies]", "[dev-dependencies]"] {
+        let names = names_in_section(&manifest, section);
+        assert!(
+            !names.iter().any(|name| name == "ota-port-qemu-virt"),
+            "rule broken: hil/Cargo.toml's {section} names ota-port-qemu-virt; read the ELF files instead\n{names:?}"
+        );
+    }
+}

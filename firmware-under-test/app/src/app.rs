@@ -1,6 +1,9 @@
 //! The running application on any `NorFlash`: [`start`] after every reset, then [`App`].
 //!
 //! [`start`] runs the boot decision, the first-boot filesystem merge and the firmware's start.
+//! On a board whose boot loader is a binary of its own, the boot loader decides and the
+//! application starts with [`start_booted`] from its outcome ([`Booted`]): the same path after
+//! the decision.
 //! The returned [`App`] serves the OTA operations (one update session for every source, commit,
 //! revert, the boot state, snapshots, files), and [`App::tick`] runs what falls due (the commit
 //! deadline, a firmware's own commit, the update timeout, a scheduled reboot). Nothing here does
@@ -285,6 +288,20 @@ fn stamp<F: Flash>(out: &mut Vec<Stamped>, flash: &mut F, ms: u64, event: Event)
     out.push(Stamped { ms, ops: flash.ops_done(), event });
 }
 
+/// What the boot loader decided, as the application needs it: on a board whose boot loader is
+/// its own binary, this is what it hands over (the application must not decide again: a second
+/// decision would count as the second boot and revert).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Booted {
+    /// The slot that runs.
+    pub slot: Slot,
+    pub reason: crate::event::BootReason,
+    /// This is `slot`'s one trial boot ([`BootOutcome::Boot`]).
+    pub first_boot: bool,
+    /// Merge this slot's filesystem into `slot`'s first.
+    pub merge_from: Option<Slot>,
+}
+
 /// Boots: the boot loader's decision, the first-boot merge, then the firmware's start. Events
 /// go to `events`.
 pub fn start<F: Flash>(
@@ -298,30 +315,70 @@ pub fn start<F: Flash>(
     let mut buf = vec![0u8; settings.work_buffer_bytes.max(1)];
     out.push(&mut flash, Event::Phase { phase: Phase::Boot });
     let decision = boot::boot_with_known_digests(&mut flash, &layout, &mut buf);
-    let (slot, state, reason, first_boot, merge_from) = match decision {
+    match decision {
         Err(e) => {
             let why = format!("the boot loader could not read the flash: {e}");
             out.push(&mut flash, Event::Bricked { why: why.clone() });
-            return Start::Bricked { flash, why };
+            Start::Bricked { flash, why }
         }
         Ok(BootOutcome::NotProvisioned) => {
             let why = String::from("no boot state: never provisioned");
             out.push(&mut flash, Event::Bricked { why: why.clone() });
-            return Start::Bricked { flash, why };
+            Start::Bricked { flash, why }
         }
         Ok(BootOutcome::NoBootableImage) => {
             let why = String::from("no slot holds an image that verifies");
             out.push(&mut flash, Event::Bricked { why: why.clone() });
-            return Start::Bricked { flash, why };
+            Start::Bricked { flash, why }
         }
         Ok(BootOutcome::Boot { slot, reason, state, first_boot, merge_from }) => {
-            (slot, state.record.state, reason, first_boot, merge_from)
+            let booted = Booted { slot, reason: reason.into(), first_boot, merge_from };
+            run_booted(flash, layout, settings, booted, &state.record.state, out.ms, out.out, &mut buf)
+        }
+    }
+}
+
+/// Starts the firmware the boot loader chose (`booted`): the first-boot merge, then the
+/// firmware's start, as [`start`] does after its decision. The boot state is read from the
+/// flash, where the boot loader left it. Events go to `events`.
+pub fn start_booted<F: Flash>(
+    mut flash: F,
+    layout: Layout,
+    settings: Settings,
+    booted: Booted,
+    now_ms: u64,
+    events: &mut Vec<Stamped>,
+) -> Start<F> {
+    let mut buf = vec![0u8; settings.work_buffer_bytes.max(1)];
+    let state = match control::read(&mut flash, &layout) {
+        Ok(located) => located.record.state,
+        Err(e) => {
+            let why = format!("the firmware could not read the boot state the boot loader left: {e}");
+            stamp(events, &mut flash, now_ms, Event::Bricked { why: why.clone() });
+            return Start::Bricked { flash, why };
         }
     };
-    out.push(&mut flash, Event::Boot { slot: slot.index() as u8, reason: reason.into() });
+    run_booted(flash, layout, settings, booted, &state, now_ms, events, &mut buf)
+}
+
+/// [`start`] after the decision: the boot event, the merge, the firmware's behaviour, the [`App`].
+#[allow(clippy::too_many_arguments)]
+fn run_booted<F: Flash>(
+    mut flash: F,
+    layout: Layout,
+    settings: Settings,
+    booted: Booted,
+    state: &BootState,
+    now_ms: u64,
+    events: &mut Vec<Stamped>,
+    buf: &mut [u8],
+) -> Start<F> {
+    let Booted { slot, reason, first_boot, merge_from } = booted;
+    let mut out = Events { out: events, ms: now_ms };
+    out.push(&mut flash, Event::Boot { slot: slot.index() as u8, reason });
     if let Some(old_slot) = merge_from {
         out.push(&mut flash, Event::Phase { phase: Phase::Merge });
-        let result = merge_into(&mut flash, &layout, old_slot, slot, &state, &mut buf);
+        let result = merge_into(&mut flash, &layout, old_slot, slot, state, buf);
         match result {
             Ok((copied, kept_new)) => out.push(&mut flash, Event::Merged { copied, kept_new }),
             Err(why) => {

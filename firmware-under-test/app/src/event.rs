@@ -41,17 +41,22 @@ use serde::{Deserialize, Serialize};
 pub const CONSOLE_PREFIX: &str = "@ota ";
 
 /// A step whose start is marked with [`Event::Phase`], so that a runner can cut the power there.
+///
+/// A bare-metal port passes the phase to its `ota_phase_marker(phase: u32)` as `phase as u32`,
+/// for a debugger's breakpoint: these numbers are fixed (write 0, finalize 1, boot 2, merge 3,
+/// commit 4, revert 5, snapshot 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u32)]
 pub enum Phase {
-    Write,
-    Finalize,
+    Write = 0,
+    Finalize = 1,
     /// The boot loader's decision (the trial record of a new image).
-    Boot,
-    Merge,
-    Commit,
-    Revert,
-    Snapshot,
+    Boot = 2,
+    Merge = 3,
+    Commit = 4,
+    Revert = 5,
+    Snapshot = 6,
 }
 
 impl Phase {

@@ -1,4 +1,6 @@
 //! The simulated firmware image: what the "firmware" in a slot does is read from its first bytes.
+//! On a bare-metal port the same header is the real image's app descriptor (as ESP-IDF's
+//! `esp_app_desc_t`): [`write_header`] patches it into the one built binary.
 //!
 //! | bytes  | field       | meaning                                                        |
 //! |--------|-------------|----------------------------------------------------------------|
@@ -64,20 +66,9 @@ impl Image {
             self.version.len() <= VERSION_BYTES && !self.version.contains('\0'),
             "version fits the header"
         );
-        let (code, parameter) = match self.behaviour {
-            Behaviour::Healthy => (0u8, 0u32),
-            Behaviour::CrashesAtBoot => (1, 0),
-            Behaviour::Hangs => (2, 0),
-            Behaviour::NeverCommits => (3, 0),
-            Behaviour::CommitsAfter { seconds } => (4, seconds),
-        };
         let mut out = Vec::with_capacity(self.len_bytes);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&[1, code, 0, 0]);
-        out.extend_from_slice(&parameter.to_le_bytes());
-        let mut version = [0u8; VERSION_BYTES];
-        version[..self.version.len()].copy_from_slice(self.version.as_bytes());
-        out.extend_from_slice(&version);
+        out.resize(HEADER_BYTES, 0);
+        write_header(&mut out, &self.version, self.behaviour).expect("checked above");
         let mut x = self.version.bytes().fold(0x9e37_79b9_u32, |h, b| h.rotate_left(5) ^ b as u32);
         while out.len() < self.len_bytes {
             x ^= x << 13;
@@ -86,6 +77,54 @@ impl Image {
             out.extend_from_slice(&x.to_le_bytes()[..(self.len_bytes - out.len()).min(4)]);
         }
         out
+    }
+}
+
+/// Writes the header (the app descriptor) at the start of `image`: a port's one built binary
+/// becomes every bundle's image this way (versions, behaviours) without another compile. The
+/// bytes past the header are left as they are.
+pub fn write_header(image: &mut [u8], version: &str, behaviour: Behaviour) -> Result<(), HeaderError> {
+    if image.len() < HEADER_BYTES {
+        return Err(HeaderError::TooShort { len_bytes: image.len() });
+    }
+    if version.len() > VERSION_BYTES || version.contains('\0') {
+        return Err(HeaderError::BadVersion { version: version.to_string() });
+    }
+    let (code, parameter) = match behaviour {
+        Behaviour::Healthy => (0u8, 0u32),
+        Behaviour::CrashesAtBoot => (1, 0),
+        Behaviour::Hangs => (2, 0),
+        Behaviour::NeverCommits => (3, 0),
+        Behaviour::CommitsAfter { seconds } => (4, seconds),
+    };
+    image[..8].copy_from_slice(&MAGIC);
+    image[8..12].copy_from_slice(&[1, code, 0, 0]);
+    image[12..16].copy_from_slice(&parameter.to_le_bytes());
+    let mut field = [0u8; VERSION_BYTES];
+    field[..version.len()].copy_from_slice(version.as_bytes());
+    image[16..HEADER_BYTES].copy_from_slice(&field);
+    Ok(())
+}
+
+/// Why [`write_header`] wrote nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    TooShort { len_bytes: usize },
+    BadVersion { version: String },
+}
+
+impl core::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HeaderError::TooShort { len_bytes } => write!(
+                f,
+                "the image is {len_bytes} bytes, shorter than the {HEADER_BYTES}-byte header; nothing written"
+            ),
+            HeaderError::BadVersion { version } => write!(
+                f,
+                "version {version:?} does not fit the header (at most {VERSION_BYTES} bytes, no NUL); nothing written"
+            ),
+        }
     }
 }
 
@@ -131,6 +170,33 @@ mod tests {
     fn an_image_without_the_header_is_healthy() {
         assert_eq!(parse_header(&[0xff; 64]), (Behaviour::Healthy, None));
         assert_eq!(parse_header(b"short"), (Behaviour::Healthy, None));
+    }
+
+    #[test]
+    fn write_header_patches_only_the_header() {
+        let mut image = [0x5a_u8; 300];
+        write_header(&mut image, "3.1.4", Behaviour::CommitsAfter { seconds: 7 }).unwrap();
+        assert_eq!(parse_header(&image), (Behaviour::CommitsAfter { seconds: 7 }, Some("3.1.4".to_string())));
+        assert!(image[HEADER_BYTES..].iter().all(|&b| b == 0x5a));
+        let made = Image::new("3.1.4", 300).behaviour(Behaviour::CommitsAfter { seconds: 7 }).bytes();
+        assert_eq!(image[..HEADER_BYTES], made[..HEADER_BYTES]);
+    }
+
+    #[test]
+    fn write_header_refuses_and_leaves_the_image_unchanged() {
+        let mut short = [0xff_u8; 39];
+        assert_eq!(
+            write_header(&mut short, "1.0", Behaviour::Healthy).unwrap_err().to_string(),
+            "the image is 39 bytes, shorter than the 40-byte header; nothing written"
+        );
+        assert!(short.iter().all(|&b| b == 0xff));
+        let mut image = [0xff_u8; 64];
+        let long = "1.0.0-a-very-long-prerelease";
+        assert_eq!(
+            write_header(&mut image, long, Behaviour::Healthy).unwrap_err().to_string(),
+            "version \"1.0.0-a-very-long-prerelease\" does not fit the header (at most 24 bytes, no NUL); nothing written"
+        );
+        assert!(image.iter().all(|&b| b == 0xff));
     }
 
     #[test]

@@ -8,8 +8,11 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod image;
+pub mod partitions;
 pub mod service;
 pub mod shadow;
 
-pub use app::{App, Finished, Flash, RpcError, SessionId, Settings, Start, Tick, start};
+pub use app::{
+    App, Booted, Finished, Flash, RpcError, SessionId, Settings, Start, Tick, start, start_booted,
+};
 pub use event::{BootReason, Event, Phase, Source, Stamped};

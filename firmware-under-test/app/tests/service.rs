@@ -478,3 +478,35 @@ fn polling_from_conf9_is_due_every_interval_and_asks_the_port_to_pull() {
     assert!(call(&mut app, "OTA.End", Value::Null, 120_001).is_err(), "an empty update ends refused");
     assert_eq!(app.tick(180_000), Tick::Pull(pull), "polling goes on once the session ended");
 }
+
+#[test]
+fn start_booted_after_the_boot_loaders_decision_is_start() {
+    // A board whose boot loader is its own binary decides once, then hands the outcome to the
+    // application: the trial boot with its merge must go exactly as `start` does it.
+    let mut mem = vec![0u8; FLASH_BYTES];
+    let mut app = device(&mut mem);
+    call(&mut app, "FS.Put", json!({"filename": "conf9.json", "data": b64(br#"{"a": 1}"#)}), 0).unwrap();
+    push(&mut app, &bundle("2.0.0", vec![0x22; 30_000]), 300);
+    drop(app);
+    let mut copy = mem.clone();
+
+    let mut whole = Vec::new();
+    let whole_start = app::start(Flash::with_contents(&mut mem), layout(), settings(), 100, &mut whole);
+
+    let mut flash = Flash::with_contents(&mut copy);
+    let mut buf = vec![0u8; 4096];
+    let outcome = ota_core::boot::boot(&mut flash, &layout(), &mut buf).unwrap();
+    let ota_core::boot::BootOutcome::Boot { slot, reason, first_boot, merge_from, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((slot, first_boot, merge_from), (Slot::S1, true, Some(Slot::S0)));
+    let booted = app::Booted { slot, reason: reason.into(), first_boot, merge_from };
+    let mut split = vec![Stamped { ms: 100, ops: 0, event: Event::Phase { phase: ota_app::Phase::Boot } }];
+    let split_start = app::start_booted(flash, layout(), settings(), booted, 100, &mut split);
+
+    assert_eq!(whole, split);
+    let (mut whole_app, mut split_app) = (running(whole_start), running(split_start));
+    assert_eq!(boot_state(&mut whole_app), boot_state(&mut split_app));
+    drop((whole_app, split_app));
+    assert!(mem == copy, "both flashes hold the same bytes");
+}

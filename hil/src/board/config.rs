@@ -22,6 +22,16 @@
 //! startup_timeout = "10s"
 //! devices = 3                             # a fleet of virtual boards (board/fleet.rs)
 //! mqtt = true                             # a Mosquitto per trial; RPC over MQTT and ota-shadow
+//!
+//! [qemu]                  # only for kind = "qemu"; every key optional
+//! boot_loader = "../target/riscv32imc-unknown-none-elf/release/ota-qemu-boot"
+//! firmware = "../target/riscv32imc-unknown-none-elf/release/ota-qemu-fw"
+//! qemu = "qemu-system-riscv32"
+//! icount_shift = 0                        # one instruction = 2^shift ns of device time
+//! watchdog = "100ms"                      # instructions without a kick, as device time
+//! startup_timeout = "10s"
+//! flash_file = "flash.img"                # default: a fresh temporary file per trial
+//! write_bytes_min = 4096                  # OTA.Write chunks at least this big
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +51,20 @@ struct RawBoard {
     sim: Option<RawSim>,
     #[serde(rename = "virtual")]
     virtual_board: Option<RawVirtual>,
+    qemu: Option<RawQemu>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQemu {
+    boot_loader: Option<PathBuf>,
+    firmware: Option<PathBuf>,
+    qemu: Option<PathBuf>,
+    icount_shift: Option<u8>,
+    watchdog: Option<String>,
+    startup_timeout: Option<String>,
+    flash_file: Option<PathBuf>,
+    write_bytes_min: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +103,53 @@ pub struct BoardConfig {
 pub enum Backend {
     Sim(SimConfig),
     Virtual(VirtualConfig),
+    Qemu(QemuConfig),
+}
+
+/// Where the two ELF files are by default, inside the target folder: what
+/// `cargo build --release -p ota-port-qemu-virt --target riscv32imc-unknown-none-elf --bins` writes.
+pub const QEMU_ELF_DIR: &str = "riscv32imc-unknown-none-elf/release";
+pub const QEMU_BOOT_LOADER: &str = "ota-qemu-boot";
+pub const QEMU_FIRMWARE: &str = "ota-qemu-fw";
+
+/// The emulated RISC-V board: QEMU `virt` running the boot loader and the firmware from a flash
+/// file (`board::qemu`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QemuConfig {
+    /// The boot loader's ELF; `None`: `target/riscv32imc-unknown-none-elf/release/ota-qemu-boot`
+    /// (built with cargo when absent).
+    pub boot_loader: Option<PathBuf>,
+    /// The firmware's ELF; `None`: `…/ota-qemu-fw` beside the boot loader's default.
+    pub firmware: Option<PathBuf>,
+    /// The emulator: a path, or a name looked up on `PATH`.
+    pub qemu: PathBuf,
+    /// `-icount shift=N`: each instruction is 2^N ns of device time.
+    pub icount_shift: u8,
+    /// The external watchdog's budget: the board is hung when its CPU ran this much device time
+    /// (instructions × 2^shift ns) since the firmware's last kick line.
+    pub watchdog_ms: u64,
+    /// How long QEMU may take to start, and the device to answer after a boot.
+    pub startup_timeout_ms: u64,
+    /// The flash file; `None`: a fresh temporary file per trial, removed afterwards.
+    pub flash_file: Option<PathBuf>,
+    /// The smallest `OTA.Write` the runner sends: a push's `chunk_bytes` below it is raised to
+    /// it, since every write costs a round trip through the emulated UART.
+    pub write_bytes_min: usize,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        QemuConfig {
+            boot_loader: None,
+            firmware: None,
+            qemu: PathBuf::from("qemu-system-riscv32"),
+            icount_shift: 0,
+            watchdog_ms: 100,
+            startup_timeout_ms: 10_000,
+            flash_file: None,
+            write_bytes_min: 4096,
+        }
+    }
 }
 
 /// The simulator's geometry. Defaults as in `ota_sim::device::Config`.
@@ -142,6 +213,33 @@ impl Default for VirtualConfig {
 }
 
 impl BoardConfig {
+    /// The backend kind, as a board file names it.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Sim(_) => "sim",
+            Backend::Virtual(_) => "virtual",
+            Backend::Qemu(_) => "qemu",
+        }
+    }
+
+    /// The board that worker `worker` of a parallel run (`hil run --jobs N`) opens: the same
+    /// board, with a flash file of its own when the file names one (`flash.bin`, then
+    /// `flash-2.bin`, `flash-3.bin`, …), so no two boards share a flash.
+    pub fn for_worker(&self, worker: usize) -> BoardConfig {
+        let mut config = self.clone();
+        if worker == 0 {
+            return config;
+        }
+        match &mut config.backend {
+            Backend::Virtual(v) => {
+                v.flash_file = v.flash_file.as_deref().map(|path| worker_path(path, worker))
+            }
+            Backend::Qemu(q) => q.flash_file = q.flash_file.as_deref().map(|path| worker_path(path, worker)),
+            Backend::Sim(_) => {}
+        }
+        config
+    }
+
     /// The built-in simulator, used when no `--board` is given.
     pub fn default_sim() -> BoardConfig {
         BoardConfig {
@@ -151,6 +249,16 @@ impl BoardConfig {
             backend: Backend::Sim(SimConfig::default()),
         }
     }
+}
+
+/// `dir/flash.bin` for worker 1 (the second) is `dir/flash-2.bin`.
+fn worker_path(path: &Path, worker: usize) -> PathBuf {
+    let stem = path.file_stem().map_or("flash".into(), |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{}.{}", worker + 1, ext.to_string_lossy()),
+        None => format!("{stem}-{}", worker + 1),
+    };
+    path.with_file_name(name)
 }
 
 /// A board file that could not be read or is wrong: names the file and the key.
@@ -180,18 +288,19 @@ pub fn parse(text: &str, path: &Path) -> Result<BoardConfig, BoardFileError> {
     if platform.is_empty() || platform.len() > 16 {
         return Err(fail(format!("platform: {platform:?} must be 1 to 16 bytes")));
     }
+    // A table for another backend than the file's kind is a mistake worth naming.
+    let tables =
+        [("sim", raw.sim.is_some()), ("virtual", raw.virtual_board.is_some()), ("qemu", raw.qemu.is_some())];
+    if let Some((table, _)) = tables.iter().find(|(table, present)| *present && *table != raw.kind) {
+        return Err(fail(format!("{table}: this table is only for kind = \"{table}\"")));
+    }
     let backend = match raw.kind.as_str() {
-        "sim" if raw.virtual_board.is_some() => {
-            return Err(fail("virtual: this table is only for kind = \"virtual\"".into()));
-        }
-        "virtual" if raw.sim.is_some() => {
-            return Err(fail("sim: this table is only for kind = \"sim\"".into()));
-        }
         "sim" => Backend::Sim(sim_config(raw.sim).map_err(fail)?),
         "virtual" => Backend::Virtual(virtual_config(raw.virtual_board, path).map_err(fail)?),
+        "qemu" => Backend::Qemu(qemu_config(raw.qemu, path).map_err(fail)?),
         kind if KINDS.contains(&kind) => {
             return Err(fail(format!(
-                "kind: the {kind:?} backend is not available in this version of hil; \"sim\" and \"virtual\" are"
+                "kind: the {kind:?} backend is not available in this version of hil; \"sim\", \"virtual\" and \"qemu\" are"
             )));
         }
         kind => {
@@ -284,6 +393,47 @@ fn virtual_config(raw: Option<RawVirtual>, file: &Path) -> Result<VirtualConfig,
     Ok(config)
 }
 
+fn qemu_config(raw: Option<RawQemu>, file: &Path) -> Result<QemuConfig, String> {
+    let mut config = QemuConfig::default();
+    let Some(raw) = raw else { return Ok(config) };
+    let dir = file.parent().unwrap_or(Path::new(""));
+    config.boot_loader = raw.boot_loader.map(|p| dir.join(p));
+    config.firmware = raw.firmware.map(|p| dir.join(p));
+    config.flash_file = raw.flash_file.map(|p| dir.join(p));
+    if let Some(qemu) = raw.qemu {
+        // A bare name is looked up on PATH; anything with a folder is relative to the file.
+        config.qemu = if qemu.components().count() > 1 { dir.join(qemu) } else { qemu };
+    }
+    if let Some(shift) = raw.icount_shift {
+        if shift > 10 {
+            return Err(format!("qemu.icount_shift: {shift} must be 0 to 10 (2^shift ns per instruction)"));
+        }
+        config.icount_shift = shift;
+    }
+    if let Some(text) = raw.watchdog {
+        let ms = parse_duration_ms(&text).map_err(|e| format!("qemu.watchdog: {e}"))?;
+        if ms == 0 {
+            return Err(
+                "qemu.watchdog: 0 would call every firmware hung; give a budget such as \"100ms\"".into()
+            );
+        }
+        config.watchdog_ms = ms;
+    }
+    if let Some(text) = raw.startup_timeout {
+        config.startup_timeout_ms =
+            parse_duration_ms(&text).map_err(|e| format!("qemu.startup_timeout: {e}"))?;
+    }
+    if let Some(bytes) = raw.write_bytes_min {
+        if !(1..=4096).contains(&bytes) {
+            return Err(format!(
+                "qemu.write_bytes_min: {bytes} must be 1 to 4096 (a bigger OTA.Write overflows the firmware's 8 KiB frame)"
+            ));
+        }
+        config.write_bytes_min = bytes;
+    }
+    Ok(config)
+}
+
 /// A TOML error as "line N: message".
 fn toml_message(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end();
@@ -316,7 +466,7 @@ mod tests {
         );
         assert_eq!(
             check("kind = \"esp32\"\n"),
-            "boards/x.toml: kind: the \"esp32\" backend is not available in this version of hil; \"sim\" and \"virtual\" are"
+            "boards/x.toml: kind: the \"esp32\" backend is not available in this version of hil; \"sim\", \"virtual\" and \"qemu\" are"
         );
         assert_eq!(
             check(
@@ -355,6 +505,42 @@ mod tests {
         assert_eq!(
             check("kind = \"sim\"\n[sim]\nwatchdog = \"ten\"\n").split(": ").nth(1),
             Some("sim.watchdog")
+        );
+    }
+
+    #[test]
+    fn qemu_board_files_are_checked_key_by_key() {
+        assert_eq!(
+            check("kind = \"qemu\"\n"),
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Qemu(QemuConfig { boot_loader: None, firmware: None, qemu: \"qemu-system-riscv32\", icount_shift: 0, watchdog_ms: 100, startup_timeout_ms: 10000, flash_file: None, write_bytes_min: 4096 }) }"
+        );
+        assert_eq!(
+            check(
+                "kind = \"qemu\"\n[qemu]\nboot_loader = \"bin/boot\"\nfirmware = \"bin/fw\"\nqemu = \"/opt/q/qemu-system-riscv32\"\nicount_shift = 2\nwatchdog = \"250ms\"\nstartup_timeout = \"5s\"\nflash_file = \"flash.img\"\n"
+            ),
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32\", backend: Qemu(QemuConfig { boot_loader: Some(\"boards/bin/boot\"), firmware: Some(\"boards/bin/fw\"), qemu: \"/opt/q/qemu-system-riscv32\", icount_shift: 2, watchdog_ms: 250, startup_timeout_ms: 5000, flash_file: Some(\"boards/flash.img\"), write_bytes_min: 4096 }) }"
+        );
+        assert!(
+            check("kind = \"qemu\"\n[qemu]\nicount_shift = 0\ngdb_port = 1234\n")
+                .starts_with("boards/x.toml: line 4: unknown field `gdb_port`"),
+            "{}",
+            check("kind = \"qemu\"\n[qemu]\nicount_shift = 0\ngdb_port = 1234\n")
+        );
+        assert_eq!(
+            check("kind = \"qemu\"\n[qemu]\nicount_shift = 11\n"),
+            "boards/x.toml: qemu.icount_shift: 11 must be 0 to 10 (2^shift ns per instruction)"
+        );
+        assert_eq!(
+            check("kind = \"qemu\"\n[qemu]\nwatchdog = \"0s\"\n"),
+            "boards/x.toml: qemu.watchdog: 0 would call every firmware hung; give a budget such as \"100ms\""
+        );
+        assert_eq!(
+            check("kind = \"sim\"\n[qemu]\nicount_shift = 1\n"),
+            "boards/x.toml: qemu: this table is only for kind = \"qemu\""
+        );
+        assert_eq!(
+            check("kind = \"qemu\"\n[virtual]\n"),
+            "boards/x.toml: virtual: this table is only for kind = \"virtual\""
         );
     }
 }

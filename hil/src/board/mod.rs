@@ -8,6 +8,8 @@ use crate::scenario::model::{Cut, SweepSpec, Transport};
 
 pub mod config;
 pub mod fleet;
+pub mod device;
+pub mod qemu;
 pub mod sim;
 pub mod virtual_board;
 
@@ -19,6 +21,9 @@ pub struct Capabilities {
     pub cut_at_op: bool,
     pub cut_at_fraction: bool,
     pub cut_at_phase: bool,
+    /// `at_every_op`: the board answers a push whose armed operation never came with the push's
+    /// own result and leaves nothing armed, so the engine knows when the sweep is done.
+    pub cut_at_every_op: bool,
     /// Exhaustive sweeps (the board can snapshot and restore its flash).
     pub sweep: bool,
     /// Time is simulated: waits cost nothing.
@@ -38,6 +43,9 @@ pub struct BoardInfo {
     /// a "too big" app for the app slot.
     pub app_slot_bytes: u32,
     pub fs_slot_bytes: u32,
+    /// The built firmware image a bundle's app part is made from, its app descriptor patched
+    /// per version and behaviour (the QEMU board); `None`: a simulated image.
+    pub app_image: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// A push, as the engine asks for it.
@@ -264,6 +272,7 @@ pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
         config::Backend::Virtual(v) => {
             Box::new(virtual_board::VirtualBoard::new(&config.name, &config.platform, v.clone()))
         }
+        config::Backend::Qemu(q) => Box::new(qemu::QemuBoard::new(&config.name, &config.platform, q.clone())),
     }
 }
 

@@ -46,12 +46,14 @@ impl SimBoard {
             platform: platform.into(),
             app_slot_bytes: config.app_slot_bytes,
             fs_slot_bytes: config.fs_slot_bytes,
+            app_image: None,
         };
         let capabilities = Capabilities {
             transports: vec![Transport::Rpc, Transport::Http, Transport::Pull],
             cut_at_op: true,
             cut_at_fraction: true,
             cut_at_phase: true,
+            cut_at_every_op: true,
             sweep: true,
             virtual_time: true,
         };
@@ -88,7 +90,7 @@ impl SimBoard {
     fn with_cut<T>(&mut self, action: impl Fn(&mut Device) -> T) -> BoardResult<T> {
         let armed = self.armed.take();
         let result = match armed {
-            None => action(self.device()?),
+            None | Some(Cut::AtEveryOp) => action(self.device()?),
             Some(Cut::AtOp { op, when }) => {
                 let device = self.device()?;
                 let at = device.flash_ops() + op;

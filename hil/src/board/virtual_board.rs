@@ -38,12 +38,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::device::{self, Log, base64_decode, base64_encode, lock};
 use super::{
     Activity, Board, BoardError, BoardInfo, BoardResult, BootStateView, Capabilities, PushRequest,
     PushResult, Refusal, Status,
@@ -63,8 +64,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// `OTA.Begin {timeout}`, as `mos ota` sends it.
 const UPDATE_TIMEOUT_S: u32 = 600;
-/// Console lines kept between two drains; a runaway device cannot exhaust memory.
-const CONSOLE_LINES_MAX: usize = 100_000;
 /// How long the runner lets an interrupted HTTP upload or pull settle before the cut: until
 /// `OTA.Status` reads the same three times in a row, or this long.
 const SETTLE_MAX: Duration = Duration::from_secs(2);
@@ -74,50 +73,6 @@ const TAIL_LINES: usize = 8;
 const LIFE_EVENT_WAIT: Duration = Duration::from_secs(2);
 /// The message a push gets when `OTA.Status` says an update runs, as `mos ota` words it.
 const BUSY: &str = "update is already in progress";
-
-/// Timeline and console, shared with the threads that read the process's output.
-struct Log {
-    /// The device's time as last seen (an event's stamp, a clock reply).
-    device_ms: u64,
-    /// The last event that said whether a firmware runs, hangs or nothing boots.
-    life: Option<ota_app::Event>,
-    console: Vec<String>,
-    events: Vec<(u64, EventKind)>,
-}
-
-impl Log {
-    fn now_ms(&self) -> u64 {
-        self.device_ms
-    }
-
-    fn event(&mut self, kind: EventKind) {
-        let at = self.now_ms();
-        self.events.push((at, kind));
-    }
-
-    /// A typed event from the device's console.
-    fn device_event(&mut self, stamped: Stamped) {
-        self.device_ms = self.device_ms.max(stamped.ms);
-        if let ota_app::Event::Running { .. } | ota_app::Event::Hung { .. } | ota_app::Event::Bricked { .. } =
-            stamped.event
-        {
-            self.life = Some(stamped.event.clone());
-        }
-        if let Some(kind) = super::timeline_event(&stamped.event, "") {
-            self.events.push((stamped.ms, kind));
-        }
-    }
-
-    fn console(&mut self, line: String) {
-        if self.console.len() < CONSOLE_LINES_MAX {
-            self.console.push(line);
-        }
-    }
-}
-
-fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
-    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Whether a process gets its pty and HTTP port (power on) or none (provisioning).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,16 +131,18 @@ impl VirtualBoard {
             platform: platform.into(),
             app_slot_bytes: config.app_slot_bytes,
             fs_slot_bytes: config.fs_slot_bytes,
+            app_image: None,
         };
         let capabilities = Capabilities {
             transports: vec![Transport::Rpc, Transport::Http, Transport::Pull],
             cut_at_op: true,
             cut_at_fraction: true,
             cut_at_phase: true,
+            cut_at_every_op: false,
             sweep: false,
             virtual_time: false,
         };
-        let log = Log { device_ms: 0, life: None, console: Vec::new(), events: Vec::new() };
+        let log = Log::default();
         VirtualBoard {
             info,
             capabilities,
@@ -730,11 +687,7 @@ impl VirtualBoard {
     /// The running firmware, from `Sys.GetInfo`: what it runs, or how it fails to.
     fn activity(&mut self) -> BoardResult<Activity> {
         match self.call("Sys.GetInfo", Value::Null)? {
-            Ok(info) => {
-                let slot = info.get("ota_slot").and_then(Value::as_u64).unwrap_or(0) as u8;
-                let version = info.get("fw_version").and_then(Value::as_str).unwrap_or_default().to_string();
-                Ok(Activity::Running { slot, version })
-            }
+            Ok(info) => Ok(device::running(&info)),
             // No firmware answers: the device's own events say whether one hangs or nothing
             // boots. Its line may still be on its way from the process's stderr.
             Err(e) => {
@@ -756,14 +709,7 @@ impl VirtualBoard {
 
     fn boot_state(&mut self) -> BoardResult<Option<BootStateView>> {
         let Ok(state) = self.call("OTA.GetBootState", Value::Null)? else { return Ok(None) };
-        let uint = |key: &str| state.get(key).and_then(Value::as_u64);
-        let revert = state.get("revert_slot").and_then(Value::as_i64).unwrap_or(-1);
-        Ok(Some(BootStateView {
-            active_slot: uint("active_slot").unwrap_or(0) as u8,
-            revert_slot: u8::try_from(revert).ok(),
-            committed: state.get("is_committed").and_then(Value::as_bool).unwrap_or(false),
-            commit_timeout_s: uint("commit_timeout").unwrap_or(0) as u32,
-        }))
+        Ok(Some(device::boot_state_view(&state)))
     }
 }
 
@@ -1053,16 +999,6 @@ impl Board for VirtualBoard {
     }
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(text)
-}
-
 fn http_upload_prefix(addr: &str, request: &PushRequest<'_>, keep: usize) -> std::io::Result<TcpStream> {
     const BOUNDARY: &str = "hil-virtual-board-upload";
     let head = format!(
@@ -1179,7 +1115,7 @@ mod tests {
     /// are console text only.
     #[test]
     fn device_event_lines_become_timeline_events_at_device_time() {
-        let mut log = Log { device_ms: 0, life: None, console: Vec::new(), events: Vec::new() };
+        let mut log = Log::default();
         for line in [
             r#"@ota {"ms":12,"ops":3,"event":"boot","slot":1,"reason":{"kind":"trial"}}"#,
             r#"@ota {"ms":40,"event":"update_applied","slot":1}"#,

@@ -11,7 +11,7 @@ use crate::board::{self, config};
 use crate::engine;
 use crate::progress::Progress;
 use crate::report;
-use crate::result::{Outcome, Run, StepRecord, Trial};
+use crate::result::{Outcome, Run, RunInfo, StepRecord, Trial};
 use crate::scenario::{self, Scenario};
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +43,10 @@ pub struct Args {
     /// Write no log folder.
     #[arg(long, conflicts_with = "log_dir")]
     pub no_logs: bool,
+    /// Run trials on this many boards at once (each its own process and flash file). The
+    /// reports come out the same as with one.
+    #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, CommandError> {
@@ -60,17 +64,14 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         println!("{} trials", scenarios.len());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut board = board::open(&board_config);
+    let jobs = usize::from(args.jobs);
+    let info = RunInfo::here_and_now(board_config.kind());
     let started = Instant::now();
-    let mut progress = Terminal::new(std::io::stderr().is_terminal());
-    let mut trials = Vec::new();
-    for (i, scenario) in scenarios.iter().enumerate() {
-        progress.trial_started(i, scenarios.len(), &scenario.name, &board_config.name);
-        let trial = engine::run_trial(scenario, board.as_mut(), args.seed, &mut progress);
-        progress.trial_finished(&trial);
-        trials.push(trial);
-    }
-    let mut run = Run { trials, seed: args.seed, duration: started.elapsed(), log_dir: None };
+    // A live line per trial only when one runs at a time.
+    let mut progress = Terminal::new(std::io::stderr().is_terminal() && jobs == 1, &board_config.name);
+    let open = |worker: usize| board::open(&board_config.for_worker(worker));
+    let trials = engine::run_trials(&scenarios, jobs, args.seed, &open, &mut progress);
+    let mut run = Run { trials, seed: args.seed, duration: started.elapsed(), log_dir: None, info };
     write_reports(&args, &mut run)?;
     Ok(summarize(&run))
 }
@@ -157,18 +158,23 @@ fn summarize(run: &Run) -> ExitCode {
 /// Progress on the terminal: a live line per trial on a TTY, a line per finished trial always.
 struct Terminal {
     live: bool,
+    board: String,
     label: String,
+    /// How many trials there are, and how many finished.
+    total: usize,
+    finished: usize,
 }
 
 impl Terminal {
-    fn new(live: bool) -> Terminal {
-        Terminal { live, label: String::new() }
+    fn new(live: bool, board: &str) -> Terminal {
+        Terminal { live, board: board.into(), label: String::new(), total: 0, finished: 0 }
     }
 }
 
 impl Progress for Terminal {
-    fn trial_started(&mut self, index: usize, total: usize, scenario: &str, board: &str) {
-        self.label = format!("[{:>2}/{total}] {scenario} on {board}", index + 1);
+    fn trial_started(&mut self, index: usize, total: usize, scenario: &str, _board: &str) {
+        self.total = total;
+        self.label = format!("[{:>2}/{total}] {scenario} on {}", index + 1, self.board);
         if self.live {
             eprint!("\r\x1b[2K{} ...", self.label);
             let _ = std::io::stderr().flush();
@@ -185,6 +191,12 @@ impl Progress for Terminal {
     fn trial_finished(&mut self, trial: &Trial) {
         if self.live {
             eprint!("\r\x1b[2K");
+        }
+        self.finished += 1;
+        if !self.live {
+            // Trials may finish out of order: number them as they finish.
+            self.label =
+                format!("[{:>2}/{}] {} on {}", self.finished, self.total, trial.scenario, trial.board);
         }
         let mark = match trial.outcome {
             Outcome::Passed => "PASS ",

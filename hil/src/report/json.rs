@@ -10,6 +10,10 @@
 //! | `duration_s` | number          | wall-clock seconds for the whole run                       |
 //! | `counts`     | object          | `passed`, `failed`, `skipped`, `error`: trials per outcome |
 //! | `log_dir?`   | string          | the per-run log folder, when one was written               |
+//! | `started_unix_ms?` | integer   | when the run started, milliseconds since the Unix epoch    |
+//! | `hostname?`  | string          | the machine it ran on                                      |
+//! | `hil_version?` | string        | the runner's version                                       |
+//! | `board_kind?` | string         | the board's backend kind (`sim`, `virtual`, `qemu`)        |
 //! | `trials`     | array of Trial  | in run order                                               |
 //!
 //! **Trial**
@@ -90,6 +94,14 @@ struct RunDoc<'a> {
     counts: Counts,
     #[serde(skip_serializing_if = "Option::is_none")]
     log_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hil_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    board_kind: Option<&'a str>,
     trials: Vec<TrialDoc<'a>>,
 }
 
@@ -170,6 +182,10 @@ impl<'a> RunDoc<'a> {
                 error: run.count("error"),
             },
             log_dir: run.log_dir.as_ref().map(|p| p.display().to_string()),
+            started_unix_ms: run.info.started_unix_ms,
+            hostname: run.info.hostname.as_deref(),
+            hil_version: run.info.tool_version.as_deref(),
+            board_kind: run.info.board_kind.as_deref(),
             trials: run.trials.iter().map(TrialDoc::new).collect(),
         }
     }

@@ -12,7 +12,11 @@
 //! | `properties`     | `seed`, `device_ms`, `file`                                         |
 //! | `system-out`     | the outcome, the steps with device times, the console, the trace    |
 //!
-//! No timestamps, no UUIDs: the same run gives the same bytes.
+//! From the run's [`RunInfo`](crate::result::RunInfo), each when known: `timestamp` (UTC) on
+//! `testsuites` and every `testsuite`, `hostname` on every `testsuite`, and the suite properties
+//! `board` (the board's name), `board_kind` and `hil_version`.
+//!
+//! No UUIDs and no clock read here: the same run gives the same bytes.
 
 use std::io;
 use std::path::Path;
@@ -26,6 +30,13 @@ use crate::result::{Outcome, Run, Trial};
 pub fn report(run: &Run) -> Report {
     let mut report = Report::new("hil");
     report.set_time(run.duration);
+    let timestamp = run
+        .info
+        .started_unix_ms
+        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64).map(|t| t.fixed_offset()));
+    if let Some(timestamp) = timestamp {
+        report.set_timestamp(timestamp);
+    }
     let mut boards: Vec<&str> = Vec::new();
     for trial in &run.trials {
         if !boards.contains(&trial.board.as_str()) {
@@ -37,6 +48,19 @@ pub fn report(run: &Run) -> Report {
         let trials = run.trials.iter().filter(|t| t.board == board);
         suite.set_time(trials.clone().map(|t| t.duration).sum());
         suite.add_property(Property::new("seed", run.seed.to_string()));
+        suite.add_property(Property::new("board", board));
+        if let Some(kind) = &run.info.board_kind {
+            suite.add_property(Property::new("board_kind", kind.as_str()));
+        }
+        if let Some(version) = &run.info.tool_version {
+            suite.add_property(Property::new("hil_version", version.as_str()));
+        }
+        if let Some(timestamp) = timestamp {
+            suite.set_timestamp(timestamp);
+        }
+        if let Some(hostname) = &run.info.hostname {
+            suite.extra.insert("hostname".into(), hostname.as_str().into());
+        }
         suite.add_test_cases(trials.map(test_case));
         report.add_test_suite(suite);
     }

@@ -16,6 +16,10 @@
 //! A new run never overwrites an old one: when `run-seed-<seed>` exists the folder gets the
 //! first free suffix `-2`, `-3`, …. Folder names are slugs (lower-case ASCII letters, digits and
 //! `-`), so they are safe on every filesystem.
+//!
+//! `<dir>/latest` always names the newest run's folder (a symbolic link, replaced in one rename
+//! once the folder is complete), the stable path CI keeps as an artifact; the older runs stay
+//! beside it, as twister keeps `twister-out.1`, `.2`, … beside `twister-out`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,7 +48,38 @@ pub fn write(run: &Run, dir: &Path) -> io::Result<PathBuf> {
         std::fs::write(folder.join("events.txt"), events_text(trial))?;
         std::fs::write(folder.join("timeline.svg"), timeline::svg(trial))?;
     }
+    point_latest(dir, &root)?;
     Ok(root)
+}
+
+/// The name of the link to the newest run, inside the log directory.
+pub const LATEST: &str = "latest";
+
+/// Points `dir/latest` at `root` (a folder inside `dir`): a new link under a temporary name,
+/// renamed over the old one, so a reader never finds `latest` missing or half-made.
+fn point_latest(dir: &Path, root: &Path) -> io::Result<()> {
+    let target = root.file_name().expect("a run folder has a name");
+    let fresh = dir.join(format!(".{LATEST}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    link(Path::new(target), &fresh)?;
+    std::fs::rename(&fresh, dir.join(LATEST)).map_err(|e| {
+        let _ = std::fs::remove_file(&fresh);
+        io::Error::new(
+            e.kind(),
+            format!("cannot point {} at the new run {}: {e}", dir.join(LATEST).display(), root.display()),
+        )
+    })
+}
+
+#[cfg(unix)]
+fn link(target: &Path, at: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, at)
+}
+
+/// Without symbolic links `latest` is a text file naming the folder.
+#[cfg(not(unix))]
+fn link(target: &Path, at: &Path) -> io::Result<()> {
+    std::fs::write(at, target.to_string_lossy().as_bytes())
 }
 
 /// The trial folders' names, in run order: `01-power-loss-sim`. The number is 1-based and

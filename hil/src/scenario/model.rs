@@ -163,6 +163,11 @@ pub enum Cut {
     AtFraction(f64),
     /// At the first flash operation of a named phase of the step.
     AtPhase(Phase),
+    /// Before every flash operation of the step in turn (a push only): the engine replays the
+    /// steps before it for each operation, cuts there, powers on and checks that the device runs
+    /// a whole image with the files it was given; it ends when the step completes uncut. Boards
+    /// never see it: the engine arms [`Cut::AtOp`] once per point.
+    AtEveryOp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

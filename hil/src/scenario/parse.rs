@@ -463,13 +463,15 @@ fn cut(cx: &Cx, key: &str, kind: &str, v: &Spanned<RawCut>) -> Result<Cut> {
         ("at_op", raw.at_op.as_ref().map(Spanned::span)),
         ("at_fraction", raw.at_fraction.as_ref().map(Spanned::span)),
         ("at_phase", raw.at_phase.as_ref().map(Spanned::span)),
+        ("at_every_op", raw.at_every_op.as_ref().map(Spanned::span)),
     ]
     .into_iter()
     .filter_map(|(name, span)| Some((name, span?)))
     .collect();
     if let [(first, _), (second, span), ..] = given.as_slice() {
-        let message =
-            format!("a cut takes one of at_op, at_fraction or at_phase; found {first} and {second}");
+        let message = format!(
+            "a cut takes one of at_op, at_fraction, at_phase or at_every_op; found {first} and {second}"
+        );
         return Err(cx.error(&at(second), span.clone(), message));
     }
     if let (Some(when), None) = (&raw.when, &raw.at_op) {
@@ -495,6 +497,13 @@ fn cut(cx: &Cx, key: &str, kind: &str, v: &Spanned<RawCut>) -> Result<Cut> {
     }
     if let Some(phase) = &raw.at_phase {
         return one_of(cx, &at("at_phase"), phase, "phase", PHASES).map(Cut::AtPhase);
+    }
+    if let Some(every) = &raw.at_every_op {
+        if kind != "push" || !*every.get_ref() {
+            let message = format!("at_every_op = true goes with push only (found it with {kind})");
+            return Err(cx.error(&at("at_every_op"), every.span(), message));
+        }
+        return Ok(Cut::AtEveryOp);
     }
     Err(cx.error(key, v.span(), "a cut needs one of at_op, at_fraction or at_phase"))
 }

@@ -142,6 +142,7 @@ pub struct RawCut {
     pub when: Option<Spanned<String>>,
     pub at_fraction: Option<Spanned<f64>>,
     pub at_phase: Option<Spanned<String>>,
+    pub at_every_op: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, serde::Deserialize)]

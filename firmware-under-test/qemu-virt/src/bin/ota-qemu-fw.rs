@@ -1,0 +1,437 @@
+//! The application as a real firmware image: `ota-app` on this board's devices. Linked to run
+//! from RAM (`fw.x`), its app descriptor first and its entry point at +0x100; the boot loader
+//! copies it there and hands over the boot outcome (`handoff`), so it never decides again.
+//!
+//! One UART carries both the console (`@ota {json}` event lines, the `@kick` line of every
+//! main-loop turn) and RPC in Mongoose OS's framing, as the virtual board's pty does, with the
+//! same `Board.Clock` rig method. The main loop sleeps in `wfi` until a byte arrives or, with
+//! the clock running, until the application's next deadline.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "ota-qemu-fw runs on QEMU's riscv32 virt board: cargo build --release -p ota-port-qemu-virt \
+         --target riscv32imc-unknown-none-elf --bins"
+    );
+}
+
+#[cfg(target_os = "none")]
+mod device {
+    extern crate alloc;
+
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use core::fmt::Write;
+
+    use embedded_alloc::LlffHeap;
+    use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+    use ota_app::app::{App, RpcError, Settings, Start, Tick};
+    use ota_app::service::{self, Reply};
+    use ota_app::{Booted, Event, Phase, Stamped};
+    use ota_port_qemu_virt::cfi::CfiError;
+    use ota_port_qemu_virt::clock::{self, Clock};
+    use ota_port_qemu_virt::handoff::{HandOff, Reason};
+    use ota_port_qemu_virt::hw::{self, plic, timer, uart};
+    use ota_port_qemu_virt::{KICK_LINE, LAYOUT, PLATFORM};
+    use ota_proto::rpc::frame::{self, Request, Response};
+    use ota_proto::rpc::uart::{DEFAULT_MAX_FRAME_BYTES, Decoder, Encoder, Item, Style};
+    use serde_json::{Value, json};
+
+    use riscv as _;
+
+    /// The app descriptor: `ota_app::image`'s header, healthy, this build's version. The
+    /// runner's bundle tool patches it (`ota_app::image::write_header`) for each scenario.
+    #[unsafe(link_section = ".app_desc")]
+    #[used]
+    static APP_DESCRIPTOR: [u8; ota_app::image::HEADER_BYTES] = descriptor();
+
+    const fn descriptor() -> [u8; ota_app::image::HEADER_BYTES] {
+        let mut d = [0u8; ota_app::image::HEADER_BYTES];
+        let mut i = 0;
+        while i < 8 {
+            d[i] = ota_app::image::MAGIC[i];
+            i += 1;
+        }
+        d[8] = 1;
+        let version = env!("CARGO_PKG_VERSION").as_bytes();
+        let mut i = 0;
+        while i < version.len() && i < 24 {
+            d[16 + i] = version[i];
+            i += 1;
+        }
+        d
+    }
+
+    /// The heap: serde_json, the update session, LittleFS mounts.
+    const HEAP_BYTES: usize = 8 * 1024 * 1024;
+    /// The longest the main loop sleeps without a kick: 1 s of mtime.
+    const KICK_PERIOD_TICKS: u64 = 1000 * clock::TICKS_PER_MS;
+    /// Kicks are at least this far apart (10 ms of mtime), so that a stream of RPC bytes does
+    /// not turn into a stream of kick lines.
+    const KICK_SPACING_TICKS: u64 = 10 * clock::TICKS_PER_MS;
+    /// Rounds of one `advance_ms`, as on the virtual board.
+    const ADVANCE_ROUNDS_MAX: u32 = 1024;
+    /// An `advance_ms` that a reboot interrupted, kept across the reset: the page below the
+    /// clock's block.
+    const PENDING_ADDRESS: usize = clock::BLOCK_ADDRESS - 0x1000;
+    const PENDING_MAGIC: u32 = 0xadd5_0001;
+    const PENDING_JSON_MAX: usize = 2048;
+
+    #[global_allocator]
+    static HEAP: LlffHeap = LlffHeap::empty();
+
+    core::arch::global_asm!(
+        ".section .text._start, \"ax\"",
+        ".global _start",
+        "_start:",
+        "csrw mie, zero",
+        "la sp, _stack_top",
+        "la t1, _bss_start",
+        "la t2, _bss_end",
+        "1: bgeu t1, t2, 2f",
+        "sw zero, 0(t1)",
+        "addi t1, t1, 4",
+        "j 1b",
+        "2: j ota_fw_main",
+    );
+
+    unsafe extern "C" {
+        static _heap_start: u8;
+    }
+
+    /// The flash as the application uses it: the driver, plus the phase marker.
+    struct AppFlash(hw::Flash);
+
+    impl ErrorType for AppFlash {
+        type Error = CfiError;
+    }
+
+    impl ReadNorFlash for AppFlash {
+        const READ_SIZE: usize = 1;
+        fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), CfiError> {
+            self.0.read(offset, bytes)
+        }
+        fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+    }
+
+    impl NorFlash for AppFlash {
+        const WRITE_SIZE: usize = hw::Flash::WRITE_SIZE;
+        const ERASE_SIZE: usize = hw::Flash::ERASE_SIZE;
+        fn erase(&mut self, from: u32, to: u32) -> Result<(), CfiError> {
+            self.0.erase(from, to)
+        }
+        fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), CfiError> {
+            self.0.write(offset, bytes)
+        }
+    }
+
+    impl ota_core::flash::RegionDigests for AppFlash {}
+
+    impl ota_app::Flash for AppFlash {
+        fn phase_starts(&mut self, phase: Phase) {
+            hw::ota_phase_marker(phase as u32);
+        }
+    }
+
+    /// An `advance_ms` to finish after a reboot, and the request to answer then.
+    #[repr(C)]
+    struct Pending {
+        magic: u32,
+        json_len: u32,
+        crc: u32,
+        quotes: u32,
+        target_ms: u64,
+        json: [u8; PENDING_JSON_MAX],
+    }
+
+    struct Board {
+        clock: &'static mut Clock,
+        pending: &'static mut Pending,
+        encoder: Encoder,
+    }
+
+    impl Board {
+        fn now_ms(&mut self) -> u64 {
+            self.clock.now_ms(timer::ticks())
+        }
+
+        fn events(&self, events: Vec<Stamped>) {
+            for stamped in events {
+                line(&stamped.console_line());
+            }
+        }
+
+        fn send(&mut self, json: &str, style: Style) {
+            uart::write(&self.encoder.encode(json.as_bytes(), style));
+        }
+    }
+
+    fn line(text: &str) {
+        uart::write(text.as_bytes());
+        uart::write(b"\r\n");
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn ota_fw_main(a0: u32, a1: u32, a2: u32, _a3: u32) -> ! {
+        hw::install_trap_handler();
+        // SAFETY: runs once, before the first allocation; the heap lies between the end of
+        // `.bss` and the stack, which starts HEAP_BYTES later at the least (fw.x's 112 MiB).
+        unsafe { HEAP.init(&raw const _heap_start as usize, HEAP_BYTES) };
+        // SAFETY: the clock's block, the loader word and the pending block are RAM that no
+        // section uses (`clock`'s docs).
+        let (clock, loader_word, pending) = unsafe {
+            (
+                hw::fixed::<Clock>(clock::BLOCK_ADDRESS),
+                core::ptr::read_volatile(clock::LOADER_WORD_ADDRESS as *const u64),
+                hw::fixed::<Pending>(PENDING_ADDRESS),
+            )
+        };
+        clock.power_on(loader_word, timer::ticks());
+        uart::enable_rx_interrupt();
+        plic::enable(uart::IRQ);
+        hw::wake_on_interrupts();
+        let mut board = Board { clock, pending, encoder: Encoder::new() };
+        let settings = Settings {
+            platform: PLATFORM.into(),
+            app_name: "ota-qemu-fw".into(),
+            default_device_id: "qemu-virt".into(),
+            ..Settings::default()
+        };
+        let now = board.now_ms();
+        let mut events = Vec::new();
+        let start = match HandOff::decode(a0, a1, a2) {
+            Some(handoff) => ota_app::start_booted(
+                AppFlash(hw::Flash),
+                LAYOUT,
+                settings,
+                booted(handoff),
+                now,
+                &mut events,
+            ),
+            None => {
+                line("ota-qemu-fw: started without the boot loader's hand-off; deciding the boot here");
+                ota_app::start(AppFlash(hw::Flash), LAYOUT, settings, now, &mut events)
+            }
+        };
+        let crashed = events.iter().any(|s| s.event == Event::Crashed);
+        board.events(events);
+        match start {
+            Start::Running(app) => run(board, app),
+            Start::Reset { .. } if crashed => crash(),
+            Start::Reset { .. } => hw::reboot(),
+            Start::Hung { .. } => hang(),
+            Start::Bricked { .. } => loop {
+                hw::wait_for_interrupt();
+            },
+        }
+    }
+
+    fn booted(handoff: HandOff) -> Booted {
+        let reason = match handoff.reason {
+            Reason::Committed => ota_app::BootReason::Committed,
+            Reason::Trial => ota_app::BootReason::Trial,
+            Reason::Reverted { from } => ota_app::BootReason::Reverted { from: from.index() as u8 },
+            Reason::FellBack { from } => ota_app::BootReason::FellBack { from: from.index() as u8 },
+            Reason::TrialSkipped => ota_app::BootReason::TrialSkipped,
+        };
+        Booted { slot: handoff.slot, reason, first_boot: handoff.first_boot, merge_from: handoff.merge_from }
+    }
+
+    /// A hang: a real spin, with interrupts off and no kick. The runner, as the external
+    /// watchdog, sees mtime run on without a kick and resets the board.
+    #[allow(clippy::empty_loop)]
+    fn hang() -> ! {
+        loop {}
+    }
+
+    /// A crash at boot: a real trap (an illegal instruction), whose handler resets the board.
+    fn crash() -> ! {
+        // SAFETY: `unimp` traps; the trap handler resets the board and never returns here.
+        unsafe { core::arch::asm!("unimp", options(noreturn)) }
+    }
+
+    /// The main loop: serve the UART, run what is due, kick, sleep.
+    fn run(mut board: Board, mut app: Box<App<AppFlash>>) -> ! {
+        let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
+        resume_advance(&mut board, &mut app);
+        let mut bytes = Vec::new();
+        let mut last_kick = 0;
+        loop {
+            while let Some(byte) = uart::read() {
+                bytes.push(byte);
+            }
+            plic::acknowledge();
+            let mut items = Vec::new();
+            decoder.feed(&bytes, |item| items.push(item));
+            bytes.clear();
+            for item in items {
+                on_item(&mut board, &mut app, item);
+            }
+            let now = board.now_ms();
+            tick(&mut board, &mut app, now);
+            if timer::ticks().saturating_sub(last_kick) >= KICK_SPACING_TICKS {
+                line(KICK_LINE);
+                last_kick = timer::ticks();
+            }
+            // The next deadline (with the clock running), and a kick at least every
+            // KICK_PERIOD_TICKS of mtime, so that an idle healthy firmware is never taken for a
+            // hung one.
+            let ticks = timer::ticks();
+            let kick = ticks.saturating_add(KICK_PERIOD_TICKS);
+            let wake =
+                app.next_due_ms().and_then(|due| board.clock.ticks_at(due)).map_or(kick, |at| at.min(kick));
+            timer::wake_at(wake);
+            hw::wait_for_interrupt();
+        }
+    }
+
+    /// Runs what is due at `now`; a reboot it asks for happens here.
+    fn tick(board: &mut Board, app: &mut App<AppFlash>, now: u64) {
+        let tick = app.tick(now);
+        board.events(app.take_events());
+        match tick {
+            Tick::Reboot { why } => {
+                line(&alloc::format!("reboot: {why}"));
+                hw::reboot()
+            }
+            // No network on this board: polling has nothing to pull over.
+            Tick::Pull(_) | Tick::Nothing => {}
+        }
+    }
+
+    fn on_item(board: &mut Board, app: &mut App<AppFlash>, item: Item) {
+        if let Some(reply) = item.device_reply() {
+            uart::write(reply);
+            return;
+        }
+        let Item::Frame { json, style } = item else { return };
+        let id = app.config().device_id;
+        let request = match frame::parse_request(&json) {
+            Ok(request) => request,
+            Err(error) => {
+                if let Some(response) = Response::bad_request(&error, &id) {
+                    board.send(&response.to_json(), style);
+                }
+                return;
+            }
+        };
+        if !frame::dst_is_local(&request, &id) {
+            return;
+        }
+        let outcome = match request.method.as_str() {
+            "Board.Clock" => board_clock(board, app, &request, &json, style),
+            method => {
+                let now = board.now_ms();
+                let reply = service::dispatch(app, method, &request.params, now, now);
+                board.events(app.take_events());
+                match reply {
+                    Reply::Result(value) => Ok(value),
+                    Reply::Error(e) => Err(e),
+                    Reply::Pull(_) => {
+                        Err(RpcError::new(-1, "this board has no network: nothing to pull over"))
+                    }
+                }
+            }
+        };
+        respond(board, &request, &id, outcome, style);
+    }
+
+    fn respond(
+        board: &mut Board,
+        request: &Request,
+        id: &str,
+        outcome: Result<Value, RpcError>,
+        style: Style,
+    ) {
+        let response = match outcome {
+            Ok(value) => Response::ok(request, id, value),
+            Err(e) if e.code == 404 => Response::no_handler(request, id),
+            Err(e) => Response::error(request, id, e.code as i64, e.message),
+        };
+        if let Some(response) = response {
+            board.send(&response.to_json(), style);
+        }
+    }
+
+    /// `Board.Clock {freeze|resume|advance_ms}`, as the virtual board has it: `advance_ms`
+    /// freezes the clock and runs everything due on the way, at its time, before it answers.
+    fn board_clock(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        request: &Request,
+        json: &[u8],
+        style: Style,
+    ) -> Result<Value, RpcError> {
+        let params = &request.params;
+        if params.get("freeze").and_then(Value::as_bool) == Some(true) {
+            board.clock.freeze(timer::ticks());
+        }
+        if params.get("resume").and_then(Value::as_bool) == Some(true) {
+            board.clock.resume(timer::ticks());
+        }
+        if let Some(ms) = params.get("advance_ms") {
+            let Some(ms) = ms.as_u64().filter(|&ms| ms <= ota_app::app::DELAY_MAX_MS) else {
+                let bound = ota_app::app::DELAY_MAX_MS;
+                return Err(RpcError::new(-1, alloc::format!("advance_ms must be 0 to {bound}")));
+            };
+            board.clock.freeze(timer::ticks());
+            let target_ms = board.now_ms().saturating_add(ms);
+            if json.len() <= PENDING_JSON_MAX {
+                // Kept for a reboot on the way: the next firmware finishes the advance and answers.
+                let p = &mut *board.pending;
+                p.json[..json.len()].copy_from_slice(json);
+                (p.json_len, p.crc, p.quotes, p.target_ms) =
+                    (json.len() as u32, style.crc as u32, style.quotes as u32, target_ms);
+                p.magic = PENDING_MAGIC;
+            }
+            advance_to(board, app, target_ms);
+            board.pending.magic = 0;
+        }
+        Ok(json!({"now_ms": board.now_ms(), "frozen": board.clock.is_frozen()}))
+    }
+
+    /// Steps the frozen clock to `target_ms`, running each due thing at its time.
+    fn advance_to(board: &mut Board, app: &mut App<AppFlash>, target_ms: u64) {
+        for _ in 0..ADVANCE_ROUNDS_MAX {
+            let Some(due) = app.next_due_ms().filter(|&due| due <= target_ms) else { break };
+            board.clock.set_frozen_ms(due);
+            tick(board, app, due);
+        }
+        board.clock.set_frozen_ms(target_ms);
+        tick(board, app, target_ms);
+    }
+
+    /// Finishes an `advance_ms` that a reboot interrupted, and answers its request.
+    fn resume_advance(board: &mut Board, app: &mut App<AppFlash>) {
+        if board.pending.magic != PENDING_MAGIC {
+            return;
+        }
+        let p = &*board.pending;
+        let json: Vec<u8> = p.json[..(p.json_len as usize).min(PENDING_JSON_MAX)].to_vec();
+        let style = Style { crc: p.crc != 0, quotes: p.quotes != 0 };
+        let target_ms = p.target_ms;
+        let Ok(request) = frame::parse_request(&json) else {
+            board.pending.magic = 0;
+            return;
+        };
+        if !board.clock.is_frozen() {
+            board.clock.freeze(timer::ticks());
+        }
+        advance_to(board, app, target_ms);
+        board.pending.magic = 0;
+        let id = app.config().device_id;
+        let now = board.now_ms();
+        let frozen = board.clock.is_frozen();
+        respond(board, &request, &id, Ok(json!({"now_ms": now, "frozen": frozen})), style);
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        let _ = write!(uart::Writer, "\r\nota-qemu-fw: panic: {info}; reset\r\n");
+        hw::reboot()
+    }
+}

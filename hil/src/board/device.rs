@@ -1,0 +1,101 @@
+//! What the boards that run the device application as a device (the virtual board, QEMU) share:
+//! the timeline and console their output readers fill ([`Log`]), and the readings of the
+//! device's RPC answers (`Sys.GetInfo`, `OTA.GetBootState`, `FS.Get`'s base64).
+
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use super::{Activity, BootStateView};
+use crate::result::EventKind;
+use ota_app::Stamped;
+
+/// Console lines kept between two drains; a runaway device cannot exhaust memory.
+pub const CONSOLE_LINES_MAX: usize = 100_000;
+
+/// Timeline and console, shared with the threads that read the device's output.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// The device's time as last seen (an event's stamp, a clock reply).
+    pub device_ms: u64,
+    /// The last event that said whether a firmware runs, hangs or nothing boots.
+    pub life: Option<ota_app::Event>,
+    pub console: Vec<String>,
+    pub events: Vec<(u64, EventKind)>,
+}
+
+impl Log {
+    pub fn now_ms(&self) -> u64 {
+        self.device_ms
+    }
+
+    pub fn event(&mut self, kind: EventKind) {
+        let at = self.now_ms();
+        self.events.push((at, kind));
+    }
+
+    /// A typed event from the device's console.
+    pub fn device_event(&mut self, stamped: Stamped) {
+        self.device_ms = self.device_ms.max(stamped.ms);
+        if let ota_app::Event::Running { .. } | ota_app::Event::Hung { .. } | ota_app::Event::Bricked { .. } =
+            stamped.event
+        {
+            self.life = Some(stamped.event.clone());
+        }
+        if let Some(kind) = super::timeline_event(&stamped.event, "") {
+            self.events.push((stamped.ms, kind));
+        }
+    }
+
+    pub fn console(&mut self, line: String) {
+        if self.console.len() < CONSOLE_LINES_MAX {
+            self.console.push(line);
+        }
+    }
+
+    /// A console line: kept, and its typed event (an `@ota` line) on the timeline.
+    pub fn line(&mut self, line: String) {
+        if let Some(stamped) = Stamped::from_console_line(&line) {
+            self.device_event(stamped);
+        }
+        self.console(line);
+    }
+
+    /// A new trial: nothing seen yet.
+    pub fn clear(&mut self) {
+        *self = Log::default();
+    }
+}
+
+pub fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What `Sys.GetInfo` says runs.
+pub fn running(info: &Value) -> Activity {
+    let slot = info.get("ota_slot").and_then(Value::as_u64).unwrap_or(0) as u8;
+    let version = info.get("fw_version").and_then(Value::as_str).unwrap_or_default().to_string();
+    Activity::Running { slot, version }
+}
+
+/// `OTA.GetBootState`'s answer.
+pub fn boot_state_view(state: &Value) -> BootStateView {
+    let uint = |key: &str| state.get(key).and_then(Value::as_u64);
+    let revert = state.get("revert_slot").and_then(Value::as_i64).unwrap_or(-1);
+    BootStateView {
+        active_slot: uint("active_slot").unwrap_or(0) as u8,
+        revert_slot: u8::try_from(revert).ok(),
+        committed: state.get("is_committed").and_then(Value::as_bool).unwrap_or(false),
+        commit_timeout_s: uint("commit_timeout").unwrap_or(0) as u32,
+    }
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text)
+}
