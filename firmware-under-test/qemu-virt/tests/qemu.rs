@@ -1,6 +1,8 @@
-//! The two binaries on QEMU: a factory `flash.img` (the boot loader at 0, v1.0.0 of the
-//! application provisioned into ota_0 by `ota-core`), QEMU started as the runner starts it, and
-//! `Sys.GetInfo` answered over the pty.
+//! The two binaries on QEMU, started as the runner starts them: a factory `flash.img` (the boot
+//! loader at 0, v1.0.0 of the application provisioned into ota_0 by `ota-core`), `-S`, the pty,
+//! QMP, `cont`. The tests ask `Sys.GetInfo`; push an update over the UART and boot its trial
+//! (merge, self-commit), then push one that crashes at boot and see the real trap revert it;
+//! and reset a hanging image through QMP with the flash kept.
 //!
 //! It needs `qemu-system-riscv32` and the two riscv32 binaries, so it is ignored by default;
 //! run it with
@@ -85,6 +87,8 @@ impl Drop for Qemu {
 /// A started board: QEMU, its pty, the work folder.
 struct Board {
     qemu: Qemu,
+    qmp: UnixStream,
+    qmp_in: BufReader<UnixStream>,
     port: serialport::TTYPort,
     seen: String,
     work: PathBuf,
@@ -150,16 +154,9 @@ impl Board {
         let mut greeting = String::new();
         qmp_in.read_line(&mut greeting).unwrap();
         for command in [r#"{"execute":"qmp_capabilities"}"#, r#"{"execute":"cont"}"#] {
-            writeln!(qmp, "{command}").unwrap();
-            // Events (RESUME) may come before the reply.
-            let mut reply = String::new();
-            while !reply.contains("\"return\"") {
-                reply.clear();
-                qmp_in.read_line(&mut reply).unwrap();
-                assert!(!reply.is_empty() && !reply.contains("\"error\""), "QMP {command}: {reply:?}");
-            }
+            qmp_command(&mut qmp, &mut qmp_in, command);
         }
-        Board { qemu, port, seen: String::new(), work, next_id: 1 }
+        Board { qemu, qmp, qmp_in, port, seen: String::new(), work, next_id: 1 }
     }
 
     /// The next whole line holding `needle` (kick lines are not echoed).
@@ -261,6 +258,32 @@ fn an_update_over_the_uart_boots_its_trial_a_crashing_one_reverts() {
     board.call("Board.Clock", "{\"advance_ms\":200}");
     let info = board.call("Sys.GetInfo", "{}");
     assert!(info.contains("\"fw_version\":\"2.0.0\"") && info.contains("\"ota_slot\":1"), "{info}");
+}
+
+#[test]
+#[ignore = "needs qemu-system-riscv32 and the riscv32 binaries; see the module docs"]
+fn a_hanging_image_spins_until_the_watchdogs_reset_which_keeps_the_flash() {
+    use ota_app::image::Behaviour;
+    let (boot, mut app) = images();
+    ota_app::image::write_header(&mut app, "1.0.0", Behaviour::Hangs).unwrap();
+    let mut board = Board::start("hang", &boot, app, true);
+    board.line_with("\"event\":\"hung\"");
+    // The runner's watchdog: a reset through QMP, with the flash kept.
+    qmp_command(&mut board.qmp, &mut board.qmp_in, r#"{"execute":"system_reset"}"#);
+    board.line_with("ota-qemu-boot: slot 0 (Committed)");
+    let hung = board.line_with("\"event\":\"hung\"");
+    assert!(hung.contains("\"ms\":0"), "the frozen clock kept its value across the reset: {hung}");
+}
+
+/// Sends a QMP command and waits for its return (events may come first).
+fn qmp_command(qmp: &mut UnixStream, qmp_in: &mut BufReader<UnixStream>, command: &str) {
+    writeln!(qmp, "{command}").unwrap();
+    let mut reply = String::new();
+    while !reply.contains("\"return\"") {
+        reply.clear();
+        qmp_in.read_line(&mut reply).unwrap();
+        assert!(!reply.is_empty() && !reply.contains("\"error\""), "QMP {command}: {reply:?}");
+    }
 }
 
 /// QEMU names its pty on stdout: "char device redirected to /dev/pts/N (label serial0)".

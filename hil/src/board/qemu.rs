@@ -1,6 +1,6 @@
 //! The emulated RISC-V board: `qemu-system-riscv32 -machine virt` running the project's boot
 //! loader (`ota-qemu-boot`) from a flash file and the firmware (`ota-qemu-fw`) it loads from a
-//! slot, as `/work/notes/qemu-contract.md` and `firmware-under-test/qemu-virt/` fix them.
+//! slot, as `firmware-under-test/qemu-virt/` (its README and crate docs) fixes them.
 //!
 //! | verb          | what the runner does |
 //! |---------------|----------------------|
@@ -414,11 +414,24 @@ impl DebugRun {
         Ok(answer)
     }
 
+    /// Continues from a breakpoint at `pc`: QEMU stops again at a breakpoint it is continued
+    /// from, so the breakpoint comes out for one instruction (as gdb itself steps over it).
+    fn step_over(&mut self, pc: u32) -> Result<(), GdbError> {
+        self.gdb.clear_breakpoint(pc)?;
+        self.gdb.step()?;
+        self.gdb.set_breakpoint(pc)?;
+        self.gdb.resume()
+    }
+
     /// The target stopped by itself: a breakpoint, or something else (a reset is no stop).
     fn stopped(&mut self, _stop: Stop) -> Result<(), GdbError> {
         let registers = self.gdb.registers()?;
         let pc = registers.get(REG_PC).copied().unwrap_or(0);
-        let Some(armed) = self.armed.as_mut() else { return self.gdb.resume() };
+        let ours = self.ops.contains(&pc) || self.phases.contains(&pc);
+        let Some(armed) = self.armed.as_mut() else {
+            // A breakpoint left from a disarmed cut: step over it.
+            return if ours { self.step_over(pc) } else { self.gdb.resume() };
+        };
         if let Some(phase) = armed.phase {
             if self.phases.contains(&pc) && registers.get(REG_A0) == Some(&phase) {
                 // The wanted phase starts: cut at its next flash operation.
@@ -430,15 +443,17 @@ impl DebugRun {
                 for address in self.ops.clone() {
                     self.gdb.set_breakpoint(address)?;
                 }
+                // The marker's breakpoint is gone: a plain continue runs on.
+                return self.gdb.resume();
             }
-            return self.gdb.resume();
+            return if ours { self.step_over(pc) } else { self.gdb.resume() };
         }
         if !self.ops.contains(&pc) {
-            return self.gdb.resume();
+            return if ours { self.step_over(pc) } else { self.gdb.resume() };
         }
         if armed.hits_left > 0 {
             armed.hits_left -= 1;
-            return self.gdb.resume();
+            return self.step_over(pc);
         }
         // The armed operation: the power goes before it touches the flash.
         let how = armed.how.clone();
@@ -737,7 +752,7 @@ impl QemuBoard {
         let deadline = Instant::now() + timeout;
         let sent = match &mut self.machine()?.serial {
             Client::Serial(serial) => serial.send(method, params),
-            Client::Http(_) => return Err(BoardError::new("the QEMU board talks over its pty only")),
+            _ => return Err(BoardError::new("the QEMU board talks over its pty only")),
         };
         let id = match sent {
             Ok(id) => id,
@@ -747,7 +762,7 @@ impl QemuBoard {
             let left = deadline.saturating_duration_since(Instant::now()).min(POLL);
             let answer = match &mut self.machine()?.serial {
                 Client::Serial(serial) => serial.await_reply(id, method, left),
-                Client::Http(_) => unreachable!("checked above"),
+                _ => return Err(BoardError::new("the QEMU board talks over its pty only")),
             };
             self.pull_console();
             match answer {

@@ -145,6 +145,12 @@ impl Gdb {
         self.send("c")
     }
 
+    /// Runs one instruction (`s`) and waits for the stop.
+    pub fn step(&mut self) -> Result<Stop, GdbError> {
+        self.send("s")?;
+        self.await_stop(self.timeout)
+    }
+
     /// Waits for the stop reply of a running target.
     pub fn await_stop(&mut self, timeout: Duration) -> Result<Stop, GdbError> {
         let reply = self.receive("the stop reply", timeout)?;

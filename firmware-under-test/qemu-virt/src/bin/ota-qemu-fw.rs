@@ -254,12 +254,16 @@ mod device {
         unsafe { core::arch::asm!("unimp", options(noreturn)) }
     }
 
-    /// The main loop: serve the UART, run what is due, kick, sleep.
+    /// The main loop: serve the UART, run what is due, kick, sleep. The application's timers
+    /// run only when a frame was handled or a deadline passed: a wake for a few bytes of a frame
+    /// must not read the boot state (a stream of RPC bytes is hundreds of wakes per frame).
     fn run(mut board: Board, mut app: Box<App<AppFlash>>) -> ! {
         let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
         resume_advance(&mut board, &mut app);
         let mut bytes = Vec::new();
         let mut last_kick = 0;
+        // What is due at once (a commit timeout of 0) runs at the first turn.
+        let mut due_ms = Some(0);
         loop {
             while let Some(byte) = uart::read() {
                 bytes.push(byte);
@@ -268,11 +272,15 @@ mod device {
             let mut items = Vec::new();
             decoder.feed(&bytes, |item| items.push(item));
             bytes.clear();
+            let handled = !items.is_empty();
             for item in items {
                 on_item(&mut board, &mut app, item);
             }
             let now = board.now_ms();
-            tick(&mut board, &mut app, now);
+            if handled || due_ms.is_some_and(|due| now >= due) {
+                tick(&mut board, &mut app, now);
+                due_ms = app.next_due_ms();
+            }
             if timer::ticks().saturating_sub(last_kick) >= KICK_SPACING_TICKS {
                 line(KICK_LINE);
                 last_kick = timer::ticks();
@@ -280,10 +288,8 @@ mod device {
             // The next deadline (with the clock running), and a kick at least every
             // KICK_PERIOD_TICKS of mtime, so that an idle healthy firmware is never taken for a
             // hung one.
-            let ticks = timer::ticks();
-            let kick = ticks.saturating_add(KICK_PERIOD_TICKS);
-            let wake =
-                app.next_due_ms().and_then(|due| board.clock.ticks_at(due)).map_or(kick, |at| at.min(kick));
+            let kick = timer::ticks().saturating_add(KICK_PERIOD_TICKS);
+            let wake = due_ms.and_then(|due| board.clock.ticks_at(due)).map_or(kick, |at| at.min(kick));
             timer::wake_at(wake);
             hw::wait_for_interrupt();
         }
