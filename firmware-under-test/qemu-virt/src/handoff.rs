@@ -8,7 +8,7 @@
 //! | a1       | 0..8   | the slot that runs (0 or 1) |
 //! | a1       | 8..16  | 1 on the slot's first (trial) boot |
 //! | a1       | 16..24 | the slot to merge the filesystem from, plus 1 (0: no merge) |
-//! | a2       | 0..8   | why: 0 committed, 1 trial, 2 reverted, 3 fell back, 4 trial skipped |
+//! | a2       | 0..8   | why: 0 committed, 1 trial, 2 reverted, 3 fell back, 4 trial skipped, 5 recovered |
 //! | a2       | 8..16  | the slot it reverted or fell back from |
 //! | a3       | 0..32  | mtime's low word at the jump (for the record; the clock is the RAM block's) |
 
@@ -26,6 +26,8 @@ pub enum Reason {
     Reverted { from: Slot },
     FellBack { from: Slot },
     TrialSkipped,
+    /// No boot-state record decoded; an image that verifies against its slot's descriptor.
+    Recovered,
 }
 
 impl From<BootReason> for Reason {
@@ -36,6 +38,7 @@ impl From<BootReason> for Reason {
             BootReason::Reverted { from } => Reason::Reverted { from },
             BootReason::FellBack { from } => Reason::FellBack { from },
             BootReason::TrialSkipped { .. } => Reason::TrialSkipped,
+            BootReason::Recovered => Reason::Recovered,
         }
     }
 }
@@ -60,6 +63,7 @@ impl HandOff {
             Reason::Reverted { from } => (2, from.index() as u32),
             Reason::FellBack { from } => (3, from.index() as u32),
             Reason::TrialSkipped => (4, 0),
+            Reason::Recovered => (5, 0),
         };
         [MAGIC, a1, code | from << 8]
     }
@@ -87,6 +91,7 @@ impl HandOff {
             2 => Reason::Reverted { from },
             3 => Reason::FellBack { from },
             4 => Reason::TrialSkipped,
+            5 => Reason::Recovered,
             _ => return None,
         };
         Some(HandOff { slot, reason, first_boot, merge_from })
@@ -106,6 +111,7 @@ mod tests {
             Reason::Reverted { from: Slot::S1 },
             Reason::FellBack { from: Slot::S1 },
             Reason::TrialSkipped,
+            Reason::Recovered,
         ];
         for slot in Slot::ALL {
             for reason in reasons {

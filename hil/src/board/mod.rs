@@ -7,8 +7,8 @@ use crate::result::EventKind;
 use crate::scenario::model::{Cut, SweepSpec, Transport};
 
 pub mod config;
-pub mod fleet;
 pub mod device;
+pub mod fleet;
 pub mod qemu;
 pub mod sim;
 pub mod virtual_board;

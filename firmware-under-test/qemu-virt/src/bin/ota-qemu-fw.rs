@@ -237,6 +237,7 @@ mod device {
             Reason::Reverted { from } => ota_app::BootReason::Reverted { from: from.index() as u8 },
             Reason::FellBack { from } => ota_app::BootReason::FellBack { from: from.index() as u8 },
             Reason::TrialSkipped => ota_app::BootReason::TrialSkipped,
+            Reason::Recovered => ota_app::BootReason::Recovered,
         };
         Booted { slot: handoff.slot, reason, first_boot: handoff.first_boot, merge_from: handoff.merge_from }
     }
