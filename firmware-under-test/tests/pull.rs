@@ -17,10 +17,13 @@ use ota_proto::http::client::{
 struct Reply {
     pieces: Vec<Vec<u8>>,
     pause_ms: u64,
+    /// After the pieces, send nothing more and keep the connection open until the client hangs
+    /// up: a stalled server, whatever the client's timeout and however busy the machine.
+    stall: bool,
 }
 
 fn reply(pieces: &[&[u8]]) -> Reply {
-    Reply { pieces: pieces.iter().map(|p| p.to_vec()).collect(), pause_ms: 20 }
+    Reply { pieces: pieces.iter().map(|p| p.to_vec()).collect(), pause_ms: 20, stall: false }
 }
 
 /// A loopback server that answers its n-th connection with the n-th reply and reports each
@@ -49,6 +52,11 @@ impl Server {
                     if stream.write_all(piece).and_then(|()| stream.flush()).is_err() {
                         break;
                     }
+                }
+                if reply.stall {
+                    // Until the client closes (end of file) or resets the connection.
+                    let mut byte = [0];
+                    while matches!(stream.read(&mut byte), Ok(1)) {}
                 }
             }
         });
@@ -216,15 +224,19 @@ fn a_refusing_callback_stops_the_pull_with_its_message() {
 #[test]
 fn a_silent_server_times_out() {
     let mut client = client();
-    client.io_timeout_ms = 100;
+    // The server stalls until the client gives up, so only the head's arrival (microseconds on
+    // loopback) races the timeout; before, a 600 ms pause raced a 100 ms timeout and a loaded
+    // machine could see either.
+    client.io_timeout_ms = 1000;
     let stall = Reply {
-        pieces: vec![b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_vec(), Vec::new()],
-        pause_ms: 600,
+        pieces: vec![b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_vec()],
+        pause_ms: 0,
+        stall: true,
     };
     let server = Server::start(vec![stall]);
     let (outcome, _) = pull(&client, &server.url("/fw.zip"));
     server.finish();
-    let message = "Update failed: no data for 100 ms after 0 of 4 body bytes".to_string();
+    let message = "Update failed: no data for 1000 ms after 0 of 4 body bytes".to_string();
     assert_eq!(outcome, Err(PullError { code: CODE_FAILED, message }));
 }
 

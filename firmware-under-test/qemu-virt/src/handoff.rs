@@ -23,8 +23,12 @@ pub const MAGIC: u32 = 0x0b00_7ed1;
 pub enum Reason {
     Committed,
     Trial,
-    Reverted { from: Slot },
-    FellBack { from: Slot },
+    Reverted {
+        from: Slot,
+    },
+    FellBack {
+        from: Slot,
+    },
     TrialSkipped,
     /// No boot-state record decoded; an image that verifies against its slot's descriptor.
     Recovered,
