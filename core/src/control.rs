@@ -310,8 +310,9 @@ pub struct SnapshotOptions {
 
 /// Copies the running app and filesystem slots to the other slots, verifies the copy, writes its
 /// descriptor ([`crate::descriptor`]), records it, and re-arms the commit timer from `now_ms`
-/// ([`Running`]). Allowed only when the running image is committed. Erase units that already hold the right bytes are left alone. Returns
-/// the slot that holds the snapshot.
+/// ([`Running`]). Allowed only when the running image is committed. Erase units that already
+/// hold the right bytes are left alone. Returns the slot that holds the snapshot. The same as
+/// [`SnapshotCopy`]'s steps, run to the end.
 pub fn create_snapshot<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
@@ -320,65 +321,137 @@ pub fn create_snapshot<F: NorFlash>(
     buf: &mut [u8],
     now_ms: u64,
 ) -> Result<Slot, ControlError> {
-    let current = read(flash, layout)?;
-    let state = current.record.state.seen_from(running.slot);
-    if !state.committed {
-        return Err(ControlError::SnapshotUncommitted);
-    }
-    let source = state.active;
-    let target = source.other();
-    let info = *state.active_info();
-    let fs_len = layout.fs(source).size_bytes;
-    if info.app_len_bytes > layout.app_capacity_bytes(target) || fs_len > layout.fs(target).size_bytes {
-        return Err(ControlError::SnapshotDoesNotFit { slot: target });
-    }
-    copy_region(flash, layout, layout.app(source), layout.app(target), info.app_len_bytes, buf)?;
-    copy_region(flash, layout, layout.fs(source), layout.fs(target), fs_len, buf)?;
-    if sha256_region(flash, layout.app(target).offset, info.app_len_bytes, buf)? != info.app_sha256 {
-        return Err(ControlError::SnapshotVerify { slot: target });
-    }
-    let mut next = state;
-    next.slots[target.index()] = info;
-    if let Some(timeout) = options.commit_timeout_s {
-        next.commit_timeout_s = timeout;
-    }
-    if options.set_as_revert {
-        next.committed = false;
-        next.revert = Some(target);
-    }
-    let generation = current.record.seq.wrapping_add(1);
-    let descriptor = Descriptor { generation, commit_timeout_s: next.commit_timeout_s, info };
-    descriptor::write(flash, layout, target, &descriptor)?;
-    log::append(flash, layout, Some(&current), &next)?;
-    running.rearm(now_ms);
-    Ok(target)
+    let mut copy = SnapshotCopy::begin(flash, layout, running, options)?;
+    while !copy.step(flash, layout, buf)? {}
+    copy.finish(flash, layout, running, buf, now_ms)
 }
 
-/// Copies `len_bytes` from `source` to `target`, one erase unit at a time, through `buf`; units
-/// whose bytes already match are skipped. Each unit is compared after it is written.
-fn copy_region<F: NorFlash>(
+/// [`create_snapshot`] one erase unit at a time, so that a simulator can save the device between
+/// two units: [`SnapshotCopy::begin`] checks, [`SnapshotCopy::step`] copies the next unit (the
+/// app's, then the filesystem's) until it says every unit is copied, and
+/// [`SnapshotCopy::finish`] verifies and records. The operations are those of
+/// [`create_snapshot`], in the same order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotCopy {
+    current: Located,
+    /// The state as the running image sees it.
+    state: BootState,
+    options: SnapshotOptions,
+    fs_len_bytes: u32,
+    /// Erase units copied so far.
+    units_done: u32,
+}
+
+impl SnapshotCopy {
+    /// Reads the state and checks that the snapshot is allowed and fits; writes nothing.
+    pub fn begin<F: NorFlash>(
+        flash: &mut F,
+        layout: &Layout,
+        running: &Running,
+        options: &SnapshotOptions,
+    ) -> Result<SnapshotCopy, ControlError> {
+        let current = read(flash, layout)?;
+        let state = current.record.state.seen_from(running.slot);
+        if !state.committed {
+            return Err(ControlError::SnapshotUncommitted);
+        }
+        let target = state.active.other();
+        let info = state.active_info();
+        let fs_len_bytes = layout.fs(state.active).size_bytes;
+        if info.app_len_bytes > layout.app_capacity_bytes(target)
+            || fs_len_bytes > layout.fs(target).size_bytes
+        {
+            return Err(ControlError::SnapshotDoesNotFit { slot: target });
+        }
+        Ok(SnapshotCopy { current, state, options: *options, fs_len_bytes, units_done: 0 })
+    }
+
+    fn units(&self, layout: &Layout, len_bytes: u32) -> u32 {
+        erase_span(0, len_bytes, layout.erase_size_bytes).1 / layout.erase_size_bytes
+    }
+
+    /// Copies the next erase unit; true once every unit is copied (and on every call after).
+    pub fn step<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        layout: &Layout,
+        buf: &mut [u8],
+    ) -> Result<bool, ControlError> {
+        let (source, target) = (self.state.active, self.state.active.other());
+        let app_len = self.state.active_info().app_len_bytes;
+        let app_units = self.units(layout, app_len);
+        let all_units = app_units + self.units(layout, self.fs_len_bytes);
+        if self.units_done >= all_units {
+            return Ok(true);
+        }
+        let (from, to, len_bytes, index) = if self.units_done < app_units {
+            (layout.app(source), layout.app(target), app_len, self.units_done)
+        } else {
+            (layout.fs(source), layout.fs(target), self.fs_len_bytes, self.units_done - app_units)
+        };
+        copy_region_unit(flash, layout, from, to, len_bytes, index * layout.erase_size_bytes, buf)?;
+        self.units_done += 1;
+        Ok(self.units_done == all_units)
+    }
+
+    /// Verifies the copied image, writes its descriptor and the record, and re-arms the commit
+    /// timer. Every unit must be copied first.
+    pub fn finish<F: NorFlash>(
+        self,
+        flash: &mut F,
+        layout: &Layout,
+        running: &mut Running,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<Slot, ControlError> {
+        let app_units = self.units(layout, self.state.active_info().app_len_bytes);
+        let all_units = app_units + self.units(layout, self.fs_len_bytes);
+        assert!(self.units_done >= all_units, "a snapshot is finished after every unit is copied");
+        let (state, options, current) = (self.state, self.options, self.current);
+        let target = state.active.other();
+        let info = *state.active_info();
+        if sha256_region(flash, layout.app(target).offset, info.app_len_bytes, buf)? != info.app_sha256 {
+            return Err(ControlError::SnapshotVerify { slot: target });
+        }
+        let mut next = state;
+        next.slots[target.index()] = info;
+        if let Some(timeout) = options.commit_timeout_s {
+            next.commit_timeout_s = timeout;
+        }
+        if options.set_as_revert {
+            next.committed = false;
+            next.revert = Some(target);
+        }
+        let generation = current.record.seq.wrapping_add(1);
+        let descriptor = Descriptor { generation, commit_timeout_s: next.commit_timeout_s, info };
+        descriptor::write(flash, layout, target, &descriptor)?;
+        log::append(flash, layout, Some(&current), &next)?;
+        running.rearm(now_ms);
+        Ok(target)
+    }
+}
+
+/// Copies the erase unit at `at` of `len_bytes` from `source` to `target` through `buf`, unless
+/// its bytes already match; the unit is compared after it is written.
+fn copy_region_unit<F: NorFlash>(
     flash: &mut F,
     layout: &Layout,
     source: Region,
     target: Region,
     len_bytes: u32,
+    at: u32,
     buf: &mut [u8],
 ) -> Result<(), ControlError> {
     let unit = layout.erase_size_bytes;
-    let (_, span_end) = erase_span(0, len_bytes, unit);
     let half = (buf.len() / 2) as u32 / layout.write_size_bytes * layout.write_size_bytes;
     assert!(half > 0, "the snapshot buffer holds two write units");
-    let mut at = 0;
-    while at < span_end {
-        let this = core::cmp::min(unit, len_bytes.saturating_sub(at));
+    let this = core::cmp::min(unit, len_bytes.saturating_sub(at));
+    if !same_bytes(flash, source.offset + at, target.offset + at, this, buf, half)? {
+        flash::erase(flash, target.offset + at, target.offset + at + unit)?;
+        copy_unit(flash, layout, source.offset + at, target.offset + at, this, buf, half)?;
         if !same_bytes(flash, source.offset + at, target.offset + at, this, buf, half)? {
-            flash::erase(flash, target.offset + at, target.offset + at + unit)?;
-            copy_unit(flash, layout, source.offset + at, target.offset + at, this, buf, half)?;
-            if !same_bytes(flash, source.offset + at, target.offset + at, this, buf, half)? {
-                return Err(ControlError::SnapshotVerify { slot: slot_of(layout, target) });
-            }
+            return Err(ControlError::SnapshotVerify { slot: slot_of(layout, target) });
         }
-        at += unit;
     }
     Ok(())
 }

@@ -586,10 +586,31 @@ impl Device {
         Ok(())
     }
 
-    /// `OTA.CreateSnapshot`.
+    /// `OTA.CreateSnapshot`. The steps are [`Device::snapshot_begin`], [`Device::snapshot_step`]
+    /// until it says the copy is done, and [`Device::snapshot_end`].
     pub fn create_snapshot(&mut self, options: SnapshotOptions) -> Result<Slot, DeviceError> {
+        self.snapshot_begin(options)?;
+        while !self.snapshot_step()? {}
+        self.snapshot_end()
+    }
+
+    /// Checks that a snapshot may start.
+    pub fn snapshot_begin(&mut self, options: SnapshotOptions) -> Result<(), DeviceError> {
         let now_ms = self.now_ms;
-        let result = self.app()?.create_snapshot(&options, now_ms);
+        let result = self.app()?.snapshot_begin(&options, now_ms);
+        self.settle(result)
+    }
+
+    /// Copies the next erase unit of the snapshot; true once every unit is copied.
+    pub fn snapshot_step(&mut self) -> Result<bool, DeviceError> {
+        let result = self.app()?.snapshot_step();
+        self.settle(result)
+    }
+
+    /// Verifies and records the snapshot.
+    pub fn snapshot_end(&mut self) -> Result<Slot, DeviceError> {
+        let now_ms = self.now_ms;
+        let result = self.app()?.snapshot_end(now_ms);
         self.settle(result)
     }
 

@@ -21,7 +21,10 @@
 //! action run again once the device recovered. [`Fixture::on_flash`] runs any of these on a
 //! flash erased to 0x00 or with an STM32F4-like sector map. Faults in the stored bits of the
 //! boot-state areas (flips, stuck bits) are swept by [`crate::faults`].
-//! Points are spread over threads; each thread restores its own device from one snapshot.
+//! Points are spread over threads; each thread restores its own device. A point does not run
+//! the script from its start: one clean run saves the device before each step of the script
+//! (a checkpoint), and the point resumes from the last one before its cut, which gives the
+//! same outcome and trace as a run from the start (a test holds this against [`replay`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -291,14 +294,17 @@ pub fn run_script(device: &mut Device, fixture: &Fixture, script: Script) {
 
 /// One step of a script: a sweep can save the device between two steps (a [`Checkpoint`]) and
 /// run the rest of the script from there. An update is its session's opening, each chunk, and
-/// its end, as [`Device::update`] takes them.
+/// its end, as [`Device::update`] takes them; a snapshot its checks, each erase unit copied,
+/// and its end, as [`Device::create_snapshot`] takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Begin,
     Chunk(usize),
     End,
     Settle,
-    Snapshot,
+    SnapshotBegin,
+    SnapshotUnit,
+    SnapshotEnd,
 }
 
 fn steps(fixture: &Fixture, script: Script) -> Vec<Step> {
@@ -310,7 +316,17 @@ fn steps(fixture: &Fixture, script: Script) -> Vec<Step> {
             steps.extend([Step::End, Step::Settle]);
             steps
         }
-        Script::Snapshot => vec![Step::Snapshot],
+        Script::Snapshot => {
+            // The running v1's app units, then the whole filesystem slot's; one more step finds
+            // the copy done (a step past the end copies nothing).
+            let layout = fixture.config.layout();
+            let unit = layout.erase_size_bytes as usize;
+            let units = fixture.v1.len_bytes.div_ceil(unit) + layout.fs[0].size_bytes as usize / unit;
+            let mut steps = vec![Step::SnapshotBegin];
+            steps.extend(std::iter::repeat_n(Step::SnapshotUnit, units + 1));
+            steps.push(Step::SnapshotEnd);
+            steps
+        }
     }
 }
 
@@ -320,12 +336,18 @@ fn steps(fixture: &Fixture, script: Script) -> Vec<Step> {
 struct Cursor {
     session: Option<ota_app::SessionId>,
     stopped: bool,
+    /// The snapshot's copy is done: no more unit steps, as [`Device::create_snapshot`] stops
+    /// asking once a step says so.
+    copied: bool,
 }
 
 fn run_step(device: &mut Device, fixture: &Fixture, step: Step, cursor: &mut Cursor) {
     let options = UpdateOptions { commit_timeout_s: COMMIT_TIMEOUT_S, ignore_same_version: false };
     let chunk_bytes = fixture.chunk_bytes.max(1);
-    if cursor.stopped && matches!(step, Step::Chunk(_) | Step::End) {
+    if cursor.stopped && matches!(step, Step::Chunk(_) | Step::End | Step::SnapshotUnit | Step::SnapshotEnd) {
+        return;
+    }
+    if cursor.copied && step == Step::SnapshotUnit {
         return;
     }
     let session = || cursor.session.expect("the update began");
@@ -343,7 +365,9 @@ fn run_step(device: &mut Device, fixture: &Fixture, step: Step, cursor: &mut Cur
             device.advance_ms(SETTLE_MS);
             true
         }
-        Step::Snapshot => device.create_snapshot(SnapshotOptions::default()).is_ok(),
+        Step::SnapshotBegin => device.snapshot_begin(SnapshotOptions::default()).is_ok(),
+        Step::SnapshotUnit => device.snapshot_step().map(|done| cursor.copied = done).is_ok(),
+        Step::SnapshotEnd => device.snapshot_end().is_ok(),
     };
     cursor.stopped |= !ok;
 }

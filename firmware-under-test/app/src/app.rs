@@ -184,6 +184,10 @@ struct Session {
     reported_tenths: u64,
 }
 
+fn no_snapshot() -> RpcError {
+    RpcError::new(-1, "no snapshot in progress; nothing copied")
+}
+
 impl core::fmt::Debug for Session {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Session")
@@ -246,6 +250,8 @@ pub struct App<F> {
 pub struct Resume {
     /// The update session in progress.
     session: Option<Session>,
+    /// The snapshot copy in progress.
+    snapshot: Option<control::SnapshotCopy>,
     layout: Layout,
     settings: Settings,
     slot: Slot,
@@ -412,6 +418,7 @@ fn run_booted<F: Flash>(
     out.push(&mut flash, Event::Running { slot: slot.index() as u8, version: version.clone() });
     let ram = Resume {
         session: None,
+        snapshot: None,
         layout,
         settings,
         slot,
@@ -842,11 +849,41 @@ impl<F: Flash> App<F> {
     }
 
     pub fn create_snapshot(&mut self, options: &SnapshotOptions, now_ms: u64) -> Result<Slot, RpcError> {
+        self.snapshot_begin(options, now_ms)?;
+        while !self.snapshot_step()? {}
+        self.snapshot_end(now_ms)
+    }
+
+    /// [`App::create_snapshot`]'s first step: the checks (`control::SnapshotCopy`). The copy
+    /// in progress is part of [`Resume`], so a simulator can save the device between steps.
+    pub fn snapshot_begin(&mut self, options: &SnapshotOptions, now_ms: u64) -> Result<(), RpcError> {
         self.emit(now_ms, Event::Phase { phase: Phase::Snapshot });
-        let mut buf = vec![0u8; self.ram.settings.work_buffer_bytes];
         let (flash, layout) = (&mut self.flash, &self.ram.layout);
-        let slot = control::create_snapshot(flash, layout, &mut self.ram.running, options, &mut buf, now_ms)
-            .map_err(control_error)?;
+        let copy =
+            control::SnapshotCopy::begin(flash, layout, &self.ram.running, options).map_err(control_error)?;
+        self.ram.snapshot = Some(copy);
+        Ok(())
+    }
+
+    /// Copies the next erase unit of the snapshot in progress; true once every unit is copied.
+    /// An error ends the snapshot.
+    pub fn snapshot_step(&mut self) -> Result<bool, RpcError> {
+        let mut buf = vec![0u8; self.ram.settings.work_buffer_bytes];
+        let Some(copy) = self.ram.snapshot.as_mut() else { return Err(no_snapshot()) };
+        let result = copy.step(&mut self.flash, &self.ram.layout, &mut buf);
+        if result.is_err() {
+            self.ram.snapshot = None;
+        }
+        result.map_err(control_error)
+    }
+
+    /// Verifies and records the snapshot in progress.
+    pub fn snapshot_end(&mut self, now_ms: u64) -> Result<Slot, RpcError> {
+        let mut buf = vec![0u8; self.ram.settings.work_buffer_bytes];
+        let copy = self.ram.snapshot.take().ok_or_else(no_snapshot)?;
+        let (flash, layout) = (&mut self.flash, &self.ram.layout);
+        let slot =
+            copy.finish(flash, layout, &mut self.ram.running, &mut buf, now_ms).map_err(control_error)?;
         self.emit(now_ms, Event::Snapshot { slot: slot.index() as u8 });
         Ok(slot)
     }
