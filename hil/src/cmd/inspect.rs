@@ -44,7 +44,7 @@ use ota_core::flash::RamFlash;
 use ota_core::layout::{Layout, Region};
 use ota_core::manifest::{Manifest, PartName, Platform};
 use ota_core::updater::{
-    Device, Progress, Role, UpdateErrorKind, Updater, WORK_BUFFER_MIN_BYTES, role_by_name,
+    Device, MANIFEST_MAX_BYTES, Progress, Role, UpdateErrorKind, Updater, WORK_BUFFER_MIN_BYTES, role_by_name,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -404,7 +404,8 @@ fn updater_view(zip: &[u8]) -> Verdict {
     {
         notes.push(format!(
             "manifest.json is {len} bytes: a device whose work buffer is the smallest the updater takes \
-             ({WORK_BUFFER_MIN_BYTES} bytes) refuses it; the simulator's holds 4096"
+             ({WORK_BUFFER_MIN_BYTES} bytes) refuses it; ota-app's update session holds \
+             {MANIFEST_MAX_BYTES}, Mongoose OS's bound"
         ));
     }
     let stock = match result {
