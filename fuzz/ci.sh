@@ -16,7 +16,7 @@ if ! cargo fuzz --version > /dev/null 2>&1; then
 fi
 
 toolchain=()
-if rustup toolchain list 2> /dev/null | grep -q '^nightly'; then
+if rustup toolchain list 2> /dev/null | grep '^nightly' > /dev/null; then
     toolchain=(+nightly)
 else
     export RUSTC_BOOTSTRAP=1

@@ -23,7 +23,9 @@ seed() {
 # manifest_of ZIP: the bundle's manifest.json, wherever in the archive it sits.
 manifest_of() {
     local entry
-    entry="$(unzip -Z1 "$1" | grep -m1 'manifest\.json$')"
+    # awk reads the whole listing: a reader that quits at the first match (grep -m1) can make
+    # unzip die of SIGPIPE, which pipefail turns into this script's failure.
+    entry="$(unzip -Z1 "$1" | awk '/manifest\.json$/ && !found { print; found = 1 }')"
     unzip -p "$1" "$entry"
 }
 
