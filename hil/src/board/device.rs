@@ -1,13 +1,15 @@
 //! What the boards that run the device application as a device (the virtual board, QEMU) share:
 //! the timeline and console their output readers fill ([`Log`]), and the readings of the
-//! device's RPC answers (`Sys.GetInfo`, `OTA.GetBootState`, `FS.Get`'s base64).
+//! device's RPC answers (`Sys.GetInfo`, `OTA.GetBootState`) and the calls both make the same way
+//! (`OTA.CreateSnapshot`, `FS.Put`, `FS.Get`).
 
 use std::sync::{Mutex, MutexGuard};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{Activity, BootStateView};
+use super::{Activity, BoardError, BoardResult, BootStateView, Refusal};
 use crate::result::EventKind;
+use crate::rpc_client::RpcErr;
 use ota_app::Stamped;
 
 /// Console lines kept between two drains; a runaway device cannot exhaust memory.
@@ -87,6 +89,51 @@ pub fn boot_state_view(state: &Value) -> BootStateView {
         revert_slot: u8::try_from(revert).ok(),
         committed: state.get("is_committed").and_then(Value::as_bool).unwrap_or(false),
         commit_timeout_s: uint("commit_timeout").unwrap_or(0) as u32,
+    }
+}
+
+/// A board's RPC call: the device's answer or refusal, or the board's own failure.
+pub type Call<'a> = dyn FnMut(&str, Value) -> BoardResult<Result<Value, RpcErr>> + 'a;
+
+/// `OTA.CreateSnapshot` through `call`: the slot that holds the snapshot.
+pub fn create_snapshot(
+    call: &mut Call<'_>,
+    set_as_revert: bool,
+    commit_timeout_s: Option<u32>,
+) -> BoardResult<Result<u8, Refusal>> {
+    let mut params = json!({ "set_as_revert": set_as_revert });
+    if let Some(timeout) = commit_timeout_s {
+        params["commit_timeout"] = json!(timeout);
+    }
+    Ok(match call("OTA.CreateSnapshot", params)? {
+        Ok(result) => match result.get("slot").and_then(Value::as_u64) {
+            Some(slot) => Ok(slot as u8),
+            None => {
+                return Err(BoardError::new(format!("OTA.CreateSnapshot answered {result} without a slot")));
+            }
+        },
+        Err(e) => Err(e.message),
+    })
+}
+
+/// `FS.Put` through `call`.
+pub fn put_file(call: &mut Call<'_>, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>> {
+    let data = base64_encode(content);
+    Ok(call("FS.Put", json!({ "filename": name, "data": data }))?.map(|_| ()).map_err(|e| e.message))
+}
+
+/// `FS.Get` through `call`; `None` when the device has no such file.
+pub fn get_file(call: &mut Call<'_>, name: &str) -> BoardResult<Result<Option<Vec<u8>>, Refusal>> {
+    match call("FS.Get", json!({ "filename": name }))? {
+        Ok(result) => {
+            let data = result.get("data").and_then(Value::as_str).unwrap_or_default();
+            let bytes = base64_decode(data).map_err(|e| {
+                BoardError::new(format!("FS.Get {name} answered data that is not base64: {e}"))
+            })?;
+            Ok(Ok(Some(bytes)))
+        }
+        Err(e) if e.message.contains("no such file") => Ok(Ok(None)),
+        Err(e) => Ok(Err(e.message)),
     }
 }
 

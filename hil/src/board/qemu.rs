@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::device::{self, Log, base64_decode, base64_encode, lock};
+use super::device::{self, Log, lock};
 use super::{
     Activity, Board, BoardError, BoardInfo, BoardResult, BootStateView, Capabilities, PushRequest,
     PushResult, Refusal, Status,
@@ -1202,46 +1202,25 @@ impl Board for QemuBoard {
         if self.machine.is_none() {
             return Ok(Err("the device is off".into()));
         }
-        let mut params = json!({ "set_as_revert": set_as_revert });
-        if let Some(timeout) = commit_timeout_s {
-            params["commit_timeout"] = json!(timeout);
-        }
-        Ok(match self.call("OTA.CreateSnapshot", params)? {
-            Ok(result) => match result.get("slot").and_then(Value::as_u64) {
-                Some(slot) => Ok(slot as u8),
-                None => {
-                    return Err(BoardError::new(format!(
-                        "OTA.CreateSnapshot answered {result} without a slot"
-                    )));
-                }
-            },
-            Err(e) => Err(e.message),
-        })
+        device::create_snapshot(
+            &mut |method, params| self.call(method, params),
+            set_as_revert,
+            commit_timeout_s,
+        )
     }
 
     fn write_file(&mut self, name: &str, content: &[u8]) -> BoardResult<Result<(), Refusal>> {
         if self.machine.is_none() {
             return Ok(Err("the device is off".into()));
         }
-        let data = base64_encode(content);
-        Ok(self.call("FS.Put", json!({ "filename": name, "data": data }))?.map(|_| ()).map_err(|e| e.message))
+        device::put_file(&mut |method, params| self.call(method, params), name, content)
     }
 
     fn read_file(&mut self, name: &str) -> BoardResult<Result<Option<Vec<u8>>, Refusal>> {
         if self.machine.is_none() {
             return Ok(Err("the device is off".into()));
         }
-        match self.call("FS.Get", json!({ "filename": name }))? {
-            Ok(result) => {
-                let data = result.get("data").and_then(Value::as_str).unwrap_or_default();
-                let bytes = base64_decode(data).map_err(|e| {
-                    BoardError::new(format!("FS.Get {name} answered data that is not base64: {e}"))
-                })?;
-                Ok(Ok(Some(bytes)))
-            }
-            Err(e) if e.message.contains("no such file") => Ok(Ok(None)),
-            Err(e) => Ok(Err(e.message)),
-        }
+        device::get_file(&mut |method, params| self.call(method, params), name)
     }
 
     fn status(&mut self) -> BoardResult<Status> {
