@@ -90,24 +90,10 @@ impl Gdb {
     /// Connects to a gdbstub on a unix socket (retrying until `timeout` while QEMU creates it)
     /// and switches acknowledgements off when the stub allows.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Gdb, GdbError> {
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(stream) => break stream,
-                Err(e)
-                    if Instant::now() < deadline
-                        && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) =>
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => {
-                    return Err(GdbError::Io {
-                        what: format!("connecting to {}", path.display()),
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        };
+        let stream = super::connect_unix(path, timeout).map_err(|e| GdbError::Io {
+            what: format!("connecting to {}", path.display()),
+            reason: e.to_string(),
+        })?;
         Gdb::on(stream, timeout)
     }
 

@@ -64,24 +64,10 @@ impl Qmp {
     /// Connects to QEMU's QMP socket (retrying until `timeout` while QEMU creates it), reads the
     /// greeting and enters command mode with `qmp_capabilities`.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(stream) => break stream,
-                Err(e)
-                    if Instant::now() < deadline
-                        && matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) =>
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => {
-                    return Err(QmpError::Io {
-                        what: format!("connecting to {}", path.display()),
-                        reason: e.to_string(),
-                    });
-                }
-            }
-        };
+        let stream = super::connect_unix(path, timeout).map_err(|e| QmpError::Io {
+            what: format!("connecting to {}", path.display()),
+            reason: e.to_string(),
+        })?;
         Qmp::handshake(stream, timeout)
     }
 
