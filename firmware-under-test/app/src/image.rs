@@ -128,6 +128,21 @@ impl core::fmt::Display for HeaderError {
     }
 }
 
+/// How far into an image [`find_header`] looks: an ESP32-C3 app image carries its image header,
+/// a segment header and ESP-IDF's own `esp_app_desc_t` before the first bytes the link places, so
+/// the descriptor cannot be at offset 0 there.
+pub const HEADER_SEARCH_BYTES: usize = 4096;
+
+/// Where the header starts in an image whose header need not come first (an ESP32-C3 app image):
+/// the first 4-byte-aligned offset within [`HEADER_SEARCH_BYTES`] that holds the magic and format
+/// 1, or `None`. An image built with the header at offset 0 (the QEMU port's) gives `Some(0)`.
+pub fn find_header(image: &[u8]) -> Option<usize> {
+    let end = image.len().min(HEADER_SEARCH_BYTES);
+    (0..end)
+        .step_by(4)
+        .find(|&at| image.len() >= at + HEADER_BYTES && image[at..at + 8] == MAGIC && image[at + 8] == 1)
+}
+
 /// What the header of a booted image says: its behaviour and version (`None` for an image
 /// without the header, which boots as healthy).
 pub fn parse_header(bytes: &[u8]) -> (Behaviour, Option<String>) {
@@ -197,6 +212,19 @@ mod tests {
             "version \"1.0.0-a-very-long-prerelease\" does not fit the header (at most 24 bytes, no NUL); nothing written"
         );
         assert!(image.iter().all(|&b| b == 0xff));
+    }
+
+    #[test]
+    fn find_header_finds_it_where_the_link_put_it() {
+        let mut image = [0u8; 512];
+        assert_eq!(find_header(&image), None);
+        write_header(&mut image[0x40..], "1.2.3", Behaviour::Hangs).unwrap();
+        assert_eq!(find_header(&image), Some(0x40));
+        assert_eq!(parse_header(&image[0x40..]), (Behaviour::Hangs, Some("1.2.3".to_string())));
+        let at_start = Image::new("1.0.0", 100).bytes();
+        assert_eq!(find_header(&at_start), Some(0));
+        // A magic cut off by the end of the image is not a header.
+        assert_eq!(find_header(&image[..0x40 + HEADER_BYTES - 1]), None);
     }
 
     #[test]

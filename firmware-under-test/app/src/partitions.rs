@@ -28,6 +28,31 @@ pub const BOOT_LOADER_OFFSET: u32 = 0x0;
 /// starts here.
 pub const BOOT_LOADER_MAX_BYTES: u32 = 0x8000;
 
+/// ESP-IDF's otadata partition on the ESP32-C3 (two 4 KiB sectors, one `esp_ota_select_entry_t`
+/// copy each): the second-stage boot loader boots the app slot it names. The QEMU port leaves it
+/// erased.
+pub const OTADATA_OFFSET: u32 = 0x9000;
+/// The otadata partition's size.
+pub const OTADATA_BYTES: u32 = 0x2000;
+
+/// Where the ESP-IDF partition table lies on the ESP32-C3 (after the second-stage boot loader).
+pub const PARTITION_TABLE_OFFSET: u32 = 0x8000;
+
+/// The map as an ESP-IDF partition table in its CSV form, for the ESP32-C3's factory image
+/// (espflash builds the binary table, with its MD5 entry, from it). The boot state is a data
+/// partition with a named subtype, because esp-idf-part rejects numeric subtypes it does not
+/// know. The `partition_csv_is_the_layout` test checks it against [`LAYOUT`].
+pub const PARTITION_CSV: &str = "\
+# Name,    Type, SubType,   Offset,   Size
+otadata,   data, ota,       0x9000,   0x2000
+otastate,  data, undefined, 0xb000,   0x2000
+phy_init,  data, phy,       0xd000,   0x1000
+ota_0,     app,  ota_0,     0x10000,  0x180000
+ota_1,     app,  ota_1,     0x190000, 0x180000
+fs_0,      data, littlefs,  0x310000, 0x78000
+fs_1,      data, littlefs,  0x388000, 0x78000
+";
+
 /// The bytes the map spans: a 4 MiB part, the ESP32-C3's.
 pub const FLASH_BYTES: u32 = 0x40_0000;
 
@@ -47,6 +72,9 @@ pub const LAYOUT: Layout = match Layout::new(
 };
 
 const _: () = {
+    assert!(BOOT_LOADER_OFFSET + BOOT_LOADER_MAX_BYTES <= PARTITION_TABLE_OFFSET);
+    // The table takes 0xc00 bytes.
+    assert!(PARTITION_TABLE_OFFSET + 0xc00 <= OTADATA_OFFSET);
     assert!(BOOT_LOADER_OFFSET + BOOT_LOADER_MAX_BYTES <= LAYOUT.boot_state[0].offset);
     assert!(LAYOUT.fs[1].offset + LAYOUT.fs[1].size_bytes == FLASH_BYTES);
 };
@@ -71,5 +99,30 @@ mod tests {
         assert_eq!(l.app(Slot::S0).size_bytes, 1536 * 1024);
         assert_eq!(l.fs(Slot::S1).size_bytes, 480 * 1024);
         assert!(l.check_capacity(FLASH_BYTES).is_ok());
+    }
+
+    #[test]
+    fn partition_csv_is_the_layout() {
+        let rows: alloc::vec::Vec<(&str, u32, u32)> = PARTITION_CSV
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let f: alloc::vec::Vec<&str> = l.split(',').map(str::trim).collect();
+                let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+                (f[0], hex(f[3]), hex(f[4]))
+            })
+            .collect();
+        let l = layout();
+        let find = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| (r.1, r.2)).unwrap();
+        assert_eq!(find("otadata"), (OTADATA_OFFSET, OTADATA_BYTES));
+        assert_eq!(find("otastate"), (l.boot_state[0].offset, 2 * ERASE_BYTES));
+        assert_eq!(l.boot_state[1].offset, l.boot_state[0].offset + ERASE_BYTES);
+        for (name, slot) in [("ota_0", Slot::S0), ("ota_1", Slot::S1)] {
+            assert_eq!(find(name), (l.app(slot).offset, l.app(slot).size_bytes));
+        }
+        for (name, slot) in [("fs_0", Slot::S0), ("fs_1", Slot::S1)] {
+            assert_eq!(find(name), (l.fs(slot).offset, l.fs(slot).size_bytes));
+        }
+        assert!(OTADATA_OFFSET + OTADATA_BYTES <= l.boot_state[0].offset);
     }
 }
