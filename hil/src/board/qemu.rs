@@ -243,18 +243,16 @@ enum Watched {
 /// Watchdog resets one call may live through before the runner gives up on it.
 const RESETS_PER_CALL_MAX: usize = 3;
 
-/// What the debugger thread is asked to do.
+/// What the debugger thread is asked to do. Neither order touches the target: the
+/// breakpoints are in from power-on, and an order only changes what the thread counts.
 enum Order {
     /// Arms a cut, counted from now.
     Arm(Plan),
     Disarm,
-    /// Reads mtime (the target is stopped for it, then continued).
-    Ticks,
 }
 
 enum Answer {
     Done,
-    Ticks(u64),
     Failed(String),
 }
 
@@ -264,12 +262,18 @@ struct Struck {
     how: Option<String>,
 }
 
-/// The gdbstub's connection, on a thread of its own: it counts breakpoint hits while the
-/// runner talks to the firmware, continues the target after each, and SIGKILLs QEMU on the
-/// armed one.
+/// The gdbstub's connection, on a thread of its own. Breakpoints sit on every flash operation
+/// and phase marker from power-on until QEMU ends; the thread steps over each hit, counts the
+/// hits of an armed cut, and SIGKILLs QEMU on the armed one.
+///
+/// The thread never stops a running target: it only answers stops. An interrupt (the 0x03 byte)
+/// that crosses a stop reply is dropped by QEMU's gdbstub, and an order that failed after one
+/// left the target halted for good; arming and the watchdog's mtime reads (QMP `xp`) need no
+/// stopped target, so there is nothing to race.
 struct Debugger {
-    orders: Sender<Order>,
-    answers: Receiver<Answer>,
+    orders: Sender<(u64, Order)>,
+    answers: Receiver<(u64, Answer)>,
+    sequence: u64,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -283,35 +287,56 @@ struct Plan {
 }
 
 impl Debugger {
-    /// Takes the stub over; a `plan` is armed first, while the target is still held at reset.
+    /// Takes the stub over and puts the breakpoints in while the target is still held at reset;
+    /// a `plan` is armed from the start.
     fn start(
-        mut gdb: Gdb,
+        gdb: Gdb,
         child: Arc<Mutex<Child>>,
         images: &Images,
         struck: Arc<Mutex<Struck>>,
         plan: Option<Plan>,
     ) -> Result<Debugger, GdbError> {
+        let (ops, phases) = (images.op_addresses.clone(), images.phase_addresses.clone());
+        Debugger::on(gdb, child, ops, phases, struck, plan)
+    }
+
+    /// [`Debugger::start`] with the breakpoints' addresses given.
+    fn on(
+        mut gdb: Gdb,
+        child: Arc<Mutex<Child>>,
+        ops: Vec<u32>,
+        phases: Vec<u32>,
+        struck: Arc<Mutex<Struck>>,
+        plan: Option<Plan>,
+    ) -> Result<Debugger, GdbError> {
         let (orders, rx) = mpsc::channel();
         let (tx, answers) = mpsc::channel();
-        let (ops, phases) = (images.op_addresses.clone(), images.phase_addresses.clone());
-        let mut armed = None;
-        if let Some(plan) = plan {
-            let addresses = if plan.phase.is_some() { &phases } else { &ops };
-            for &address in addresses {
-                gdb.set_breakpoint(address)?;
-            }
-            armed = Some(Armed { hits_left: plan.hit.min(HITS_MAX), phase: plan.phase, how: plan.how });
+        for &address in ops.iter().chain(&phases) {
+            gdb.set_breakpoint(address)?;
         }
+        let armed = plan.map(Armed::new);
         let thread = std::thread::spawn(move || {
             let mut run = DebugRun { gdb, child, ops, phases, armed, struck, running: true };
             run.serve(rx, tx);
         });
-        Ok(Debugger { orders, answers, thread: Some(thread) })
+        Ok(Debugger { orders, answers, sequence: 0, thread: Some(thread) })
     }
 
-    fn ask(&self, order: Order) -> Result<Answer, String> {
-        self.orders.send(order).map_err(|_| "the debugger thread has ended".to_string())?;
-        self.answers.recv_timeout(CALL_TIMEOUT).map_err(|_| "the debugger thread did not answer".to_string())
+    /// Sends an order and waits for its answer. Answers carry the order's number, so one that
+    /// comes after its order was given up on is never taken for the next order's.
+    fn ask(&mut self, order: Order) -> Result<Answer, String> {
+        self.sequence += 1;
+        let sequence = self.sequence;
+        self.orders.send((sequence, order)).map_err(|_| "the debugger thread has ended".to_string())?;
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.answers.recv_timeout(left) {
+                Ok((number, answer)) if number == sequence => return Ok(answer),
+                Ok(_) => continue,
+                Err(_) => return Err("the debugger thread did not answer".to_string()),
+            }
+        }
     }
 }
 
@@ -332,6 +357,12 @@ struct Armed {
     how: String,
 }
 
+impl Armed {
+    fn new(plan: Plan) -> Armed {
+        Armed { hits_left: plan.hit.min(HITS_MAX), phase: plan.phase, how: plan.how }
+    }
+}
+
 struct DebugRun {
     gdb: Gdb,
     child: Arc<Mutex<Child>>,
@@ -343,21 +374,22 @@ struct DebugRun {
 }
 
 impl DebugRun {
-    fn serve(&mut self, orders: Receiver<Order>, answers: Sender<Answer>) {
+    fn serve(&mut self, orders: Receiver<(u64, Order)>, answers: Sender<(u64, Answer)>) {
         loop {
-            match orders.try_recv() {
-                Ok(order) => {
-                    let answer = self.obey(order).unwrap_or_else(|e| Answer::Failed(e.to_string()));
-                    let _ = answers.send(answer);
+            loop {
+                match orders.try_recv() {
+                    Ok((number, order)) => {
+                        let _ = answers.send((number, self.obey(order)));
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                    Err(mpsc::TryRecvError::Empty) => break,
                 }
-                Err(mpsc::TryRecvError::Disconnected) => return,
-                Err(mpsc::TryRecvError::Empty) => {}
             }
             if !self.running {
                 // Stopped for good (QEMU gone): wait for orders only.
                 match orders.recv() {
-                    Ok(_) => {
-                        let _ = answers.send(Answer::Failed("QEMU is gone".into()));
+                    Ok((number, order)) => {
+                        let _ = answers.send((number, self.obey(order)));
                         continue;
                     }
                     Err(_) => return,
@@ -379,39 +411,19 @@ impl DebugRun {
         self.running = false;
     }
 
-    /// Stops the running target to talk to the stub.
-    fn halt(&mut self) -> Result<(), GdbError> {
-        match self.gdb.interrupt()? {
-            Stop::Signal { .. } => Ok(()),
-            _ => Err(GdbError::Closed { what: "the interrupt".into() }),
-        }
-    }
-
-    fn obey(&mut self, order: Order) -> Result<Answer, GdbError> {
-        if !self.running {
-            return Ok(Answer::Failed("QEMU is gone".into()));
-        }
-        self.halt()?;
-        let answer = match order {
-            Order::Arm(Plan { hit, phase, how }) => {
-                let addresses = if phase.is_some() { self.phases.clone() } else { self.ops.clone() };
-                for address in addresses {
-                    self.gdb.set_breakpoint(address)?;
-                }
-                self.armed = Some(Armed { hits_left: hit.min(HITS_MAX), phase, how });
+    /// Takes an order: only the count changes, the target runs on.
+    fn obey(&mut self, order: Order) -> Answer {
+        match order {
+            Order::Arm(_) if !self.running => Answer::Failed("QEMU is gone".into()),
+            Order::Arm(plan) => {
+                self.armed = Some(Armed::new(plan));
                 Answer::Done
             }
             Order::Disarm => {
                 self.armed = None;
-                for address in self.ops.clone().into_iter().chain(self.phases.clone()) {
-                    let _ = self.gdb.clear_breakpoint(address);
-                }
                 Answer::Done
             }
-            Order::Ticks => Answer::Ticks(self.gdb.read_u64(MTIME_ADDRESS)?),
-        };
-        self.gdb.resume()?;
-        Ok(answer)
+        }
     }
 
     /// Continues from a breakpoint at `pc`: QEMU stops again at a breakpoint it is continued
@@ -423,45 +435,41 @@ impl DebugRun {
         self.gdb.resume()
     }
 
-    /// The target stopped by itself: a breakpoint, or something else (a reset is no stop).
-    fn stopped(&mut self, _stop: Stop) -> Result<(), GdbError> {
+    /// The target stopped by itself: at a breakpoint of ours (anything else ends the watch: the
+    /// runner put no other stop in).
+    fn stopped(&mut self, stop: Stop) -> Result<(), GdbError> {
+        if !matches!(stop, Stop::Signal { .. }) {
+            return Err(GdbError::Closed { what: format!("the target ended: {stop:?}") });
+        }
         let registers = self.gdb.registers()?;
         let pc = registers.get(REG_PC).copied().unwrap_or(0);
-        let ours = self.ops.contains(&pc) || self.phases.contains(&pc);
-        let Some(armed) = self.armed.as_mut() else {
-            // A breakpoint left from a disarmed cut: step over it.
-            return if ours { self.step_over(pc) } else { self.gdb.resume() };
-        };
-        if let Some(phase) = armed.phase {
-            if self.phases.contains(&pc) && registers.get(REG_A0) == Some(&phase) {
-                // The wanted phase starts: cut at its next flash operation.
-                armed.phase = None;
-                armed.hits_left = 0;
-                for address in self.phases.clone() {
-                    self.gdb.clear_breakpoint(address)?;
+        let (op, marker) = (self.ops.contains(&pc), self.phases.contains(&pc));
+        if !op && !marker {
+            return self.gdb.resume();
+        }
+        if let Some(armed) = self.armed.as_mut() {
+            match armed.phase {
+                Some(phase) if marker && registers.get(REG_A0) == Some(&phase) => {
+                    // The wanted phase starts: cut at its next flash operation.
+                    armed.phase = None;
+                    armed.hits_left = 0;
                 }
-                for address in self.ops.clone() {
-                    self.gdb.set_breakpoint(address)?;
+                Some(_) => {}
+                None if op && armed.hits_left > 0 => armed.hits_left -= 1,
+                None if op => {
+                    // The armed operation: the power goes before it touches the flash (the
+                    // runner learns why first, then sees the board go dark).
+                    let how = armed.how.clone();
+                    self.struck.lock().unwrap_or_else(|p| p.into_inner()).how = Some(how);
+                    let _ = self.child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+                    self.armed = None;
+                    self.running = false;
+                    return Ok(());
                 }
-                // The marker's breakpoint is gone: a plain continue runs on.
-                return self.gdb.resume();
+                None => {}
             }
-            return if ours { self.step_over(pc) } else { self.gdb.resume() };
         }
-        if !self.ops.contains(&pc) {
-            return if ours { self.step_over(pc) } else { self.gdb.resume() };
-        }
-        if armed.hits_left > 0 {
-            armed.hits_left -= 1;
-            return self.step_over(pc);
-        }
-        // The armed operation: the power goes before it touches the flash.
-        let how = armed.how.clone();
-        let _ = self.child.lock().unwrap_or_else(|p| p.into_inner()).kill();
-        self.struck.lock().unwrap_or_else(|p| p.into_inner()).how = Some(how);
-        self.armed = None;
-        self.running = false;
-        Ok(())
+        self.step_over(pc)
     }
 }
 
@@ -813,14 +821,10 @@ impl QemuBoard {
         BoardError::new(format!("{doing}: {error}")).help(error.help())
     }
 
-    /// mtime, read through the gdbstub.
+    /// mtime, read through QMP (the CPU runs on).
     fn ticks(&mut self) -> BoardResult<u64> {
         let machine = self.machine()?;
-        match machine.debugger.ask(Order::Ticks) {
-            Ok(Answer::Ticks(ticks)) => Ok(ticks),
-            Ok(Answer::Failed(why)) | Err(why) => Err(BoardError::new(format!("reading mtime: {why}"))),
-            Ok(Answer::Done) => Err(BoardError::new("reading mtime: no value came back")),
-        }
+        machine.qmp.read_phys_u64(MTIME_ADDRESS).map_err(|e| BoardError::new(format!("reading mtime: {e}")))
     }
 
     /// The watchdog's look at a board that did not answer: true when it pressed reset.
@@ -969,7 +973,6 @@ impl QemuBoard {
             Ok(Answer::Failed(why)) | Err(why) => {
                 Err(BoardError::new(format!("arming the cut {how}: {why}")))
             }
-            Ok(Answer::Ticks(_)) => Err(BoardError::new("arming the cut: a wrong answer came back")),
         }
     }
 
@@ -1263,6 +1266,118 @@ impl Drop for QemuBoard {
 mod tests {
     use super::*;
     use crate::qemu::elf::tests::build;
+
+    /// A gdbstub as QEMU 7.2's behaves for the debugger thread: packets acknowledged with `+`,
+    /// `s` moves the pc on, `c` runs until the next of the hits (a stop reply with the pc
+    /// there) or, when none is left, until the line closes. The target is held at reset until
+    /// `setup` packets are answered and `start` gives the hits (a QMP `cont`). An interrupt byte is
+    /// recorded; QEMU drops it while its last reply is unacknowledged, and a running target
+    /// stays running. Returns the packets seen, `^C` for each interrupt.
+    fn fake_stub(
+        stream: std::os::unix::net::UnixStream,
+        setup: usize,
+        start: mpsc::Receiver<Vec<u32>>,
+    ) -> JoinHandle<Vec<String>> {
+        use std::io::{Read, Write};
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut seen = Vec::new();
+            let mut pc = 0u32;
+            let mut hits: Vec<u32> = Vec::new();
+            let reply = |stream: &mut std::os::unix::net::UnixStream, payload: &str| {
+                let packet = format!("${payload}#{:02x}", crate::qemu::gdb::checksum(payload.as_bytes()));
+                stream.write_all(packet.as_bytes()).unwrap();
+            };
+            let mut buf = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                if stream.read(&mut byte).unwrap_or(0) == 0 {
+                    return seen;
+                }
+                match byte[0] {
+                    0x03 => seen.push("^C".to_string()),
+                    b'$' => buf.clear(),
+                    b'#' => {
+                        let mut sum = [0u8; 2];
+                        stream.read_exact(&mut sum).unwrap();
+                        stream.write_all(b"+").unwrap();
+                        let packet = String::from_utf8(std::mem::take(&mut buf)).unwrap();
+                        seen.push(packet.clone());
+                        match packet.as_bytes()[0] {
+                            b'Q' => reply(&mut stream, ""),
+                            b'Z' | b'z' => reply(&mut stream, "OK"),
+                            b'g' => {
+                                let mut registers = [0u32; 33];
+                                registers[REG_PC] = pc;
+                                let hex: String =
+                                    registers.iter().map(|r| format!("{:08x}", r.swap_bytes())).collect();
+                                reply(&mut stream, &hex);
+                            }
+                            b's' => {
+                                pc += 2;
+                                reply(&mut stream, "T05thread:01;");
+                            }
+                            b'c' => {
+                                if let Some(next) = hits.pop() {
+                                    pc = next;
+                                    reply(&mut stream, "T05thread:01;");
+                                }
+                            }
+                            _ => reply(&mut stream, ""),
+                        }
+                        if seen.len() == setup {
+                            hits = start.recv().unwrap();
+                            hits.reverse();
+                            pc = hits.pop().unwrap();
+                            reply(&mut stream, "T05thread:01;");
+                        }
+                    }
+                    b'+' | b'-' => {}
+                    other => buf.push(other),
+                }
+            }
+        })
+    }
+
+    /// Defect: arming a cut (and every watchdog look at mtime) interrupted the running target
+    /// through the gdbstub. QEMU drops the interrupt byte when it crosses a stop reply, and an
+    /// order that failed after the interrupt left the target halted: under load a cut at flash
+    /// op N armed after an update's reboot never struck, and the next call got no answer. The
+    /// breakpoints now stay in from power-on, an order only changes the count, and the target is
+    /// never interrupted.
+    #[test]
+    fn a_cut_armed_while_the_target_runs_strikes_at_op_n_without_interrupting_it() {
+        use std::io::Read;
+        const OP: u32 = 0x8000_1000;
+        const MARKER: u32 = 0x8000_2000;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (go, start) = mpsc::channel();
+        // QStartNoAckMode and the two breakpoints, then the target runs.
+        let stub = fake_stub(theirs, 3, start);
+        let gdb = Gdb::on(ours, Duration::from_secs(30)).unwrap();
+        let mut child = Command::new("sleep").arg("600").stdout(Stdio::piped()).spawn().unwrap();
+        let mut child_out = child.stdout.take().unwrap();
+        let child = Arc::new(Mutex::new(child));
+        let struck = Arc::new(Mutex::new(Struck::default()));
+        let mut debugger =
+            Debugger::on(gdb, child.clone(), vec![OP], vec![MARKER], struck.clone(), None).unwrap();
+
+        let plan = Plan { hit: 2, phase: None, how: "at flash op 2".into() };
+        assert!(matches!(debugger.ask(Order::Arm(plan)), Ok(Answer::Done)));
+        // Two phase markers and two operations are stepped over, the third operation strikes.
+        go.send(vec![MARKER, OP, OP, MARKER, OP, OP]).unwrap();
+        let mut rest = Vec::new();
+        let _ = child_out.read_to_end(&mut rest); // ends when the power goes
+        assert_eq!(struck.lock().unwrap().how.as_deref(), Some("at flash op 2"));
+        let status = child.lock().unwrap().wait().unwrap();
+        assert!(!status.success(), "QEMU was killed: {status:?}");
+        drop(debugger);
+        let seen = stub.join().unwrap();
+        assert!(!seen.iter().any(|p| p == "^C"), "the target was interrupted: {seen:?}");
+        let steps = seen.iter().filter(|p| *p == "s").count();
+        assert_eq!(steps, 4, "two markers and two operations stepped over: {seen:?}");
+        assert_eq!(seen.iter().filter(|p| p.starts_with("Z0")).count(), 2 + 4, "{seen:?}");
+    }
 
     /// Defect: a kick line read by an ordinary call (not by the watchdog's own look) did not
     /// count, so a healthy firmware that kicked between two looks was taken for a hung one and

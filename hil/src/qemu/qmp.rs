@@ -128,6 +128,20 @@ impl Qmp {
         self.execute("system_reset", None).map(drop)
     }
 
+    /// A little-endian 64-bit word of guest physical memory (a device register such as mtime),
+    /// read through the human monitor's `xp`: it leaves the CPU running, where the gdbstub would
+    /// have to stop it.
+    pub fn read_phys_u64(&mut self, addr: u32) -> Result<u64, QmpError> {
+        let command = format!("xp /1gx {addr:#x}");
+        let reply =
+            self.execute("human-monitor-command", Some(serde_json::json!({ "command-line": command })))?;
+        let text = reply.as_str().unwrap_or_default();
+        // `000000000200bff8: 0x0000000000006b0d`
+        text.split_once(": 0x").and_then(|(_, value)| u64::from_str_radix(value.trim(), 16).ok()).ok_or_else(
+            || QmpError::Protocol { what: format!("the reply to {command}"), line: reply.to_string() },
+        )
+    }
+
     /// `query-status`: the run state (`running`, `paused`, `debug`, …).
     pub fn status(&mut self) -> Result<String, QmpError> {
         let reply = self.execute("query-status", None)?;
@@ -258,6 +272,28 @@ mod tests {
         assert_eq!(
             peer.join().unwrap(),
             ["qmp_capabilities", "cont", "system_reset", "query-status", "stop"]
+        );
+    }
+
+    #[test]
+    fn a_device_word_is_read_through_the_monitor_and_a_strange_reply_is_named() {
+        let (mut qmp, peer) = fake(vec![
+            ("qmp_capabilities", vec![ok()]),
+            (
+                "human-monitor-command",
+                vec![r#"{"return": "000000000200bff8: 0x0000000000006b0d\r\n"}"#.into()],
+            ),
+            ("human-monitor-command", vec![r#"{"return": "Cannot access memory\r\n"}"#.into()]),
+        ]);
+        assert_eq!(qmp.read_phys_u64(0x200_bff8).unwrap(), 0x6b0d);
+        assert_eq!(
+            qmp.read_phys_u64(0x200_bff8).unwrap_err().to_string(),
+            r#"QMP: the reply to xp /1gx 0x200bff8: unexpected line "\"Cannot access memory\\r\\n\"""#
+        );
+        drop(qmp);
+        assert_eq!(
+            peer.join().unwrap(),
+            ["qmp_capabilities", "human-monitor-command", "human-monitor-command"]
         );
     }
 
