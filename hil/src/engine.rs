@@ -267,6 +267,18 @@ fn every_op(
         })
         .collect();
     let started = Instant::now();
+    board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
+    let built = build(&push.bundle, board)?;
+    let request = PushRequest {
+        bundle: &built.bytes,
+        transport: push.transport,
+        commit_timeout_s: push.commit_timeout_s,
+        ignore_same_version: push.ignore_same_version,
+        chunk_bytes: push.chunk_bytes,
+    };
+    if let Some((result, points)) = board.push_recorded(&request)? {
+        return every_recorded_op(scenario, index, board, seed, &request, (result, points), &files, started);
+    }
     let mut lines = Vec::new();
     for n in 0..EVERY_OP_POINTS_MAX {
         if n > 0 {
@@ -322,6 +334,105 @@ fn every_op(
         board.drain_console();
     }
     fail(format!("the push still had flash operations after {EVERY_OP_POINTS_MAX} cut points"))
+}
+
+/// Cut points literally checked against a recorded push: the first, one picked by the seed, and
+/// the last.
+const LITERAL_CUTS: usize = 3;
+
+/// [`every_op`] on a board that records a push ([`Board::push_recorded`]): one uncut push keeps
+/// the flash as it stood before each flash operation, and the board powers on from each of those
+/// points, instead of pushing again up to every one. A few points are also cut for real (the
+/// push again, the power gone before that operation), and the flash left must be the recorded
+/// point byte for byte. Then the board starts afresh and the push runs uncut for the steps after.
+#[allow(clippy::too_many_arguments)]
+fn every_recorded_op(
+    scenario: &Scenario,
+    index: usize,
+    board: &mut dyn Board,
+    seed: u64,
+    request: &PushRequest<'_>,
+    (result, points): (PushResult, u64),
+    files: &[(&String, &Vec<u8>)],
+    started: Instant,
+) -> Result<Vec<String>, StepError> {
+    let step = &scenario.steps[index];
+    let prefix = &scenario.steps[..index];
+    if result != PushResult::Applied {
+        return fail(format!("the recorded uncut push answered {}", answer(&result)));
+    }
+    if points == 0 {
+        return fail("the recorded push made no flash operation");
+    }
+    let mut lines =
+        vec![format!("hil: every flash op: the uncut push made {points} flash operations, recorded")];
+    let mut literal: Vec<u64> = vec![0, seed % points, points - 1];
+    literal.dedup();
+    literal.truncate(LITERAL_CUTS);
+    for &n in &literal {
+        board.start_trial(seed)?;
+        for earlier in prefix {
+            run_step(earlier, board, seed, &[])?;
+        }
+        board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
+        board.arm_cut(Cut::AtOp { op: n, when: crate::scenario::model::CutWhen::Before })?;
+        let result = board.push(request)?;
+        board.disarm_cut()?;
+        if result != PushResult::PowerLost {
+            return fail(format!(
+                "cut before flash op {n} (of {points} recorded): the push answered {}",
+                answer(&result)
+            ));
+        }
+        if !board.flash_is_point(n)? {
+            return fail(format!(
+                "cut before flash op {n}: the flash left differs from the recorded point, so the recording is not what a cut leaves"
+            ));
+        }
+        lines.push(format!("hil: cut before flash op {n}: the flash left is the recorded point"));
+        board.drain_events();
+        board.drain_console();
+    }
+    for n in 0..points {
+        board.start_trial_at_point(seed, n)?;
+        board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
+        board.power_on()?;
+        let status = board.status()?;
+        let verdict = match (&status.activity, status.boot_state) {
+            (Activity::Running { slot, version }, Some(_)) => format!("runs {version} in slot {slot}"),
+            (other, _) => {
+                return fail(format!(
+                    "power on from before flash op {n}: the device is {}, expected a running image with its boot state",
+                    activity(other)
+                ));
+            }
+        };
+        for (name, content) in files {
+            let mut wrong = Vec::new();
+            check_file(board, name, Some(content.as_slice()), &mut wrong)?;
+            if !wrong.is_empty() {
+                return fail(format!("power on from before flash op {n}: {}", wrong.join("; ")));
+            }
+        }
+        lines.push(format!("hil: cut before flash op {n}: {verdict}, files intact"));
+        board.drain_events();
+        board.drain_console();
+    }
+    board.start_trial(seed)?;
+    for earlier in prefix {
+        run_step(earlier, board, seed, &[])?;
+    }
+    board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
+    let result = board.push(request)?;
+    if result != PushResult::Applied {
+        return fail(format!("the uncut push after the sweep answered {}", answer(&result)));
+    }
+    lines.push(format!(
+        "hil: every flash op: {points} cut points, each recovered ({} also cut for real); the uncut push applied ({:.2} s)",
+        literal.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(lines)
 }
 
 /// Moves the board's new events and console lines into the trial.

@@ -216,6 +216,29 @@ pub trait Board {
     /// Console lines since the last call.
     fn drain_console(&mut self) -> Vec<String>;
 
+    /// Runs a push uncut while keeping the flash as it stood before each of its flash
+    /// operations, which is what a cut there leaves: the push's result and the number of points
+    /// kept. `None`: the board cannot record, and did not push. An exhaustive cut
+    /// (`at_every_op`) then powers on from each point instead of pushing again up to it.
+    fn push_recorded(&mut self, request: &PushRequest<'_>) -> BoardResult<Option<(PushResult, u64)>> {
+        let _ = request;
+        Ok(None)
+    }
+
+    /// Starts a trial from point `n` of the last [`Board::push_recorded`]: the flash as it stood
+    /// before that flash operation, the power off.
+    fn start_trial_at_point(&mut self, seed: u64, n: u64) -> BoardResult<()> {
+        let _ = (seed, n);
+        Err(BoardError::new(format!("the {} board records no pushes", self.info().kind)))
+    }
+
+    /// Whether the flash now is byte for byte point `n` of the last recorded push (after a cut
+    /// before that operation: the check that the recording is what a cut leaves).
+    fn flash_is_point(&mut self, n: u64) -> BoardResult<bool> {
+        let _ = n;
+        Err(BoardError::new(format!("the {} board records no pushes", self.info().kind)))
+    }
+
     /// Capability: how many devices the board drives (a fleet of virtual boards on one broker
     /// has several). A scenario that needs more is skipped with the reason.
     fn devices(&self) -> usize {

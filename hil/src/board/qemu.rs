@@ -249,11 +249,69 @@ enum Order {
     /// Arms a cut, counted from now.
     Arm(Plan),
     Disarm,
+    /// From now, copies the flash file at every operation breakpoint, before the operation runs:
+    /// what a cut there would leave.
+    Record(PathBuf),
+    /// Ends the recording and hands it over.
+    TakeRecording,
 }
 
 enum Answer {
     Done,
     Failed(String),
+    Recorded(Recording),
+}
+
+/// The bytes of the flash file a recording keeps: the partition map's span (the rest of the
+/// 32 MiB file is never written).
+const RECORD_BYTES: usize = ota_app::partitions::FLASH_BYTES as usize;
+/// The unit a recorded point keeps of what differs from the recording's start.
+const RECORD_CHUNK_BYTES: usize = 4096;
+
+/// A push's flash, as it stood before each of its flash operations: the file when the recording
+/// started and, per operation, the 4 KiB chunks that differed from it.
+#[derive(Clone, Debug, Default)]
+struct Recording {
+    base: Vec<u8>,
+    points: Vec<Vec<(usize, Vec<u8>)>>,
+}
+
+impl Recording {
+    fn start(path: &Path) -> Result<Recording, String> {
+        Ok(Recording { base: read_recorded(path)?, points: Vec::new() })
+    }
+
+    /// Keeps the file as it stands now as the next point.
+    fn take_point(&mut self, path: &Path) -> Result<(), String> {
+        let now = read_recorded(path)?;
+        let changed = (now.chunks(RECORD_CHUNK_BYTES).zip(self.base.chunks(RECORD_CHUNK_BYTES)))
+            .enumerate()
+            .filter(|(_, (now, base))| now != base)
+            .map(|(i, (now, _))| (i, now.to_vec()))
+            .collect();
+        self.points.push(changed);
+        Ok(())
+    }
+
+    /// The recorded span at point `n`.
+    fn point(&self, n: usize) -> Option<Vec<u8>> {
+        let changed = self.points.get(n)?;
+        let mut bytes = self.base.clone();
+        for (chunk, data) in changed {
+            bytes[chunk * RECORD_CHUNK_BYTES..][..data.len()].copy_from_slice(data);
+        }
+        Some(bytes)
+    }
+}
+
+/// The recorded span of a flash file.
+fn read_recorded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; RECORD_BYTES];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read the flash file {}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// What the debugger thread found.
@@ -316,7 +374,7 @@ impl Debugger {
         }
         let armed = plan.map(Armed::new);
         let thread = std::thread::spawn(move || {
-            let mut run = DebugRun { gdb, child, ops, phases, armed, struck, running: true };
+            let mut run = DebugRun { gdb, child, ops, phases, armed, struck, running: true, recording: None };
             run.serve(rx, tx);
         });
         Ok(Debugger { orders, answers, sequence: 0, thread: Some(thread) })
@@ -371,6 +429,8 @@ struct DebugRun {
     armed: Option<Armed>,
     struck: Arc<Mutex<Struck>>,
     running: bool,
+    /// The flash file and what is recorded of it, while a recording runs.
+    recording: Option<(PathBuf, Result<Recording, String>)>,
 }
 
 impl DebugRun {
@@ -423,6 +483,16 @@ impl DebugRun {
                 self.armed = None;
                 Answer::Done
             }
+            Order::Record(path) => {
+                let recording = Recording::start(&path);
+                self.recording = Some((path, recording));
+                Answer::Done
+            }
+            Order::TakeRecording => match self.recording.take() {
+                Some((_, Ok(recording))) => Answer::Recorded(recording),
+                Some((_, Err(why))) => Answer::Failed(why),
+                None => Answer::Failed("nothing was being recorded".into()),
+            },
         }
     }
 
@@ -446,6 +516,13 @@ impl DebugRun {
         let (op, marker) = (self.ops.contains(&pc), self.phases.contains(&pc));
         if !op && !marker {
             return self.gdb.resume();
+        }
+        if op && let Some((path, Ok(recording))) = self.recording.as_mut() {
+            // The CPU is stopped before the operation, and QEMU's CFI flash writes its file as
+            // each operation ends: the file is what a cut here leaves.
+            if let Err(why) = recording.take_point(path) {
+                self.recording = Some((path.clone(), Err(why)));
+            }
         }
         if let Some(armed) = self.armed.as_mut() {
             match armed.phase {
@@ -551,6 +628,8 @@ pub struct QemuBoard {
     dir: PathBuf,
     /// Set by the debugger thread when its cut struck; outlives the machine it killed.
     struck: Arc<Mutex<Struck>>,
+    /// The last recorded push (`push_recorded`).
+    recording: Option<Recording>,
 }
 
 impl QemuBoard {
@@ -588,6 +667,7 @@ impl QemuBoard {
             step_deadline: None,
             dir,
             struck: Arc::new(Mutex::new(Struck::default())),
+            recording: None,
         }
     }
 
@@ -969,7 +1049,7 @@ impl QemuBoard {
         let Some(plan) = self.plan() else { return Ok(None) };
         let how = plan.how.clone();
         match self.machine()?.debugger.ask(Order::Arm(plan)) {
-            Ok(Answer::Done) => Ok(Some(how)),
+            Ok(Answer::Done | Answer::Recorded(_)) => Ok(Some(how)),
             Ok(Answer::Failed(why)) | Err(why) => {
                 Err(BoardError::new(format!("arming the cut {how}: {why}")))
             }
@@ -1027,6 +1107,14 @@ impl QemuBoard {
     }
 
     /// Whether a firmware answers; a hung or bricked one does not.
+    /// Point `n` of the last recorded push.
+    fn recorded_point(&self, n: u64) -> BoardResult<Vec<u8>> {
+        let recording = self.recording.as_ref().ok_or_else(|| BoardError::new("no push was recorded"))?;
+        usize::try_from(n).ok().and_then(|n| recording.point(n)).ok_or_else(|| {
+            BoardError::new(format!("the recorded push has {} points, not {}", recording.points.len(), n + 1))
+        })
+    }
+
     fn answers(&self) -> bool {
         !matches!(lock(&self.log).life, Some(ota_app::Event::Hung { .. } | ota_app::Event::Bricked { .. }))
     }
@@ -1155,6 +1243,48 @@ impl Board for QemuBoard {
         }
     }
 
+    fn push_recorded(&mut self, request: &PushRequest<'_>) -> BoardResult<Option<(PushResult, u64)>> {
+        if self.machine.is_none() {
+            return Err(BoardError::new("recording a push: the QEMU board is off"));
+        }
+        let path = self.flash_path()?;
+        let asked = self.machine()?.debugger.ask(Order::Record(path));
+        if let Ok(Answer::Failed(why)) | Err(why) = asked {
+            return Err(BoardError::new(format!("recording a push: {why}")));
+        }
+        let result = self.push(request);
+        let taken = match &mut self.machine {
+            Some(machine) => machine.debugger.ask(Order::TakeRecording),
+            None => Err("the board went off during the recorded push".to_string()),
+        };
+        let result = result?;
+        match taken {
+            Ok(Answer::Recorded(recording)) => {
+                let points = recording.points.len() as u64;
+                self.recording = Some(recording);
+                Ok(Some((result, points)))
+            }
+            Ok(Answer::Failed(why)) | Err(why) => Err(BoardError::new(format!("recording a push: {why}"))),
+            Ok(Answer::Done) => Err(BoardError::new("recording a push: no recording came back")),
+        }
+    }
+
+    fn start_trial_at_point(&mut self, seed: u64, n: u64) -> BoardResult<()> {
+        let bytes = self.recorded_point(n)?;
+        self.start_trial(seed)?;
+        let path = self.flash_path()?;
+        let mut file = bytes;
+        file.resize(FLASH_FILE_BYTES, 0xFF);
+        std::fs::write(&path, file)
+            .map_err(|e| BoardError::new(format!("cannot write the flash file {}: {e}", path.display())))
+    }
+
+    fn flash_is_point(&mut self, n: u64) -> BoardResult<bool> {
+        let wanted = self.recorded_point(n)?;
+        let path = self.flash_path()?;
+        Ok(read_recorded(&path).map_err(BoardError::new)? == wanted)
+    }
+
     fn wait(&mut self, ms: u64) -> BoardResult<()> {
         let bricked = matches!(lock(&self.log).life, Some(ota_app::Event::Bricked { .. }));
         if self.machine.is_none() || bricked {
@@ -1266,6 +1396,44 @@ impl Drop for QemuBoard {
 mod tests {
     use super::*;
     use crate::qemu::elf::tests::build;
+
+    #[test]
+    fn a_recording_gives_back_the_flash_as_it_stood_at_each_point() {
+        let path = std::env::temp_dir().join(format!("hil-recording-{}.img", std::process::id()));
+        let mut flash = vec![0xFFu8; RECORD_BYTES + 4096];
+        flash[10] = 0x42;
+        std::fs::write(&path, &flash).unwrap();
+        let mut recording = Recording::start(&path).unwrap();
+        recording.take_point(&path).unwrap();
+        flash[0x2_0005] = 0x00;
+        flash[0x3f_ffff] = 0x11;
+        std::fs::write(&path, &flash).unwrap();
+        recording.take_point(&path).unwrap();
+        // Past the map's span nothing is kept.
+        flash[RECORD_BYTES + 1] = 0;
+        std::fs::write(&path, &flash).unwrap();
+        recording.take_point(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(recording.points.len(), 3);
+        assert_eq!(recording.points[0].len(), 0, "nothing changed yet");
+        assert_eq!(recording.points[1].iter().map(|(chunk, _)| *chunk).collect::<Vec<_>>(), [0x20, 0x3ff]);
+        assert_eq!(
+            recording.point(0).unwrap(),
+            flash[..RECORD_BYTES]
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| match i {
+                    0x2_0005 | 0x3f_ffff => 0xFF,
+                    _ => b,
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(recording.point(1).unwrap(), flash[..RECORD_BYTES]);
+        assert_eq!(recording.point(2).unwrap(), flash[..RECORD_BYTES]);
+        assert!(recording.point(3).is_none());
+        let missing = Recording::start(Path::new("/nonexistent/flash.img")).unwrap_err();
+        assert!(missing.starts_with("cannot read the flash file /nonexistent/flash.img"), "{missing}");
+    }
 
     /// A gdbstub as QEMU 7.2's behaves for the debugger thread: packets acknowledged with `+`,
     /// `s` moves the pc on, `c` runs until the next of the hits (a stop reply with the pc
