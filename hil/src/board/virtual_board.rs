@@ -141,6 +141,7 @@ impl VirtualBoard {
             cut_at_every_op: false,
             sweep: false,
             virtual_time: false,
+            no_power_cut: None,
         };
         let log = Log::default();
         VirtualBoard {
