@@ -8,6 +8,7 @@
 //! | `power_cut`   | the power command `off`; a board without one cannot, and scenarios that need it are skipped |
 //! | `wait(ms)`    | real time passes: a real board's clock is the wall clock |
 //! | `push` rpc    | `OTA.Begin`/`Write`/`End` over the serial port |
+//! | `push` http   | `POST /update` to the board file's `address` over Wi-Fi (or the one the firmware printed as `http=…`) |
 //! | status, files | `Sys.GetInfo`, `OTA.GetBootState`, `FS.Get`, `FS.Put` |
 //!
 //! **Cuts.** At a fraction of an upload the runner stops sending and runs the power command
@@ -27,7 +28,7 @@ use super::{
     Activity, Board, BoardError, BoardInfo, BoardResult, Capabilities, PushRequest, PushResult, Refusal,
     Status,
 };
-use crate::board::config::{Esp32c3Config, Flasher, Reset, WifiPass};
+use crate::board::config::{Address, Esp32c3Config, Flasher, Reset, WifiPass};
 use crate::esp32c3::{self, image};
 use crate::result::EventKind;
 use crate::rpc_client::{self, Client, OtaOutcome, OtaPush, RpcErr};
@@ -70,6 +71,8 @@ pub struct Esp32c3Board {
     log: Log,
     started: Instant,
     step_deadline: Option<Instant>,
+    /// The HTTP address the firmware printed (`http=…`), for `address = "console"`.
+    http_seen: Option<String>,
 }
 
 impl Esp32c3Board {
@@ -85,7 +88,10 @@ impl Esp32c3Board {
         };
         let power = config.power.is_some();
         let capabilities = Capabilities {
-            transports: vec![Transport::Rpc],
+            transports: match config.address {
+                Address::None => vec![Transport::Rpc],
+                Address::Fixed(_) | Address::Console => vec![Transport::Rpc, Transport::Http],
+            },
             cut_at_op: power && cfg!(feature = "probe-rs"),
             cut_at_fraction: power,
             cut_at_phase: false,
@@ -106,6 +112,7 @@ impl Esp32c3Board {
             log: Log::default(),
             started: Instant::now(),
             step_deadline: None,
+            http_seen: None,
         }
     }
 
@@ -194,7 +201,69 @@ impl Esp32c3Board {
 
     fn take_console(&mut self, client: &mut Client) {
         for line in client.take_console() {
+            if let Some(address) = http_line(&line) {
+                self.http_seen = Some(address);
+            }
             self.log.line(line);
+        }
+    }
+
+    /// The board's HTTP server as `host:port`.
+    fn http_address(&self) -> BoardResult<String> {
+        match &self.config.address {
+            Address::Fixed(url) => Ok(host_port(url)),
+            Address::Console => self.http_seen.clone().ok_or_else(|| {
+                BoardError::new("the firmware printed no `http=` line: its HTTP address is not known (address = \"console\")")
+                    .help("check the board's Wi-Fi ([esp32c3.wifi]) in the trial's console, or give address = \"IP\"")
+            }),
+            Address::None => Err(BoardError::new("the board file gives no address: HTTP pushes need one")),
+        }
+    }
+
+    /// `POST /update` over Wi-Fi, as `curl -F file=@fw.zip http://IP/update`; with `cut_after`,
+    /// the power goes once that many bytes were sent.
+    fn push_http(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
+        let addr = self.http_address()?;
+        if let Some(keep) = cut_after {
+            let _stream = super::virtual_board::http_upload_prefix(&addr, request, keep)
+                .map_err(|e| BoardError::new(format!("POST http://{addr}/update: {e}")))?;
+            // Let the device take what was sent (its OTA.Status answers over the serial port).
+            let _ = self.call("OTA.Status", Value::Null)?;
+            let how = format!("after {keep} of {} bytes were sent", request.bundle.len());
+            self.cut_power(&how)?;
+            return Ok(PushResult::PowerLost);
+        }
+        let mut form = reqwest::blocking::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(request.bundle.to_vec()).file_name("fw.zip"),
+            )
+            .text("commit_timeout", request.commit_timeout_s.to_string());
+        if request.ignore_same_version {
+            form = form.text("ignore_same_version", "1");
+        }
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(u64::from(UPDATE_TIMEOUT_S)))
+            .build()
+            .map_err(|e| BoardError::new(e.to_string()))?;
+        let url = format!("http://{addr}/update");
+        let answer = http.post(&url).multipart(form).send().and_then(|r| {
+            let status = r.status();
+            r.text().map(|body| (status, body))
+        });
+        let (status, body) = answer.map_err(|e| {
+            BoardError::new(format!("POST {url}: {e}"))
+                .help("check that the board is on the network and its HTTP server runs")
+        })?;
+        let message = body.trim().to_string();
+        match (status.is_success(), message.contains("same as current")) {
+            (false, _) => Ok(PushResult::Refused { message }),
+            (true, true) => Ok(PushResult::UpToDate),
+            (true, false) => {
+                self.await_reboot("POST /update")?;
+                Ok(PushResult::Applied)
+            }
         }
     }
 
@@ -363,6 +432,20 @@ impl Esp32c3Board {
     }
 }
 
+/// The address in a console line such as `http=http://192.168.1.50:80` (or `http=192.168.1.50`),
+/// as `host:port`.
+fn http_line(line: &str) -> Option<String> {
+    let rest = line.split("http=").nth(1)?;
+    let url = rest.split_whitespace().next()?;
+    (!url.is_empty()).then(|| host_port(url))
+}
+
+/// `http://host[:port][/]` as `host:port` (port 80 when none is given).
+fn host_port(url: &str) -> String {
+    let bare = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    if bare.contains(':') { bare.to_string() } else { format!("{bare}:80") }
+}
+
 /// The Wi-Fi password the board file gives, read from its variable when it names one.
 pub fn wifi_pass(pass: &WifiPass) -> BoardResult<Option<String>> {
     match pass {
@@ -491,8 +574,12 @@ impl Board for Esp32c3Board {
         if !self.on {
             return Ok(PushResult::PowerLost);
         }
-        if request.transport != Transport::Rpc {
-            return Err(BoardError::new(format!("board {} pushes over RPC only", self.info.name)));
+        if !self.capabilities.transports.contains(&request.transport) {
+            return Err(BoardError::new(format!(
+                "board {} has no {} transport",
+                self.info.name,
+                request.transport.name()
+            )));
         }
         let cut_after = match armed {
             Some(Cut::AtFraction(f)) => Some((request.bundle.len() as f64 * f) as usize),
@@ -505,7 +592,10 @@ impl Board for Esp32c3Board {
             }
             None => None,
         };
-        self.push_rpc(request, cut_after)
+        match request.transport {
+            Transport::Http => self.push_http(request, cut_after),
+            _ => self.push_rpc(request, cut_after),
+        }
     }
 
     fn wait(&mut self, ms: u64) -> BoardResult<()> {
@@ -618,5 +708,22 @@ impl Board for Esp32c3Board {
 
     fn drain_console(&mut self) -> Vec<String> {
         std::mem::take(&mut self.log.console)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_address_is_learnt_from_the_console() {
+        assert_eq!(
+            http_line("[  812 ms] wifi: joined hil-lab, http=http://192.168.1.50:80"),
+            Some("192.168.1.50:80".into())
+        );
+        assert_eq!(http_line("http=10.0.0.7"), Some("10.0.0.7:80".into()));
+        assert_eq!(http_line("http= "), None);
+        assert_eq!(http_line("wifi: connecting"), None);
+        assert_eq!(host_port("http://esp32c3.local:8080/"), "esp32c3.local:8080");
     }
 }
