@@ -638,9 +638,20 @@ impl Board for Esp32c3Board {
         }
         match self.call("Sys.Reboot", json!({ "delay_ms": 0 })) {
             Ok(Ok(_)) => self.await_reboot("Sys.Reboot"),
-            // A hung firmware cannot reboot itself: press reset.
+            // A hung firmware cannot reboot itself: cycle its power when the board file can
+            // (`cycle`, else `off` then `on`), or press reset.
             _ => {
-                self.reset()?;
+                self.client = None;
+                match self.config.power.clone() {
+                    Some(power) => match &power.cycle {
+                        Some(cycle) => self.shell("power cycle", cycle)?,
+                        None => {
+                            self.shell("power off", &power.off)?;
+                            self.shell("power on", &power.on)?;
+                        }
+                    },
+                    None => self.reset()?,
+                }
                 self.connect()
             }
         }
