@@ -79,9 +79,16 @@ fn patched(
     too_big_bytes: usize,
     defect: Option<Defect>,
 ) -> Result<Vec<u8>, String> {
-    let mut app = built.to_vec();
-    ota_app::image::write_header(&mut app, version, behaviour)
-        .map_err(|e| format!("cannot write the app descriptor for {version}: {e}"))?;
+    // An ESP image (the ESP32-C3 board's) holds its descriptor inside a segment, behind a
+    // checksum and a SHA-256 the boot loader checks; the QEMU board's starts with it.
+    let mut app = if built.first() == Some(&crate::esp32c3::image::IMAGE_MAGIC) {
+        crate::esp32c3::image::patch(built, version, behaviour)?
+    } else {
+        let mut app = built.to_vec();
+        ota_app::image::write_header(&mut app, version, behaviour)
+            .map_err(|e| format!("cannot write the app descriptor for {version}: {e}"))?;
+        app
+    };
     if defect == Some(Defect::TooBig) && app.len() < too_big_bytes {
         app.resize(too_big_bytes, 0);
     }

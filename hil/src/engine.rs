@@ -46,6 +46,10 @@ pub fn unsupported(scenario: &Scenario, board: &dyn Board) -> Option<String> {
         {
             return Some(format!("board {name} has no {} transport ({at})", push.transport.name()));
         }
+        let cuts_power = step.cut.is_some() || matches!(step.action, Action::PowerCut);
+        if let (true, Some(why)) = (cuts_power, &caps.no_power_cut) {
+            return Some(format!("board {name} cannot cut the power: {why} ({at})"));
+        }
         if matches!(step.action, Action::Sweep(_)) && !caps.sweep {
             return Some(format!("board {name} cannot run exhaustive sweeps ({at})"));
         }

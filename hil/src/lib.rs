@@ -6,6 +6,7 @@ pub mod bundles;
 pub mod cmd;
 pub mod duration;
 pub mod engine;
+pub mod esp32c3;
 pub mod mqtt_client;
 pub mod progress;
 pub mod qemu;

@@ -293,6 +293,7 @@ fn a_board_without_a_transport_or_a_cut_skips_with_the_reason() {
         cut_at_every_op: false,
         sweep: false,
         virtual_time: false,
+        no_power_cut: None,
     };
     let mut board = Limited { inner: sim(), capabilities };
     let mut steps = base();

@@ -49,3 +49,17 @@ fn the_runner_never_depends_on_the_qemu_port() {
         );
     }
 }
+
+#[test]
+fn the_runner_never_depends_on_the_esp32c3_port() {
+    // The runner builds the ESP32-C3's images from the firmware's ELF with espflash, as it would
+    // flash any build; the port's crate (esp-hal, a device's code) stays out of it.
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    for section in ["[dependencies]", "[dev-dependencies]"] {
+        let names = names_in_section(&manifest, section);
+        assert!(
+            !names.iter().any(|name| name == "ota-port-esp32c3" || name.starts_with("esp-hal")),
+            "rule broken: hil/Cargo.toml's {section} names the ESP32-C3 port or esp-hal; read the ELF instead\n{names:?}"
+        );
+    }
+}

@@ -32,6 +32,18 @@
 //! startup_timeout = "10s"
 //! flash_file = "flash.img"                # default: a fresh temporary file per trial
 //! write_bytes_min = 4096                  # OTA.Write chunks at least this big
+//!
+//! [esp32c3]               # only for kind = "esp32c3"; boards/esp32c3.toml documents each key
+//! port = "/dev/ttyACM0"                   # or usb = "303a:1001[:SERIAL]"
+//! flasher = "espflash"                    # or "probe-rs" (hil built with --features probe-rs)
+//! reset = "rts-dtr"                       # or "probe", or "command" with reset_command
+//! address = "192.168.1.50"                # or "console": learnt from the board's `http=` line
+//! [esp32c3.power]                         # absent: no power control, power-cut scenarios skip
+//! on = "uhubctl -l 1-1 -p 2 -a on"
+//! off = "uhubctl -l 1-1 -p 2 -a off"
+//! [esp32c3.wifi]                          # written into conf9.json of the factory image
+//! ssid = "lab"
+//! pass_env = "HIL_WIFI_PASS"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,7 +53,7 @@ use serde::Deserialize;
 use crate::duration::parse_duration_ms;
 
 /// The backend kinds a board file may name.
-pub const KINDS: [&str; 4] = ["sim", "virtual", "qemu", "esp32"];
+pub const KINDS: [&str; 4] = ["sim", "virtual", "qemu", "esp32c3"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +64,41 @@ struct RawBoard {
     #[serde(rename = "virtual")]
     virtual_board: Option<RawVirtual>,
     qemu: Option<RawQemu>,
+    esp32c3: Option<RawEsp32c3>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEsp32c3 {
+    port: Option<String>,
+    usb: Option<String>,
+    baud: Option<u32>,
+    flasher: Option<String>,
+    flash_baud: Option<u32>,
+    probe: Option<String>,
+    reset: Option<String>,
+    reset_command: Option<String>,
+    elf: Option<PathBuf>,
+    address: Option<String>,
+    startup_timeout: Option<String>,
+    power: Option<RawPower>,
+    wifi: Option<RawWifi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPower {
+    on: Option<String>,
+    off: Option<String>,
+    cycle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWifi {
+    ssid: String,
+    pass: Option<String>,
+    pass_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +151,148 @@ pub enum Backend {
     Sim(SimConfig),
     Virtual(VirtualConfig),
     Qemu(QemuConfig),
+    Esp32c3(Esp32c3Config),
+}
+
+/// Where the ESP32-C3 firmware's ELF is by default, inside the target folder: what
+/// `cargo build --release -p ota-port-esp32c3 --target riscv32imc-unknown-none-elf` writes.
+pub const ESP32C3_ELF: &str = "riscv32imc-unknown-none-elf/release/ota-esp32c3-fw";
+
+/// A real ESP32-C3 on a USB cable (`board::esp32c3`): how to find its serial port, flash it,
+/// reset it, switch its power, and reach it over Wi-Fi.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Esp32c3Config {
+    pub port: PortSpec,
+    /// The RPC line's speed (the USB-Serial-JTAG port ignores it; UART0 does not).
+    pub baud: u32,
+    pub flasher: Flasher,
+    /// espflash's speed once its stub runs.
+    pub flash_baud: u32,
+    /// Which probe probe-rs uses; `None`: the only one attached.
+    pub probe: Option<UsbId>,
+    pub reset: Reset,
+    /// The firmware's ELF; `None`: [`ESP32C3_ELF`] under the target folder, or `HIL_ESP32C3_ELF`.
+    pub elf: Option<PathBuf>,
+    pub address: Address,
+    /// How long the board may take to answer after a reset or power-on.
+    pub startup_timeout_ms: u64,
+    /// `None`: no power control; scenarios that cut the power are skipped, saying so.
+    pub power: Option<Power>,
+    pub wifi: Option<Wifi>,
+}
+
+/// The serial port: a path, or the USB device that provides it wherever it enumerates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortSpec {
+    Path(PathBuf),
+    Usb(UsbId),
+}
+
+/// A USB device as `lsusb` names it: `VID:PID`, and a serial number to tell twins apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsbId {
+    pub vid: u16,
+    pub pid: u16,
+    pub serial: Option<String>,
+}
+
+impl UsbId {
+    /// `303a:1001` or `303a:1001:F4:12:FA:4F:1A:2C` (the serial number may hold colons).
+    pub fn parse(text: &str) -> Result<UsbId, String> {
+        let mut parts = text.splitn(3, ':');
+        let hex = |part: Option<&str>, what: &str| -> Result<u16, String> {
+            let part = part.filter(|p| p.len() == 4).ok_or_else(|| {
+                format!("{text:?} is not VID:PID[:SERIAL] with a 4-digit hexadecimal {what}")
+            })?;
+            u16::from_str_radix(part, 16).map_err(|_| format!("{text:?}: {what} {part:?} is not hexadecimal"))
+        };
+        let vid = hex(parts.next(), "vendor id")?;
+        let pid = hex(parts.next(), "product id")?;
+        let serial = parts.next().map(str::to_string);
+        if serial.as_deref() == Some("") {
+            return Err(format!("{text:?}: the serial number after the second ':' is empty"));
+        }
+        Ok(UsbId { vid, pid, serial })
+    }
+
+    /// Whether a device with these ids and serial number is this one.
+    pub fn matches(&self, vid: u16, pid: u16, serial: Option<&str>) -> bool {
+        self.vid == vid && self.pid == pid && self.serial.as_deref().is_none_or(|want| Some(want) == serial)
+    }
+}
+
+impl std::fmt::Display for UsbId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04x}:{:04x}", self.vid, self.pid)?;
+        match &self.serial {
+            Some(serial) => write!(f, ":{serial}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flasher {
+    /// espflash over the ROM's serial boot loader (UART0 or the USB-Serial-JTAG port).
+    Espflash,
+    /// probe-rs over the chip's built-in USB-JTAG.
+    ProbeRs,
+}
+
+impl Flasher {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flasher::Espflash => "espflash",
+            Flasher::ProbeRs => "probe-rs",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// espflash's reset strategies: RTS and DTR on the serial port (the USB-Serial-JTAG port
+    /// emulates them).
+    RtsDtr,
+    /// probe-rs resets the core through JTAG.
+    Probe,
+    /// A shell command (`sh -c`), such as a relay on the EN pin.
+    Command(String),
+}
+
+/// How the runner reaches the board's HTTP service over Wi-Fi.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// No Wi-Fi: RPC over the serial port only; HTTP and pull pushes are skipped.
+    None,
+    /// `http://HOST[:PORT]`, as given.
+    Fixed(String),
+    /// The address the firmware prints on its console (`http=http://IP:PORT`) after it joins.
+    Console,
+}
+
+/// Shell commands (`sh -c`) that switch the board's power: a relay, or `uhubctl` on a hub port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Power {
+    pub on: String,
+    pub off: String,
+    /// `None`: `off`, then `on`.
+    pub cycle: Option<String>,
+}
+
+/// The network the board joins: written into `conf9.json` as `wifi.sta.ssid`/`pass`/`enable`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wifi {
+    pub ssid: String,
+    pub pass: WifiPass,
+}
+
+/// The password: in the file, or (better for a shared repository) in an environment variable
+/// read when the image is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WifiPass {
+    None,
+    Given(String),
+    Env(String),
 }
 
 /// Where the two ELF files are by default, inside the target folder: what
@@ -219,6 +408,7 @@ impl BoardConfig {
             Backend::Sim(_) => "sim",
             Backend::Virtual(_) => "virtual",
             Backend::Qemu(_) => "qemu",
+            Backend::Esp32c3(_) => "esp32c3",
         }
     }
 
@@ -235,7 +425,9 @@ impl BoardConfig {
                 v.flash_file = v.flash_file.as_deref().map(|path| worker_path(path, worker))
             }
             Backend::Qemu(q) => q.flash_file = q.flash_file.as_deref().map(|path| worker_path(path, worker)),
-            Backend::Sim(_) => {}
+            // One board: `hil run --jobs` opens it once per worker, and the workers take turns
+            // with nothing but the one port, so a real board runs its trials one at a time.
+            Backend::Sim(_) | Backend::Esp32c3(_) => {}
         }
         config
     }
@@ -284,13 +476,19 @@ pub fn parse(text: &str, path: &Path) -> Result<BoardConfig, BoardFileError> {
     let fail = |message: String| BoardFileError { file: path.to_path_buf(), message };
     let raw: RawBoard = toml::from_str(text).map_err(|e| fail(toml_message(text, &e)))?;
     let name = path.file_stem().map_or("board".into(), |s| s.to_string_lossy().into_owned());
-    let platform = raw.platform.unwrap_or_else(|| ota_sim::device::ARCH.into());
+    // A real ESP32-C3's firmware reports its chip; the other backends report the simulator's.
+    let default_platform = if raw.kind == "esp32c3" { "esp32c3" } else { ota_sim::device::ARCH };
+    let platform = raw.platform.clone().unwrap_or_else(|| default_platform.into());
     if platform.is_empty() || platform.len() > 16 {
         return Err(fail(format!("platform: {platform:?} must be 1 to 16 bytes")));
     }
     // A table for another backend than the file's kind is a mistake worth naming.
-    let tables =
-        [("sim", raw.sim.is_some()), ("virtual", raw.virtual_board.is_some()), ("qemu", raw.qemu.is_some())];
+    let tables = [
+        ("sim", raw.sim.is_some()),
+        ("virtual", raw.virtual_board.is_some()),
+        ("qemu", raw.qemu.is_some()),
+        ("esp32c3", raw.esp32c3.is_some()),
+    ];
     if let Some((table, _)) = tables.iter().find(|(table, present)| *present && *table != raw.kind) {
         return Err(fail(format!("{table}: this table is only for kind = \"{table}\"")));
     }
@@ -298,10 +496,14 @@ pub fn parse(text: &str, path: &Path) -> Result<BoardConfig, BoardFileError> {
         "sim" => Backend::Sim(sim_config(raw.sim).map_err(fail)?),
         "virtual" => Backend::Virtual(virtual_config(raw.virtual_board, path).map_err(fail)?),
         "qemu" => Backend::Qemu(qemu_config(raw.qemu, path).map_err(fail)?),
-        kind if KINDS.contains(&kind) => {
-            return Err(fail(format!(
-                "kind: the {kind:?} backend is not available in this version of hil; \"sim\", \"virtual\" and \"qemu\" are"
-            )));
+        "esp32c3" => {
+            let raw = raw.esp32c3.ok_or_else(|| {
+                fail(
+                    "esp32c3: kind = \"esp32c3\" needs an [esp32c3] table with at least `port` or `usb`"
+                        .into(),
+                )
+            })?;
+            Backend::Esp32c3(esp32c3_config(raw, path).map_err(fail)?)
         }
         kind => {
             return Err(fail(format!(
@@ -434,6 +636,141 @@ fn qemu_config(raw: Option<RawQemu>, file: &Path) -> Result<QemuConfig, String> 
     Ok(config)
 }
 
+fn esp32c3_config(raw: RawEsp32c3, file: &Path) -> Result<Esp32c3Config, String> {
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let port = match (raw.port, raw.usb) {
+        (Some(_), Some(_)) => {
+            return Err("esp32c3.port and esp32c3.usb both name the serial port; keep one".into());
+        }
+        (None, None) => {
+            return Err(
+                "esp32c3: give the serial port as `port = \"/dev/ttyACM0\"` or `usb = \"303a:1001\"` (`hil boards --scan` prints both)".into(),
+            );
+        }
+        (Some(path), None) if path.is_empty() => return Err("esp32c3.port: empty path".into()),
+        (Some(path), None) => PortSpec::Path(PathBuf::from(path)),
+        (None, Some(usb)) => PortSpec::Usb(UsbId::parse(&usb).map_err(|e| format!("esp32c3.usb: {e}"))?),
+    };
+    let baud = check_baud("esp32c3.baud", raw.baud.unwrap_or(115_200))?;
+    let flash_baud = check_baud("esp32c3.flash_baud", raw.flash_baud.unwrap_or(460_800))?;
+    let flasher = match raw.flasher.as_deref() {
+        None | Some("espflash") => Flasher::Espflash,
+        Some("probe-rs") => Flasher::ProbeRs,
+        Some(other) => {
+            return Err(format!("esp32c3.flasher: {other:?} is neither \"espflash\" nor \"probe-rs\""));
+        }
+    };
+    let probe = raw.probe.map(|p| UsbId::parse(&p).map_err(|e| format!("esp32c3.probe: {e}"))).transpose()?;
+    let reset = match (raw.reset.as_deref(), raw.reset_command) {
+        (None | Some("rts-dtr"), None) => Reset::RtsDtr,
+        (Some("probe"), None) => Reset::Probe,
+        (Some("command"), Some(command)) if !command.trim().is_empty() => Reset::Command(command),
+        (Some("command"), _) => {
+            return Err(
+                "esp32c3.reset = \"command\" needs reset_command, the shell command that resets the board"
+                    .into(),
+            );
+        }
+        (kind @ (None | Some("rts-dtr" | "probe")), Some(_)) => {
+            let kind = kind.unwrap_or("rts-dtr");
+            return Err(format!(
+                "esp32c3.reset_command is only for reset = \"command\", and reset is {kind:?}"
+            ));
+        }
+        (Some(other), _) => {
+            return Err(format!("esp32c3.reset: {other:?} is not \"rts-dtr\", \"probe\" or \"command\""));
+        }
+    };
+    let address = match raw.address.as_deref() {
+        None => Address::None,
+        Some("console") => Address::Console,
+        Some(text) => Address::Fixed(check_address(text)?),
+    };
+    let startup_timeout_ms = match raw.startup_timeout {
+        Some(text) => parse_duration_ms(&text).map_err(|e| format!("esp32c3.startup_timeout: {e}"))?,
+        None => 10_000,
+    };
+    let power = raw.power.map(power_config).transpose()?;
+    let wifi = raw.wifi.map(wifi_config).transpose()?;
+    if wifi.is_none() && address != Address::None {
+        return Err(
+            "esp32c3.address needs the [esp32c3.wifi] table: the board joins no network without it".into()
+        );
+    }
+    Ok(Esp32c3Config {
+        port,
+        baud,
+        flasher,
+        flash_baud,
+        probe,
+        reset,
+        elf: raw.elf.map(|p| dir.join(p)),
+        address,
+        startup_timeout_ms,
+        power,
+        wifi,
+    })
+}
+
+fn check_baud(key: &str, baud: u32) -> Result<u32, String> {
+    if (9600..=2_000_000).contains(&baud) {
+        Ok(baud)
+    } else {
+        Err(format!("{key}: {baud} is not a serial speed from 9600 to 2000000"))
+    }
+}
+
+/// `192.168.1.50`, `192.168.1.50:8080` or `http://host[:port]` as `http://…` without a path.
+fn check_address(text: &str) -> Result<String, String> {
+    let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+    let host = bare.rsplit_once(':').map_or(bare, |(host, _)| host);
+    let port_ok = bare.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0));
+    if host.is_empty() || bare.contains('/') || !port_ok || text.starts_with("https://") {
+        return Err(format!(
+            "esp32c3.address: {text:?} is neither \"console\" nor an address such as 192.168.1.50 or http://esp32c3.local:80"
+        ));
+    }
+    Ok(format!("http://{bare}"))
+}
+
+fn power_config(raw: RawPower) -> Result<Power, String> {
+    let command = |key: &str, value: Option<String>| match value {
+        Some(command) if !command.trim().is_empty() => Ok(command),
+        _ => Err(format!(
+            "esp32c3.power.{key}: missing or empty; [esp32c3.power] needs `on` and `off` (delete the table for a board without power control)"
+        )),
+    };
+    Ok(Power {
+        on: command("on", raw.on)?,
+        off: command("off", raw.off)?,
+        cycle: raw.cycle.map(|c| command("cycle", Some(c))).transpose()?,
+    })
+}
+
+fn wifi_config(raw: RawWifi) -> Result<Wifi, String> {
+    if raw.ssid.is_empty() || raw.ssid.len() > 32 {
+        return Err(format!("esp32c3.wifi.ssid: {:?} must be 1 to 32 bytes (802.11's limit)", raw.ssid));
+    }
+    let pass = match (raw.pass, raw.pass_env) {
+        (Some(_), Some(_)) => {
+            return Err("esp32c3.wifi: pass and pass_env both give the password; keep one".into());
+        }
+        (Some(pass), None) if pass.len() < 8 || pass.len() > 63 => {
+            return Err(format!(
+                "esp32c3.wifi.pass: {} bytes; WPA2 takes 8 to 63 (leave it out for an open network)",
+                pass.len()
+            ));
+        }
+        (Some(pass), None) => WifiPass::Given(pass),
+        (None, Some(var)) if var.is_empty() => {
+            return Err("esp32c3.wifi.pass_env: empty variable name".into());
+        }
+        (None, Some(var)) => WifiPass::Env(var),
+        (None, None) => WifiPass::None,
+    };
+    Ok(Wifi { ssid: raw.ssid, pass })
+}
+
 /// A TOML error as "line N: message".
 fn toml_message(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end();
@@ -462,11 +799,11 @@ mod tests {
         );
         assert_eq!(
             check("kind = \"usb\"\n"),
-            "boards/x.toml: kind: unknown backend \"usb\"; expected one of sim, virtual, qemu, esp32"
+            "boards/x.toml: kind: unknown backend \"usb\"; expected one of sim, virtual, qemu, esp32c3"
         );
         assert_eq!(
             check("kind = \"esp32\"\n"),
-            "boards/x.toml: kind: the \"esp32\" backend is not available in this version of hil; \"sim\", \"virtual\" and \"qemu\" are"
+            "boards/x.toml: kind: unknown backend \"esp32\"; expected one of sim, virtual, qemu, esp32c3"
         );
         assert_eq!(
             check(
@@ -542,5 +879,106 @@ mod tests {
             check("kind = \"qemu\"\n[virtual]\n"),
             "boards/x.toml: virtual: this table is only for kind = \"virtual\""
         );
+    }
+
+    fn esp(text: &str) -> String {
+        check(&format!("kind = \"esp32c3\"\n[esp32c3]\n{text}"))
+    }
+
+    #[test]
+    fn esp32c3_board_files_are_checked_key_by_key() {
+        assert_eq!(
+            esp("port = \"/dev/ttyACM0\"\n"),
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32c3\", backend: Esp32c3(Esp32c3Config { port: Path(\"/dev/ttyACM0\"), baud: 115200, flasher: Espflash, flash_baud: 460800, probe: None, reset: RtsDtr, elf: None, address: None, startup_timeout_ms: 10000, power: None, wifi: None }) }"
+        );
+        assert_eq!(
+            esp(
+                "usb = \"303a:1001:F4:12:FA\"\nflasher = \"probe-rs\"\nprobe = \"303a:1001\"\nreset = \"command\"\nreset_command = \"relay en\"\nelf = \"fw.elf\"\naddress = \"console\"\n[esp32c3.power]\non = \"p on\"\noff = \"p off\"\n[esp32c3.wifi]\nssid = \"lab\"\npass_env = \"PASS\"\n"
+            ),
+            "BoardConfig { name: \"x\", file: Some(\"boards/x.toml\"), platform: \"esp32c3\", backend: Esp32c3(Esp32c3Config { port: Usb(UsbId { vid: 12346, pid: 4097, serial: Some(\"F4:12:FA\") }), baud: 115200, flasher: ProbeRs, flash_baud: 460800, probe: Some(UsbId { vid: 12346, pid: 4097, serial: None }), reset: Command(\"relay en\"), elf: Some(\"boards/fw.elf\"), address: Console, startup_timeout_ms: 10000, power: Some(Power { on: \"p on\", off: \"p off\", cycle: None }), wifi: Some(Wifi { ssid: \"lab\", pass: Env(\"PASS\") }) }) }"
+        );
+        let errors = [
+            (
+                "",
+                "esp32c3: give the serial port as `port = \"/dev/ttyACM0\"` or `usb = \"303a:1001\"` (`hil boards --scan` prints both)",
+            ),
+            (
+                "port = \"/dev/ttyACM0\"\nusb = \"303a:1001\"\n",
+                "esp32c3.port and esp32c3.usb both name the serial port; keep one",
+            ),
+            (
+                "usb = \"303a\"\n",
+                "esp32c3.usb: \"303a\" is not VID:PID[:SERIAL] with a 4-digit hexadecimal product id",
+            ),
+            ("usb = \"30zz:1001\"\n", "esp32c3.usb: \"30zz:1001\": vendor id \"30zz\" is not hexadecimal"),
+            (
+                "usb = \"303a:1001:\"\n",
+                "esp32c3.usb: \"303a:1001:\": the serial number after the second ':' is empty",
+            ),
+            (
+                "usb = \"303a:1001\"\nflasher = \"esptool\"\n",
+                "esp32c3.flasher: \"esptool\" is neither \"espflash\" nor \"probe-rs\"",
+            ),
+            (
+                "usb = \"303a:1001\"\nbaud = 300\n",
+                "esp32c3.baud: 300 is not a serial speed from 9600 to 2000000",
+            ),
+            (
+                "usb = \"303a:1001\"\nreset = \"command\"\n",
+                "esp32c3.reset = \"command\" needs reset_command, the shell command that resets the board",
+            ),
+            (
+                "usb = \"303a:1001\"\nreset_command = \"x\"\n",
+                "esp32c3.reset_command is only for reset = \"command\", and reset is \"rts-dtr\"",
+            ),
+            (
+                "usb = \"303a:1001\"\nreset = \"button\"\n",
+                "esp32c3.reset: \"button\" is not \"rts-dtr\", \"probe\" or \"command\"",
+            ),
+            (
+                "usb = \"303a:1001\"\naddress = \"10.0.0.9\"\n",
+                "esp32c3.address needs the [esp32c3.wifi] table: the board joins no network without it",
+            ),
+            (
+                "usb = \"303a:1001\"\naddress = \"http://h/x\"\n[esp32c3.wifi]\nssid = \"lab\"\n",
+                "esp32c3.address: \"http://h/x\" is neither \"console\" nor an address such as 192.168.1.50 or http://esp32c3.local:80",
+            ),
+            (
+                "usb = \"303a:1001\"\n[esp32c3.power]\non = \"x\"\n",
+                "esp32c3.power.off: missing or empty; [esp32c3.power] needs `on` and `off` (delete the table for a board without power control)",
+            ),
+            (
+                "usb = \"303a:1001\"\n[esp32c3.wifi]\nssid = \"lab\"\npass = \"short\"\n",
+                "esp32c3.wifi.pass: 5 bytes; WPA2 takes 8 to 63 (leave it out for an open network)",
+            ),
+            (
+                "usb = \"303a:1001\"\n[esp32c3.wifi]\nssid = \"lab\"\npass = \"longenough\"\npass_env = \"P\"\n",
+                "esp32c3.wifi: pass and pass_env both give the password; keep one",
+            ),
+        ];
+        for (text, want) in errors {
+            assert_eq!(esp(text), format!("boards/x.toml: {want}"), "for {text:?}");
+        }
+        assert_eq!(
+            check("kind = \"esp32c3\"\n"),
+            "boards/x.toml: esp32c3: kind = \"esp32c3\" needs an [esp32c3] table with at least `port` or `usb`"
+        );
+        assert_eq!(
+            check("kind = \"qemu\"\n[esp32c3]\nusb = \"303a:1001\"\n"),
+            "boards/x.toml: esp32c3: this table is only for kind = \"esp32c3\""
+        );
+        assert!(
+            esp("usb = \"303a:1001\"\nbaud_rate = 1\n")
+                .starts_with("boards/x.toml: line 4: unknown field `baud_rate`")
+        );
+    }
+
+    #[test]
+    fn the_shipped_esp32c3_board_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/esp32c3.toml");
+        let config = load(&path).unwrap();
+        let Backend::Esp32c3(esp) = config.backend else { panic!("{config:?}") };
+        assert_eq!(esp.port, PortSpec::Usb(UsbId { vid: 0x303a, pid: 0x1001, serial: None }));
+        assert_eq!((esp.flasher, esp.power, esp.wifi), (Flasher::Espflash, None, None));
     }
 }

@@ -92,6 +92,30 @@ pub fn boot_state_view(state: &Value) -> BootStateView {
     }
 }
 
+/// Provisions `bundle` into a flash laid out as `ota_app::partitions` maps it (`mapped`, the
+/// map's bytes, 0xFF where erased) as a factory does: `ota-core` writes the app into ota_0 and the
+/// fs into fs_0 (formatted when the bundle has no fs) and records slot 0 committed in the boot
+/// state. The QEMU board's flash file and the ESP32-C3's factory image are both made this way;
+/// only what lies outside the map's partitions (boot loaders, the partition table) differs.
+pub fn provision(mapped: &mut [u8], platform: &str, bundle: &[u8]) -> Result<(), String> {
+    let layout = ota_app::partitions::layout();
+    let mut flash = ota_core::flash::RamFlash::<4, 4096>::with_contents(mapped);
+    let arch =
+        ota_core::manifest::Platform::new(platform).ok_or("the platform name is longer than 16 bytes")?;
+    let device = ota_core::updater::Device { arch, app_part: None };
+    let mut updater =
+        ota_core::updater::Updater::begin_provision(&mut flash, &layout, device, vec![0u8; 4096])
+            .map_err(|e| e.to_string())?;
+    updater.process(&mut flash, bundle).map_err(|e| e.to_string())?;
+    let outcome = updater.finish(&mut flash).map_err(|e| e.to_string())?;
+    if let ota_core::updater::Outcome::Provisioned { state } = outcome
+        && state.record.state.slots[0].fs_len_bytes == 0
+    {
+        ota_sim::lfs::format(&mut flash, layout.fs(ota_core::layout::Slot::S0)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// A board's RPC call: the device's answer or refusal, or the board's own failure.
 pub type Call<'a> = dyn FnMut(&str, Value) -> BoardResult<Result<Value, RpcErr>> + 'a;
 

@@ -8,6 +8,7 @@ use crate::scenario::model::{Cut, SweepSpec, Transport};
 
 pub mod config;
 pub mod device;
+pub mod esp32c3;
 pub mod fleet;
 pub mod qemu;
 pub mod sim;
@@ -28,6 +29,9 @@ pub struct Capabilities {
     pub sweep: bool,
     /// Time is simulated: waits cost nothing.
     pub virtual_time: bool,
+    /// Why the board cannot cut its power at all, when it cannot (a real board without a relay
+    /// or hub port): every scenario with a power cut is skipped with this reason.
+    pub no_power_cut: Option<String>,
 }
 
 /// A board's name and platform.
@@ -296,6 +300,9 @@ pub fn open(config: &config::BoardConfig) -> Box<dyn Board> {
             Box::new(virtual_board::VirtualBoard::new(&config.name, &config.platform, v.clone()))
         }
         config::Backend::Qemu(q) => Box::new(qemu::QemuBoard::new(&config.name, &config.platform, q.clone())),
+        config::Backend::Esp32c3(c) => {
+            Box::new(esp32c3::Esp32c3Board::new(&config.name, &config.platform, c.clone()))
+        }
     }
 }
 

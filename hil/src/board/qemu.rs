@@ -181,7 +181,6 @@ pub fn find_images(config: &QemuConfig) -> BoardResult<(PathBuf, PathBuf)> {
 /// The flash file as a factory writes it: 0xFF everywhere, the boot loader at 0, then the
 /// bundle provisioned into ota_0 (and fs_0, formatted when the bundle has no fs) by `ota-core`.
 pub fn factory_image(boot_loader: &[u8], platform: &str, bundle: &[u8]) -> Result<Vec<u8>, String> {
-    let layout = partitions::layout();
     let mut image = vec![0xFFu8; FLASH_FILE_BYTES];
     if boot_loader.len() > partitions::BOOT_LOADER_MAX_BYTES as usize {
         return Err(format!(
@@ -192,21 +191,7 @@ pub fn factory_image(boot_loader: &[u8], platform: &str, bundle: &[u8]) -> Resul
     }
     let at = partitions::BOOT_LOADER_OFFSET as usize;
     image[at..at + boot_loader.len()].copy_from_slice(boot_loader);
-    let mapped = &mut image[..partitions::FLASH_BYTES as usize];
-    let mut flash = ota_core::flash::RamFlash::<4, 4096>::with_contents(mapped);
-    let arch =
-        ota_core::manifest::Platform::new(platform).ok_or("the platform name is longer than 16 bytes")?;
-    let device = ota_core::updater::Device { arch, app_part: None };
-    let mut updater =
-        ota_core::updater::Updater::begin_provision(&mut flash, &layout, device, vec![0u8; 4096])
-            .map_err(|e| e.to_string())?;
-    updater.process(&mut flash, bundle).map_err(|e| e.to_string())?;
-    let outcome = updater.finish(&mut flash).map_err(|e| e.to_string())?;
-    if let ota_core::updater::Outcome::Provisioned { state } = outcome
-        && state.record.state.slots[0].fs_len_bytes == 0
-    {
-        ota_sim::lfs::format(&mut flash, layout.fs(ota_core::layout::Slot::S0)).map_err(|e| e.to_string())?;
-    }
+    device::provision(&mut image[..partitions::FLASH_BYTES as usize], platform, bundle)?;
     Ok(image)
 }
 
@@ -651,6 +636,7 @@ impl QemuBoard {
             cut_at_every_op: true,
             sweep: false,
             virtual_time: false,
+            no_power_cut: None,
         };
         static BOARDS: AtomicU64 = AtomicU64::new(0);
         let n = BOARDS.fetch_add(1, Ordering::Relaxed);

@@ -56,6 +56,7 @@ impl SimBoard {
             cut_at_every_op: true,
             sweep: true,
             virtual_time: true,
+            no_power_cut: None,
         };
         SimBoard {
             info,

@@ -141,6 +141,7 @@ impl VirtualBoard {
             cut_at_every_op: false,
             sweep: false,
             virtual_time: false,
+            no_power_cut: None,
         };
         let log = Log::default();
         VirtualBoard {
@@ -978,7 +979,14 @@ impl Board for VirtualBoard {
     }
 }
 
-fn http_upload_prefix(addr: &str, request: &PushRequest<'_>, keep: usize) -> std::io::Result<TcpStream> {
+/// Sends the first `keep` bytes of a `POST /update` of the bundle to `addr` (`host:port`) and
+/// leaves the connection open: the upload a power cut interrupts. The ESP32-C3 board cuts the
+/// same way.
+pub(crate) fn http_upload_prefix(
+    addr: &str,
+    request: &PushRequest<'_>,
+    keep: usize,
+) -> std::io::Result<TcpStream> {
     const BOUNDARY: &str = "hil-virtual-board-upload";
     let head = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fw.zip\"\r\nContent-Type: application/zip\r\n\r\n"

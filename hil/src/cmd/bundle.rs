@@ -4,8 +4,13 @@
 //!
 //! | part  | key, `type` | entry        | data                                                        |
 //! |-------|-------------|--------------|-------------------------------------------------------------|
-//! | app   | `app`, app  | `<name>.bin` | `--app FILE`, or a simulated image (`--sim-app`, `--app-kib`) |
+//! | app   | `app`, app  | `<name>.bin` | `--app FILE`, a simulated image (`--sim-app`, `--app-kib`), or a board's firmware (`--board`) |
 //! | fs    | `fs`, fs    | `fs.img`     | a LittleFS image of `--fs-kib` KiB holding `--fs-dir`'s files |
+//!
+//! With `--board boards/esp32c3.toml` the app is the ESP32-C3 firmware's app image, built from
+//! its ELF by espflash, with its app descriptor written for `--version` and `--behaviour` and its
+//! checksum and SHA-256 computed again (`esp32c3::image::patch`); the platform defaults to the
+//! board's (give `--fs-kib 480`, its fs slot, for an fs part).
 //!
 //! The fs part also carries `fs_size` and `fs_block_size`, as mos writes them. With `--folder`
 //! every entry sits under `<name>-<version>/`, as `mgos_fw_meta.py` puts it.
@@ -48,7 +53,7 @@ const USER_CONFIG: &str = "conf9.json";
 const _: () = assert!(2 * IMAGE_MAX_BYTES < u32::MAX as u64);
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("app_image").required(true).args(["app", "sim_app"])))]
+#[command(group(clap::ArgGroup::new("app_image").required(true).args(["app", "sim_app", "board"])))]
 pub struct Args {
     /// Firmware name: the manifest's `name`, the app entry `<name>.bin` (at most 32 bytes).
     #[arg(long)]
@@ -57,9 +62,9 @@ pub struct Args {
     #[arg(long)]
     pub version: String,
     /// Platform the bundle is for; a device takes it when it equals the device's own, ignoring
-    /// case ("esp32" for the simulator). At most 16 bytes.
-    #[arg(long)]
-    pub platform: String,
+    /// case ("esp32" for the simulator). At most 16 bytes. With `--board`: the board's.
+    #[arg(long, required_unless_present = "board")]
+    pub platform: Option<String>,
     /// Build id, recorded in the boot record (at most 54 bytes) [default: the version].
     #[arg(long, value_name = "ID")]
     pub build_id: Option<String>,
@@ -70,6 +75,13 @@ pub struct Args {
     /// commits-after=SECONDS.
     #[arg(long, value_name = "BEHAVIOUR", value_parser = parse_behaviour)]
     pub sim_app: Option<Behaviour>,
+    /// A board file: the app is the board's firmware, built from its ELF (kind esp32c3).
+    #[arg(long, value_name = "FILE")]
+    pub board: Option<PathBuf>,
+    /// With `--board`: what the firmware does (its app descriptor): healthy, crashes-at-boot,
+    /// hangs, never-commits or commits-after=SECONDS.
+    #[arg(long, value_name = "BEHAVIOUR", value_parser = parse_behaviour, requires = "board", default_value = "healthy")]
+    pub behaviour: Behaviour,
     /// Size of the simulated app image, in KiB.
     #[arg(long, value_name = "N", default_value_t = 64, conflicts_with = "app")]
     pub app_kib: u32,
@@ -130,7 +142,7 @@ pub fn build(args: &Args) -> Result<Written, CommandError> {
     check_out(&args.out)?;
     let app = app_image(args)?;
     let fs = args.fs_dir.as_deref().map(|dir| fs_image(dir, args.fs_kib)).transpose()?;
-    let mut bundle = Bundle::new(&args.name, &args.platform).version(&args.version).build_id(build_id);
+    let mut bundle = Bundle::new(&args.name, &platform(args)?).version(&args.version).build_id(build_id);
     if args.folder {
         bundle = bundle.in_folder();
     }
@@ -155,7 +167,7 @@ pub fn build(args: &Args) -> Result<Written, CommandError> {
 /// record's version and build id.
 fn check_labels(args: &Args, build_id: &str) -> Result<(), CommandError> {
     let _: Name = check_label("--name", &args.name, "the device's manifest reader")?;
-    let _: Platform = check_label("--platform", &args.platform, "the device's manifest reader")?;
+    let _: Platform = check_label("--platform", &platform(args)?, "the device's manifest reader")?;
     let _: Version = check_label("--version", &args.version, "a boot record")?;
     let _: BuildId = check_label("--build-id", build_id, "a boot record")?;
     for (flag, value) in [("--name", &args.name), ("--version", &args.version)] {
@@ -213,8 +225,45 @@ fn out_folder(out: &Path) -> &Path {
     }
 }
 
-/// The app part's data: the file given, or a simulated image.
+/// The bundle's platform: `--platform`, else the board's.
+fn platform(args: &Args) -> Result<String, CommandError> {
+    match (&args.platform, &args.board) {
+        (Some(platform), _) => Ok(platform.clone()),
+        (None, Some(board)) => Ok(board_config(board)?.platform),
+        (None, None) => unreachable!("clap requires --platform without --board"),
+    }
+}
+
+fn board_config(path: &Path) -> Result<crate::board::config::BoardConfig, CommandError> {
+    crate::board::config::load(path).map_err(|e| {
+        CommandError::new(format!("{e}; nothing was written"))
+            .help("see boards/README.md for the keys of a board file")
+    })
+}
+
+/// The app image of a board's firmware, its descriptor written for this bundle.
+fn board_app(args: &Args, board: &Path) -> Result<Vec<u8>, CommandError> {
+    let config = board_config(board)?;
+    let crate::board::config::Backend::Esp32c3(esp) = &config.backend else {
+        return Err(CommandError::new(format!(
+            "--board {}: kind {:?} builds no firmware image; nothing was written",
+            board.display(),
+            config.kind()
+        ))
+        .help(
+            "--board takes an ESP32-C3 board file (kind = \"esp32c3\"); use --app or --sim-app otherwise",
+        ));
+    };
+    let built = super::image::build_from_elf(Some(esp))?;
+    crate::esp32c3::image::patch(&built.app, &args.version, args.behaviour)
+        .map_err(|e| CommandError::new(format!("{e}; nothing was written")))
+}
+
+/// The app part's data: the file given, a simulated image, or a board's firmware.
 fn app_image(args: &Args) -> Result<Vec<u8>, CommandError> {
+    if let Some(board) = &args.board {
+        return board_app(args, board);
+    }
     let Some(path) = &args.app else {
         let behaviour = args.sim_app.expect("clap requires --app or --sim-app");
         let len_bytes = u64::from(args.app_kib) * 1024;

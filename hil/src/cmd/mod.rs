@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod boards;
 pub mod bundle;
 pub mod call;
+pub mod flash;
+pub mod image;
 pub mod inspect;
 pub mod ota;
 pub mod run;
@@ -38,6 +41,12 @@ pub enum Command {
     Call(call::Args),
     /// Push a bundle to a device with OTA.Begin/Write/End, as `mos ota` does.
     Ota(ota::Args),
+    /// Build an ESP32-C3 board's factory image (boot loader, partition table, boot state, app).
+    Image(image::Args),
+    /// Write the factory image to an attached ESP32-C3 board.
+    Flash(flash::Args),
+    /// List the attached USB serial ports and probes, with a board file for each.
+    Boards(boards::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
@@ -48,6 +57,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Sweep(args) => sweep::run(args),
         Command::Call(args) => call::run(args),
         Command::Ota(args) => ota::run(args),
+        Command::Image(args) => image::run(args),
+        Command::Flash(args) => flash::run(args),
+        Command::Boards(args) => boards::run(args),
     }
 }
 

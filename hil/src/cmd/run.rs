@@ -58,11 +58,13 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         None => config::BoardConfig::default_sim(),
     };
     if args.list {
-        for s in &scenarios {
-            println!("{} × {}  ({})", s.name, board_config.name, s.file.display());
-        }
-        println!("{} trials", scenarios.len());
+        print!("{}", list(&scenarios, &board_config));
         return Ok(ExitCode::SUCCESS);
+    }
+    if let config::Backend::Esp32c3(esp) = &board_config.backend {
+        // A real board that is not attached: one line, exit 2, before any trial starts.
+        board::esp32c3::attached(esp)
+            .map_err(|e| CommandError::new(format!("board {}: {e}; no scenario ran", board_config.name)))?;
     }
     let jobs = usize::from(args.jobs);
     let info = RunInfo::here_and_now(board_config.kind());
@@ -74,6 +76,25 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     let mut run = Run { trials, seed: args.seed, duration: started.elapsed(), log_dir: None, info };
     write_reports(&args, &mut run)?;
     Ok(summarize(&run))
+}
+
+/// The trials a run would make, each with the reason it would be skipped; opening a board
+/// starts nothing (no process, no port), so this needs no board attached.
+fn list(scenarios: &[Scenario], board_config: &config::BoardConfig) -> String {
+    let board = board::open(board_config);
+    let mut out = String::new();
+    let mut skipped = 0;
+    for s in scenarios {
+        out += &format!("{} × {}  ({})", s.name, board_config.name, s.file.display());
+        if let Some(reason) = engine::unsupported(s, board.as_ref()) {
+            skipped += 1;
+            out += &format!("  SKIP: {reason}");
+        }
+        out += "\n";
+    }
+    out +=
+        &format!("{} trials, {} would run, {skipped} skipped\n", scenarios.len(), scenarios.len() - skipped);
+    out
 }
 
 /// Loads every scenario; reports every bad file, not only the first.
