@@ -293,14 +293,6 @@ fn every_op(
         }
         board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
         board.arm_cut(Cut::AtOp { op: n, when: crate::scenario::model::CutWhen::Before })?;
-        let built = build(&push.bundle, board)?;
-        let request = PushRequest {
-            bundle: &built.bytes,
-            transport: push.transport,
-            commit_timeout_s: push.commit_timeout_s,
-            ignore_same_version: push.ignore_same_version,
-            chunk_bytes: push.chunk_bytes,
-        };
         let result = board.push(&request)?;
         board.disarm_cut()?;
         match result {
@@ -314,30 +306,36 @@ fn every_op(
             }
             other => return fail(format!("cut before flash op {n}: the push answered {}", answer(&other))),
         }
-        board.power_on()?;
-        let status = board.status()?;
-        let verdict = match (&status.activity, status.boot_state) {
-            (Activity::Running { slot, version }, Some(_)) => format!("runs {version} in slot {slot}"),
-            (other, _) => {
-                return fail(format!(
-                    "cut before flash op {n}: after power on the device is {}, expected a running image with its boot state",
-                    activity(other)
-                ));
-            }
-        };
-        for (name, content) in &files {
-            let mut wrong = Vec::new();
-            check_file(board, name, Some(content.as_slice()), &mut wrong)?;
-            if !wrong.is_empty() {
-                return fail(format!("cut before flash op {n}: {}", wrong.join("; ")));
-            }
-        }
-        lines.push(format!("hil: cut before flash op {n}: {verdict}, files intact"));
-        // The points' own timelines would drown the trial's: only the verdicts are kept.
-        board.drain_events();
-        board.drain_console();
+        lines.push(recovered(board, n, &files)?);
     }
     fail(format!("the push still had flash operations after {EVERY_OP_POINTS_MAX} cut points"))
+}
+
+/// After a cut before flash operation `n`: powers on, and the device must run a whole image
+/// whose boot state reads, with every file the earlier steps wrote intact. The verdict's line;
+/// the point's own timeline and console are dropped (they would drown the trial's).
+fn recovered(board: &mut dyn Board, n: u64, files: &[(&String, &Vec<u8>)]) -> Result<String, StepError> {
+    board.power_on()?;
+    let status = board.status()?;
+    let verdict = match (&status.activity, status.boot_state) {
+        (Activity::Running { slot, version }, Some(_)) => format!("runs {version} in slot {slot}"),
+        (other, _) => {
+            return fail(format!(
+                "cut before flash op {n}: after power on the device is {}, expected a running image with its boot state",
+                activity(other)
+            ));
+        }
+    };
+    for (name, content) in files {
+        let mut wrong = Vec::new();
+        check_file(board, name, Some(content.as_slice()), &mut wrong)?;
+        if !wrong.is_empty() {
+            return fail(format!("cut before flash op {n}: {}", wrong.join("; ")));
+        }
+    }
+    board.drain_events();
+    board.drain_console();
+    Ok(format!("hil: cut before flash op {n}: {verdict}, files intact"))
 }
 
 /// Cut points literally checked against a recorded push: the first, one picked by the seed, and
@@ -400,27 +398,7 @@ fn every_recorded_op(
     for n in 0..points {
         board.start_trial_at_point(seed, n)?;
         board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
-        board.power_on()?;
-        let status = board.status()?;
-        let verdict = match (&status.activity, status.boot_state) {
-            (Activity::Running { slot, version }, Some(_)) => format!("runs {version} in slot {slot}"),
-            (other, _) => {
-                return fail(format!(
-                    "power on from before flash op {n}: the device is {}, expected a running image with its boot state",
-                    activity(other)
-                ));
-            }
-        };
-        for (name, content) in files {
-            let mut wrong = Vec::new();
-            check_file(board, name, Some(content.as_slice()), &mut wrong)?;
-            if !wrong.is_empty() {
-                return fail(format!("power on from before flash op {n}: {}", wrong.join("; ")));
-            }
-        }
-        lines.push(format!("hil: cut before flash op {n}: {verdict}, files intact"));
-        board.drain_events();
-        board.drain_console();
+        lines.push(recovered(board, n, files)?);
     }
     board.start_trial(seed)?;
     for earlier in prefix {
