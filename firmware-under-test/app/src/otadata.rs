@@ -378,7 +378,6 @@ mod tests {
         o.name_slot(&mut flash, Slot::S0).unwrap();
         o.name_slot(&mut flash, Slot::S0).unwrap();
         o.name_slot(&mut flash, Slot::S1).unwrap();
-        drop(flash);
         let [a, b] = entries(&mut mem);
         assert_eq!((a.ota_seq, b.ota_seq), (4, 3));
         assert_eq!(a.encode(), Entry::for_seq(4).encode());
@@ -396,7 +395,6 @@ mod tests {
         assert_eq!(o.named_slot(&mut flash).unwrap(), Slot::S0);
         o.name_slot(&mut flash, Slot::S1).unwrap();
         assert_eq!(o.named_slot(&mut flash).unwrap(), Slot::S1);
-        drop(flash);
         assert_eq!(entries(&mut mem)[1], Entry::for_seq(2));
     }
 }
