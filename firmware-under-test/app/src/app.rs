@@ -428,9 +428,12 @@ fn run_booted<F: Flash>(
             }
         }
     }
-    let mut header = [0u8; image::HEADER_BYTES];
-    let _ = flash.read(layout.app(slot).offset, &mut header);
-    let (behaviour, header_version) = image::parse_header(&header);
+    // The header need not come first (an ESP32-C3 image puts ESP-IDF's own headers before it).
+    let region = layout.app(slot);
+    let mut head = vec![0u8; image::HEADER_SEARCH_BYTES.min(region.size_bytes as usize)];
+    let _ = flash.read(region.offset, &mut head);
+    let at = image::find_header(&head).unwrap_or(0);
+    let (behaviour, header_version) = image::parse_header(&head[at..]);
     match behaviour {
         Behaviour::CrashesAtBoot => {
             out.push(&mut flash, Event::Crashed);
