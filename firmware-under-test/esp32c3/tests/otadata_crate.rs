@@ -73,7 +73,6 @@ fn crate_names(flash: &mut FlashStorage<'static>, slot: Slot) -> Vec<u8> {
     let app = if slot == Slot::S0 { AppPartitionSubType::Ota0 } else { AppPartitionSubType::Ota1 };
     ota.set_current_app_partition(app).unwrap();
     assert_eq!(ota.current_app_partition().unwrap(), app);
-    drop(ota);
     otadata_bytes(flash)
 }
 
