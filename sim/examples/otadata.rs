@@ -4,10 +4,11 @@
 //!     cargo run --release -p ota-sim --example otadata -- --app-kib 64 --script all
 //!     cargo run --release -p ota-sim --example otadata -- --script revert --point 41:during
 //!
-//! Every mutating flash operation of an update, a commit and a revert (each with the reboots
-//! that follow) is cut before, during and after; the board is powered on again and must run a
-//! verified image, the boot state's active one, which otadata names; and so again after one more
-//! reset. Exit code: 0 when every point held, 1 when one failed (each printed with its replay
+//! Every mutating flash operation of an update, a commit, a revert, and an update to an image
+//! that crashes or hangs at boot (each with the reboots that follow) is cut before, during and
+//! after; the board is powered on again, the core must decide on the partition its plan names,
+//! and the board must end running a verified image, the boot state's active one, which otadata
+//! names; and so again after one more reset. Exit code: 0 when every point held, 1 when one failed (each printed with its replay
 //! line), 2 on bad usage.
 
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::time::Instant;
 use ota_sim::esp::{self, Fixture, Script};
 use ota_sim::flash::CutWhen;
 
-const USAGE: &str = "usage: otadata [--app-kib N] [--script update|commit|revert|all] [--op-step N] [--seed N] [--point OP:WHEN]";
+const USAGE: &str = "usage: otadata [--app-kib N] [--script update|commit|revert|crash|hang|all] [--op-step N] [--seed N] [--point OP:WHEN]";
 
 struct Args {
     app_kib: usize,
