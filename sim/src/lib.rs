@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod device;
+pub mod esp;
 pub mod faults;
 pub mod flash;
 pub mod rng;

@@ -317,10 +317,41 @@ pub fn start<F: Flash>(
     now_ms: u64,
     events: &mut Vec<Stamped>,
 ) -> Start<F> {
-    let mut out = Events { out: events, ms: now_ms };
     let mut buf = vec![0u8; settings.work_buffer_bytes.max(1)];
-    out.push(&mut flash, Event::Phase { phase: Phase::Boot });
+    phase_boot(&mut flash, now_ms, events);
     let decision = boot::boot_with_known_digests(&mut flash, &layout, &mut buf);
+    start_from_decision_in(flash, layout, settings, decision, now_ms, events, &mut buf)
+}
+
+/// Marks the boot decision's phase, before it runs.
+pub(crate) fn phase_boot<F: Flash>(flash: &mut F, now_ms: u64, events: &mut Vec<Stamped>) {
+    Events { out: events, ms: now_ms }.push(flash, Event::Phase { phase: Phase::Boot });
+}
+
+/// [`start`] after a boot decision taken elsewhere (`crate::otadata::early_start`).
+pub(crate) fn start_from_decision<F: Flash>(
+    flash: F,
+    layout: Layout,
+    settings: Settings,
+    decision: Result<BootOutcome, ota_core::flash::FlashError>,
+    now_ms: u64,
+    events: &mut Vec<Stamped>,
+) -> Start<F> {
+    let mut buf = vec![0u8; settings.work_buffer_bytes.max(1)];
+    start_from_decision_in(flash, layout, settings, decision, now_ms, events, &mut buf)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_from_decision_in<F: Flash>(
+    mut flash: F,
+    layout: Layout,
+    settings: Settings,
+    decision: Result<BootOutcome, ota_core::flash::FlashError>,
+    now_ms: u64,
+    events: &mut Vec<Stamped>,
+    buf: &mut [u8],
+) -> Start<F> {
+    let mut out = Events { out: events, ms: now_ms };
     match decision {
         Err(e) => {
             let why = format!("the boot loader could not read the flash: {e}");
@@ -339,7 +370,7 @@ pub fn start<F: Flash>(
         }
         Ok(BootOutcome::Boot { slot, reason, state, first_boot, merge_from }) => {
             let booted = Booted { slot, reason: reason.into(), first_boot, merge_from };
-            run_booted(flash, layout, settings, booted, &state.record.state, out.ms, out.out, &mut buf)
+            run_booted(flash, layout, settings, booted, &state.record.state, out.ms, out.out, buf)
         }
     }
 }
@@ -397,9 +428,12 @@ fn run_booted<F: Flash>(
             }
         }
     }
-    let mut header = [0u8; image::HEADER_BYTES];
-    let _ = flash.read(layout.app(slot).offset, &mut header);
-    let (behaviour, header_version) = image::parse_header(&header);
+    // The header need not come first (an ESP32-C3 image puts ESP-IDF's own headers before it).
+    let region = layout.app(slot);
+    let mut head = vec![0u8; image::HEADER_SEARCH_BYTES.min(region.size_bytes as usize)];
+    let _ = flash.read(region.offset, &mut head);
+    let at = image::find_header(&head).unwrap_or(0);
+    let (behaviour, header_version) = image::parse_header(&head[at..]);
     match behaviour {
         Behaviour::CrashesAtBoot => {
             out.push(&mut flash, Event::Crashed);

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod image;
+pub mod otadata;
 pub mod partitions;
 pub mod service;
 pub mod shadow;

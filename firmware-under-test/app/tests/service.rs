@@ -510,3 +510,19 @@ fn start_booted_after_the_boot_loaders_decision_is_start() {
     drop((whole_app, split_app));
     assert!(mem == copy, "both flashes hold the same bytes");
 }
+
+/// An ESP32-C3 app image carries its image header, a segment header and ESP-IDF's app descriptor
+/// before the bytes the link places, so `ota_app::image`'s header sits at 0x120 there. The
+/// application read the header at offset 0 only, so such an image booted as an ordinary healthy
+/// application whatever its header said: a hang or a crash at boot was never reproduced.
+#[test]
+fn a_header_after_esp_idfs_app_descriptor_still_sets_the_behaviour() {
+    let mut mem = vec![0u8; FLASH_BYTES];
+    let mut app = device(&mut mem);
+    let mut image = vec![0xe9_u8; 30_000];
+    image[0x120..0x120 + 40]
+        .copy_from_slice(&Image::new("2.0.0", 40).behaviour(Behaviour::NeverCommits).bytes());
+    push(&mut app, &bundle("2.0.0", image), 300);
+    let app = reboot(app, 100);
+    assert_eq!((app.slot(), app.behaviour()), (Slot::S1, Behaviour::NeverCommits));
+}
