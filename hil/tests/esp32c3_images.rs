@@ -122,6 +122,22 @@ fn decode_table(bytes: &[u8]) -> Vec<Partition> {
     panic!("the table has no MD5 entry");
 }
 
+/// Defect: the firmware had no `ota_flash_program`/`ota_flash_erase`, so the board's cut at
+/// flash operation N (a probe-rs breakpoint on them) could not be armed on it.
+#[test]
+fn the_firmware_exports_the_flash_operations_a_cut_breaks_on() {
+    let Some(path) = elf_path() else { return };
+    let bytes = std::fs::read(&path).unwrap();
+    let elf = ota_hil::qemu::elf::Elf::parse(&bytes).unwrap();
+    for name in ["ota_flash_program", "ota_flash_erase"] {
+        let address = elf.symbol(name).unwrap_or_else(|| panic!("{} has no {name}", path.display()));
+        assert!(
+            (0x4200_0000..0x4280_0000).contains(&address),
+            "{name} at {address:#x} runs from flash (IROM)"
+        );
+    }
+}
+
 #[test]
 fn the_factory_image_decodes_as_the_boot_chain_reads_it() {
     let Some(path) = elf_path() else { return };

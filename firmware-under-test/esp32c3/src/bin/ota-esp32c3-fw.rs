@@ -82,11 +82,34 @@ mod device {
         const WRITE_SIZE: usize = <FlashStorage<'static> as NorFlash>::WRITE_SIZE;
         const ERASE_SIZE: usize = <FlashStorage<'static> as NorFlash>::ERASE_SIZE;
         fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashStorageError> {
-            NorFlash::erase(&mut self.0, from, to)
+            ota_flash_erase(&mut self.0, from, to)
         }
         fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashStorageError> {
-            NorFlash::write(&mut self.0, offset, bytes)
+            ota_flash_program(&mut self.0, offset, bytes)
         }
+    }
+
+    /// One NorFlash program: the runner's probe-rs cut at flash operation N puts a breakpoint
+    /// here (the same symbol as the QEMU port's), so the image under test has no test hook.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub fn ota_flash_program(
+        flash: &mut FlashStorage<'static>,
+        offset: u32,
+        bytes: &[u8],
+    ) -> Result<(), FlashStorageError> {
+        NorFlash::write(flash, offset, bytes)
+    }
+
+    /// One NorFlash erase of `from..to`: the other breakpoint of a cut at flash operation N.
+    #[unsafe(no_mangle)]
+    #[inline(never)]
+    pub fn ota_flash_erase(
+        flash: &mut FlashStorage<'static>,
+        from: u32,
+        to: u32,
+    ) -> Result<(), FlashStorageError> {
+        NorFlash::erase(flash, from, to)
     }
 
     impl ota_core::flash::RegionDigests for ChipFlash {}
