@@ -11,6 +11,7 @@ pub mod image;
 pub mod partitions;
 pub mod service;
 pub mod shadow;
+pub mod web;
 
 pub use app::{
     App, Booted, Finished, Flash, RpcError, SessionId, Settings, Start, Tick, start, start_booted,

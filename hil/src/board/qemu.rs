@@ -233,6 +233,28 @@ pub fn qemu_args(config: &QemuConfig, flash: &Path, dir: &Path, clock_word: u64)
     args
 }
 
+/// QEMU's arguments for the board's network: a virtio network device on QEMU's user network
+/// (slirp), the host's `127.0.0.1:http_port` forwarded to the device's port 80. From the guest,
+/// the host's loopback is 10.0.2.2 ([`GUEST_HOST_ADDRESS`]).
+pub fn qemu_net_args(http_port: u16) -> Vec<String> {
+    vec![
+        "-global".into(),
+        "virtio-mmio.force-legacy=false".into(),
+        "-netdev".into(),
+        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{http_port}-:80"),
+        "-device".into(),
+        "virtio-net-device,netdev=n0".into(),
+    ]
+}
+
+/// The host's loopback as the device sees it on QEMU's user network.
+pub const GUEST_HOST_ADDRESS: &str = "10.0.2.2";
+
+/// A TCP port on the host's loopback that nothing listens on now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// How a watched call ended.
 enum Watched {
     Answer(Result<Value, RpcErr>),

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod ota;
 pub mod run;
 pub mod sweep;
+pub mod up;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,8 @@ pub enum Command {
     Call(call::Args),
     /// Push a bundle to a device with OTA.Begin/Write/End, as `mos ota` does.
     Ota(ota::Args),
+    /// Start one provisioned board (the QEMU board) and print its serial= and http= lines.
+    Up(up::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Sweep(args) => sweep::run(args),
         Command::Call(args) => call::run(args),
         Command::Ota(args) => ota::run(args),
+        Command::Up(args) => up::run(args),
     }
 }
 
