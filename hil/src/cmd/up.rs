@@ -78,8 +78,13 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
             qemu::free_port().map_err(|e| CommandError::new(format!("no free TCP port on 127.0.0.1: {e}")))?
         }
     };
-    // The clock runs free (no frozen start value): a person's board keeps real device time.
-    let mut qemu_args = qemu::qemu_args(&config, &flash, &dir, 0);
+    // The clock runs free (no frozen start value), and with `sleep=on` the guest's idle time
+    // passes as on the wall clock: with the runner's `sleep=off` an idle board's time races (a
+    // `commit_timeout=300` would expire in seconds), and nothing here steps the clock instead.
+    let mut qemu_args: Vec<String> = qemu::qemu_args(&config, &flash, &dir, 0)
+        .into_iter()
+        .map(|arg| if arg.starts_with("shift=") { arg.replace("sleep=off", "sleep=on") } else { arg })
+        .collect();
     qemu_args.extend(qemu::qemu_net_args(http_port));
     let mut child = Command::new(&config.qemu)
         .args(&qemu_args)
@@ -115,6 +120,8 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     println!("serial={pty}");
     println!("http=127.0.0.1:{http_port}");
     println!("flash={}", flash.display());
+    // Stopping this command with SIGKILL leaves QEMU running: a script stops this process.
+    println!("qemu_pid={}", child.id());
     let status = child.wait().map_err(|e| CommandError::new(format!("waiting for QEMU: {e}")))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
