@@ -36,9 +36,12 @@ fn ready() -> bool {
         .map(|name| dir.join(name))
         .filter(|path| !path.is_file())
         .map(|path| path.display().to_string())
-        .chain(["qemu-system-riscv32", "curl"].into_iter().filter_map(|tool| {
-            Command::new(tool).arg("--version").output().is_err().then(|| format!("{tool} on PATH"))
-        }))
+        .chain(
+            ["qemu-system-riscv32", "curl"]
+                .into_iter()
+                .filter(|&tool| Command::new(tool).arg("--version").output().is_err())
+                .map(|tool| format!("{tool} on PATH")),
+        )
         .collect();
     if missing.is_empty() {
         return true;
