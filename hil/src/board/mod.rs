@@ -9,6 +9,7 @@ use crate::scenario::model::{Cut, SweepSpec, Transport};
 pub mod config;
 pub mod device;
 pub mod fleet;
+pub mod http_push;
 pub mod qemu;
 pub mod sim;
 pub mod virtual_board;
