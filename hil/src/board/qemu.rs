@@ -995,9 +995,7 @@ impl QemuBoard {
         let answer = std::thread::scope(|scope| {
             let upload = scope.spawn(|| http_push::post_update(&addr, request));
             while !upload.is_finished() {
-                if let Err(e) = self.listen(POLL) {
-                    return Err(e);
-                }
+                self.listen(POLL)?;
             }
             Ok(upload.join().unwrap_or_else(|_| Err("the upload thread panicked".into())))
         })?;
