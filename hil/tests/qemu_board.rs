@@ -1,13 +1,26 @@
 //! The QEMU board end to end: `hil run --board boards/qemu.toml` on scenario files, with the
 //! boot loader and the firmware of `firmware-under-test/qemu-virt/` on the emulated CPU.
 //!
-//! Needs `qemu-system-riscv32` and the two binaries
+//! The seeds' HTTP update too: `hil up boards/qemu.toml` starts a provisioned board, and the seeds'
+//! `curl` lines, verbatim but for the address, update and commit it over its virtio network device
+//! (smoltcp, `ota_app::web`).
+//!
+//! Needs `qemu-system-riscv32`, `curl` and the two binaries
 //! (`cargo build --release -p ota-port-qemu-virt --target riscv32imc-unknown-none-elf --bins`).
 //! Without them the tests print why and pass, unless `HIL_REQUIRE_QEMU_BOARD=1` (CI sets it after
 //! building them), which makes anything missing a failure.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use ota_hil::board::BoardInfo;
+use ota_hil::board::config::{self, Backend};
+use ota_hil::board::qemu::{self, Images};
+use ota_hil::bundles;
+use ota_hil::scenario::model::{Behaviour, BundleSource, BundleSpec};
+use serde_json::Value;
 
 const HIL: &str = env!("CARGO_BIN_EXE_hil");
 
@@ -27,11 +40,10 @@ fn ready() -> bool {
         .filter(|path| !path.is_file())
         .map(|path| path.display().to_string())
         .chain(
-            Command::new("qemu-system-riscv32")
-                .arg("--version")
-                .output()
-                .is_err()
-                .then(|| "qemu-system-riscv32 on PATH".to_string()),
+            ["qemu-system-riscv32", "curl"]
+                .into_iter()
+                .filter(|&tool| Command::new(tool).arg("--version").output().is_err())
+                .map(|tool| format!("{tool} on PATH")),
         )
         .collect();
     if missing.is_empty() {
@@ -73,4 +85,129 @@ fn a_scenario_that_pushes_over_http_passes_through_the_boards_network() {
     let (ok, text) = hil_run("scenarios/commit_timeout_zero.toml");
     assert!(ok, "{text}");
     assert!(text.contains("1 passed"), "{text}");
+}
+
+/// A board started by `hil up`; stopped (QEMU too) when dropped.
+struct Up {
+    hil: Child,
+    qemu_pid: String,
+    http: String,
+}
+
+impl Up {
+    fn start() -> Up {
+        let mut hil = Command::new(HIL)
+            .args(["up", "boards/qemu.toml", "--version", "1.0"])
+            .current_dir(workspace())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(hil.stdout.take().unwrap()).lines();
+        let (mut http, mut qemu_pid) = (None, None);
+        while http.is_none() || qemu_pid.is_none() {
+            let line = lines.next().expect("hil up ended before printing http= and qemu_pid=").unwrap();
+            if let Some(v) = line.strip_prefix("http=") {
+                http = Some(v.to_string());
+            }
+            if let Some(v) = line.strip_prefix("qemu_pid=") {
+                qemu_pid = Some(v.to_string());
+            }
+        }
+        Up { hil, qemu_pid: qemu_pid.unwrap(), http: http.unwrap() }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-9", &self.qemu_pid]).status();
+        let _ = self.hil.kill();
+        let _ = self.hil.wait();
+    }
+}
+
+/// Runs a shell line in `dir`; its stdout, and stderr for the failure message.
+fn sh(dir: &Path, line: &str) -> (bool, String, String) {
+    let output = Command::new("sh").args(["-c", line]).current_dir(dir).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `fw.zip` of the built firmware, its descriptor patched to `version`, and to leave the commit
+/// to the person (a healthy image commits itself at its first boot).
+fn bundle(version: &str) -> Vec<u8> {
+    // The board file's paths are relative to the workspace, where hil runs.
+    std::env::set_current_dir(workspace()).unwrap();
+    let board = config::load(Path::new("boards/qemu.toml")).unwrap();
+    let Backend::Qemu(qemu_config) = board.backend else { panic!("boards/qemu.toml is not a QEMU board") };
+    let (boot, fw) = qemu::find_images(&qemu_config).unwrap();
+    let images = Images::load(&boot, &fw).unwrap();
+    let layout = ota_app::partitions::layout();
+    let info = BoardInfo {
+        name: "qemu".into(),
+        kind: "qemu".into(),
+        platform: board.platform.clone(),
+        app_slot_bytes: layout.app[0].size_bytes,
+        fs_slot_bytes: layout.fs[0].size_bytes,
+        app_image: Some(Arc::new(images.firmware.bytes.clone())),
+    };
+    let spec = BundleSpec {
+        name: "app".into(),
+        version: version.into(),
+        build_id: format!("hil/{version}"),
+        platform: None,
+        behaviour: Behaviour::NeverCommits,
+        app_bytes: images.firmware.bytes.len(),
+        files: vec![("app.json".into(), format!("{{\"version\":\"{version}\"}}").into_bytes())],
+        defect: None,
+    };
+    bundles::build(&BundleSource::Spec(spec), &info).unwrap().bytes
+}
+
+#[test]
+fn the_seeds_curl_lines_update_and_commit_the_qemu_board() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hil-qemu-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("fw.zip"), bundle("2.0")).unwrap();
+    let up = Up::start();
+    let ip_addr = &up.http;
+
+    // The seeds' lines, verbatim but for IP_ADDR.
+    let (ok, out, err) =
+        sh(&dir, &format!("curl -v -F file=@fw.zip -F commit_timeout=300 http://{ip_addr}/update"));
+    assert!(ok && out.contains("Update applied, finalizing"), "{out}\n{err}");
+    // The board reboots into the new firmware on trial (100 ms of device time after the answer);
+    // until then it still answers as 1.0, and while it reboots curl retries the connection.
+    let info = format!(
+        "curl -sf --retry 60 --retry-connrefused --retry-all-errors --max-time 10 http://{ip_addr}/rpc/Sys.GetInfo"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let (ok, out, err) = sh(&dir, &info);
+        assert!(ok, "{out}\n{err}");
+        let info: Value = serde_json::from_str(&out).unwrap();
+        if info["fw_version"] == "2.0" {
+            break;
+        }
+        seen.push(info);
+    }
+    assert!(seen.len() < 200, "the board never ran 2.0: {seen:?}");
+    // The seeds' second line commits it.
+    let (ok, out, err) = sh(&dir, &format!("curl http://{ip_addr}/update/commit"));
+    assert!(ok && out == "Ok\r\n", "{out:?}\n{err}");
+    let (ok, out, err) = sh(&dir, &format!("curl -sf http://{ip_addr}/rpc/OTA.GetBootState"));
+    assert!(ok, "{out}\n{err}");
+    let state: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&state["active_slot"], &state["is_committed"]),
+        (&Value::from(1), &Value::from(true)),
+        "{state}"
+    );
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
 }

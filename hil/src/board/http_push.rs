@@ -11,7 +11,10 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use super::PushRequest;
+use crate::rpc_client::RpcErr;
 
 /// How long an upload or a pull may take, with its finalization.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -44,6 +47,32 @@ pub fn post_update(addr: &str, request: &PushRequest<'_>) -> Result<(u16, String
         }
         text
     })
+}
+
+/// How `POST /update` ended: `Ok` with the status message of an update the device took, `Err`
+/// with the refusal (any status but 2xx).
+pub fn update_answer(status: u16, body: &str) -> Result<String, String> {
+    let message = body.trim().to_string();
+    if (200..300).contains(&status) { Ok(message) } else { Err(message) }
+}
+
+/// `OTA.Update`'s params for a pull of `url` with the push's options.
+pub fn pull_params(url: &str, request: &PushRequest<'_>) -> Value {
+    let mut params = json!({ "url": url, "commit_timeout": request.commit_timeout_s });
+    if request.ignore_same_version {
+        params["ignore_same_version"] = json!(true);
+    }
+    params
+}
+
+/// How `OTA.Update` ended: `Ok` with the status message of an update the device took (applied
+/// or up to date; old firmware sends success as an error with code 0), `Err` with the refusal.
+pub fn pull_answer(answer: Result<Value, RpcErr>) -> Result<String, String> {
+    match answer {
+        Ok(result) => Ok(result.get("msg").and_then(Value::as_str).unwrap_or_default().to_string()),
+        Err(e) if e.code == 0 => Ok(e.message),
+        Err(e) => Err(e.message),
+    }
 }
 
 /// Sends the head of a `POST /update` and the first `keep` bytes of the bundle, and holds the

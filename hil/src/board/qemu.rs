@@ -248,6 +248,20 @@ pub fn qemu_net_args(http_port: u16) -> Vec<String> {
     ]
 }
 
+/// The host side of QEMU's `serial0` pty, from QMP `query-chardev`.
+pub fn serial_pty(qmp: &mut Qmp) -> Result<String, String> {
+    let chardevs = qmp.execute("query-chardev", None).map_err(|e| e.to_string())?;
+    chardevs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("label").and_then(Value::as_str) == Some("serial0"))
+        .and_then(|c| c.get("filename").and_then(Value::as_str))
+        .and_then(|f| f.strip_prefix("pty:"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("QEMU's serial0 is not a pty: {chardevs}"))
+}
+
 /// The host's loopback as the device sees it on QEMU's user network.
 pub const GUEST_HOST_ADDRESS: &str = "10.0.2.2";
 
@@ -713,16 +727,7 @@ impl QemuBoard {
         let mut qmp = Qmp::connect(&self.dir.join("qmp"), timeout).map_err(|e| {
             BoardError::new(e.to_string()).help("see the trial's console for QEMU's own messages")
         })?;
-        let chardevs = qmp.execute("query-chardev", None).map_err(|e| BoardError::new(e.to_string()))?;
-        let pty = chardevs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c.get("label").and_then(Value::as_str) == Some("serial0"))
-            .and_then(|c| c.get("filename").and_then(Value::as_str))
-            .and_then(|f| f.strip_prefix("pty:"))
-            .map(str::to_string)
-            .ok_or_else(|| BoardError::new(format!("QEMU's serial0 is not a pty: {chardevs}")))?;
+        let pty = serial_pty(&mut qmp).map_err(BoardError::new)?;
         let serial = Client::open(&pty).map_err(|e| BoardError::new(e.to_string()).help(e.help()))?;
         let gdb = Gdb::connect(&self.dir.join("gdb"), timeout).map_err(|e| BoardError::new(e.to_string()))?;
         Ok((qmp, serial, gdb))
@@ -1004,11 +1009,9 @@ impl QemuBoard {
             BoardError::new(format!("POST {url}: {e}"))
                 .help("the device's HTTP server broke off the upload; see the trial's console")
         })?;
-        let message = body.trim().to_string();
-        if (200..300).contains(&status) {
-            self.finished(&message, "POST /update")
-        } else {
-            Ok(PushResult::Refused { message })
+        match http_push::update_answer(status, &body) {
+            Ok(message) => self.finished(&message, "POST /update"),
+            Err(message) => Ok(PushResult::Refused { message }),
         }
     }
 
@@ -1017,11 +1020,7 @@ impl QemuBoard {
     fn push_pull(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
         let server = BundleServer::start(request.bundle.to_vec(), cut_after)
             .map_err(|e| BoardError::new(format!("cannot serve the bundle on loopback: {e}")))?;
-        let mut params =
-            json!({ "url": server.url_via(GUEST_HOST_ADDRESS), "commit_timeout": request.commit_timeout_s });
-        if request.ignore_same_version {
-            params["ignore_same_version"] = json!(true);
-        }
+        let params = http_push::pull_params(&server.url_via(GUEST_HOST_ADDRESS), request);
         if let Some(keep) = cut_after {
             // The reply would come when the pull ends, which it never does: send, do not wait.
             let sent = match &mut self.machine()?.serial {
@@ -1046,13 +1045,9 @@ impl QemuBoard {
         }
         let answer = self.call_timeout("OTA.Update", params, TRANSFER_TIMEOUT)?;
         drop(server);
-        match answer {
-            Ok(result) => {
-                let message = result.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
-                self.finished(&message, "OTA.Update")
-            }
-            Err(e) if e.code == 0 => self.finished(&e.message, "OTA.Update"),
-            Err(e) => Ok(PushResult::Refused { message: e.message }),
+        match http_push::pull_answer(answer) {
+            Ok(message) => self.finished(&message, "OTA.Update"),
+            Err(message) => Ok(PushResult::Refused { message }),
         }
     }
 

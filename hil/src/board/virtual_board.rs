@@ -529,11 +529,9 @@ impl VirtualBoard {
                     .help("the device's HTTP server broke off the upload; see the trial's console"));
             }
         };
-        let message = body.trim().to_string();
-        if (200..300).contains(&status) {
-            self.finished(&message, "POST /update")
-        } else {
-            Ok(PushResult::Refused { message })
+        match http_push::update_answer(status, &body) {
+            Ok(message) => self.finished(&message, "POST /update"),
+            Err(message) => Ok(PushResult::Refused { message }),
         }
     }
 
@@ -541,10 +539,7 @@ impl VirtualBoard {
         self.forget_lines();
         let server = BundleServer::start(request.bundle.to_vec(), cut_after)
             .map_err(|e| BoardError::new(format!("cannot serve the bundle on loopback: {e}")))?;
-        let mut params = json!({ "url": server.url(), "commit_timeout": request.commit_timeout_s });
-        if request.ignore_same_version {
-            params["ignore_same_version"] = json!(true);
-        }
+        let params = http_push::pull_params(&server.url(), request);
         if let Some(keep) = cut_after {
             // The reply would come when the pull ends, which it never does: send, do not wait.
             let sent = match self.process()?.serial.as_mut() {
@@ -563,13 +558,9 @@ impl VirtualBoard {
         }
         let answer = self.call_timeout("OTA.Update", params, TRANSFER_TIMEOUT)?;
         drop(server);
-        match answer {
-            Ok(result) => {
-                let message = result.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
-                self.finished(&message, "OTA.Update")
-            }
-            Err(e) if e.code == 0 => self.finished(&e.message, "OTA.Update"),
-            Err(e) => Ok(PushResult::Refused { message: e.message }),
+        match http_push::pull_answer(answer) {
+            Ok(message) => self.finished(&message, "OTA.Update"),
+            Err(message) => Ok(PushResult::Refused { message }),
         }
     }
 

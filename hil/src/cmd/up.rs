@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::CommandError;
 use crate::board::BoardInfo;
 use crate::board::config::{self, Backend};
@@ -94,16 +92,7 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     let started = (|| -> Result<String, String> {
         let mut qmp = Qmp::connect(&dir.join("qmp"), Duration::from_millis(config.startup_timeout_ms))
             .map_err(|e| e.to_string())?;
-        let chardevs = qmp.execute("query-chardev", None).map_err(|e| e.to_string())?;
-        let pty = chardevs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c.get("label").and_then(Value::as_str) == Some("serial0"))
-            .and_then(|c| c.get("filename").and_then(Value::as_str))
-            .and_then(|f| f.strip_prefix("pty:"))
-            .map(str::to_string)
-            .ok_or_else(|| format!("QEMU's serial0 is not a pty: {chardevs}"))?;
+        let pty = qemu::serial_pty(&mut qmp)?;
         qmp.cont().map_err(|e| e.to_string())?;
         // QMP stays open: QEMU keeps running when this client goes, but closing it is noise.
         std::mem::forget(qmp);
