@@ -316,7 +316,8 @@ impl Net {
     /// that the answer is not destroyed by a reset.
     fn refuse(&mut self) {
         let socket = self.sockets.get_mut::<tcp::Socket>(self.refuser);
-        if socket.is_active() && !self.refusing {
+        // Once established: a handshake in progress cannot send yet.
+        if socket.may_send() && !self.refusing {
             let _ = socket.send_slice(&ota_app::web::too_many_connections().to_bytes());
             socket.close();
             self.refusing = true;
