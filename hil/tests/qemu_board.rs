@@ -211,3 +211,74 @@ fn the_seeds_curl_lines_update_and_commit_the_qemu_board() {
     drop(up);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server on the host's loopback that answers each connection with the next of `replies` and
+/// hands over each request head it read.
+struct Script {
+    port: u16,
+    heads: std::sync::mpsc::Receiver<String>,
+}
+
+fn script(replies: Vec<String>) -> Script {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, heads) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for reply in replies {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    Script { port, heads }
+}
+
+#[test]
+fn the_qemu_board_pulls_with_its_headers_follows_a_redirect_takes_304_and_polls() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hil-qemu-pull-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let up = Up::start();
+    let ip_addr = &up.http;
+    let wait = std::time::Duration::from_secs(60);
+
+    // /update?url=: a redirect, then 304 (no update), over QEMU's user network to the host.
+    let server = script(vec![
+        "HTTP/1.1 302 Found\r\nLocation: /fw.zip\r\nContent-Length: 0\r\n\r\n".into(),
+        "HTTP/1.1 304 Not Modified\r\n\r\n".into(),
+    ]);
+    let url = format!("http://10.0.2.2:{}/r", server.port);
+    let (ok, out, err) = sh(&dir, &format!("curl -s 'http://{ip_addr}/update?url={url}'"));
+    assert!(ok && out == "(1) Not Modified\r\n", "{out:?}\n{err}");
+    let first = server.heads.recv_timeout(wait).unwrap();
+    let second = server.heads.recv_timeout(wait).unwrap();
+    assert!(first.starts_with("GET /r HTTP/1.1\r\n"), "{first}");
+    assert!(second.starts_with("GET /fw.zip HTTP/1.1\r\n"), "{second}");
+    for head in [&first, &second] {
+        assert!(head.contains("X-MGOS-Device-ID: qemu-virt -\r\n"), "{head}");
+        assert!(head.contains("X-MGOS-FW-Version: esp32c3 1.0 hil/1.0\r\n"), "{head}");
+    }
+
+    // Polling: update.url and update.interval from conf9.json.
+    let server = script(vec!["HTTP/1.1 304 Not Modified\r\n\r\n".into()]);
+    let conf9 = format!(r#"{{"update": {{"url": "http://10.0.2.2:{}/poll", "interval": 1}}}}"#, server.port);
+    let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, conf9);
+    let put = format!(
+        r#"curl -sf -d '{{"filename": "conf9.json", "data": "{data}"}}' http://{ip_addr}/rpc/FS.Put"#
+    );
+    let (ok, out, err) = sh(&dir, &put);
+    assert!(ok, "{out}\n{err}");
+    let poll = server.heads.recv_timeout(wait).expect("the board polled update.url");
+    assert!(poll.starts_with("GET /poll HTTP/1.1\r\n"), "{poll}");
+    assert!(poll.contains("X-MGOS-FW-Version: esp32c3 1.0 hil/1.0\r\n"), "{poll}");
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+}
