@@ -113,7 +113,19 @@ impl Up {
                 qemu_pid = Some(v.to_string());
             }
         }
-        Up { hil, qemu_pid: qemu_pid.unwrap(), http: http.unwrap() }
+        let up = Up { hil, qemu_pid: qemu_pid.unwrap(), http: http.unwrap() };
+        // `hil up` prints its lines as the CPU starts: wait until the firmware answers HTTP, so
+        // that connections reach it in the order they are made (QEMU's user network retries a
+        // connection the guest did not answer yet, seconds later).
+        let (ok, out, err) = sh(
+            &std::env::temp_dir(),
+            &format!(
+                "curl -sf --retry 60 --retry-connrefused --retry-all-errors --max-time 10 http://{}/rpc/Sys.GetInfo",
+                up.http
+            ),
+        );
+        assert!(ok, "the board never answered HTTP: {out}\n{err}");
+        up
     }
 }
 
@@ -281,4 +293,97 @@ fn the_qemu_board_pulls_with_its_headers_follows_a_redirect_takes_304_and_polls(
     assert!(poll.contains("X-MGOS-FW-Version: esp32c3 1.0 hil/1.0\r\n"), "{poll}");
     drop(up);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One request on a fresh connection; the whole response (the device closes after it).
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn a_fifth_connection_gets_503_and_a_cut_off_upload_changes_nothing_on_the_qemu_board() {
+    use std::io::{Read, Write};
+    if !ready() {
+        return;
+    }
+    let bundle = bundle("2.0");
+    let up = Up::start();
+    let addr = up.http.as_str();
+
+    // Five connections, each mid-request: four hold the four places and wait for their requests
+    // to end; the one past them is answered at once.
+    let mut streams: Vec<_> = (0..5)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(b"GET /rpc/Sys.GetInfo HTTP/1.1\r\nHost: x\r\n").unwrap();
+            stream.set_read_timeout(Some(std::time::Duration::from_millis(100))).unwrap();
+            stream
+        })
+        .collect();
+    let mut answered = None;
+    for _ in 0..300 {
+        answered = streams.iter().position(|s| s.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0));
+        if answered.is_some() {
+            break;
+        }
+    }
+    let mut refused_stream =
+        streams.remove(answered.expect("no connection was answered before its request ended"));
+    refused_stream.set_read_timeout(None).unwrap();
+    let mut refused = String::new();
+    refused_stream.read_to_string(&mut refused).unwrap();
+    assert!(
+        refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+            && refused.ends_with("Too many connections\r\n"),
+        "{refused}"
+    );
+    // The others' requests end and are answered; closing them frees the places (a place stays
+    // taken until the client closes too).
+    for mut stream in streams {
+        stream.set_read_timeout(None).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
+
+    // Half a bundle, then the client goes away: the update is aborted, slot 0 stays.
+    let head = "--cut\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fw.zip\"\r\n\r\n";
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /update HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=cut\r\nContent-Length: {}\r\n\r\n{head}",
+        head.len() + bundle.len() + 64
+    )
+    .unwrap();
+    stream.write_all(&bundle[..bundle.len() / 2]).unwrap();
+    // The device has taken bytes of it once OTA.Status says an update runs.
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = get(addr, "/rpc/OTA.Status");
+        if status.contains("\"state\":1") {
+            break;
+        }
+    }
+    assert!(status.contains("\"state\":1"), "{status}");
+    drop(stream);
+    for _ in 0..200 {
+        status = get(addr, "/rpc/OTA.Status");
+        if !status.contains("\"state\":1") {
+            break;
+        }
+    }
+    assert!(status.contains("the upload was cut off"), "{status}");
+    let state = get(addr, "/rpc/OTA.GetBootState");
+    assert!(
+        state.ends_with(r#"{"active_slot":0,"commit_timeout":0,"is_committed":true,"revert_slot":-1}"#),
+        "{state}"
+    );
+    let info = get(addr, "/rpc/Sys.GetInfo");
+    assert!(info.contains(r#""fw_version":"1.0""#), "{info}");
 }

@@ -47,6 +47,9 @@ pub const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 pub const HTTP_PORT: u16 = 80;
 /// HTTP connections served at once; one more is answered 503 and closed.
 pub const CONNECTIONS_MAX: usize = 4;
+/// Sockets listening for HTTP: more than [`CONNECTIONS_MAX`], so that one past the bound is
+/// accepted to be answered 503 even while answered connections linger until their clients close.
+const SOCKETS: usize = 2 * CONNECTIONS_MAX;
 /// The longest the main loop sleeps while a connection is open: 1 ms of mtime.
 pub const BUSY_WAKE_TICKS: u64 = TICKS_PER_MS;
 /// A pull gives up after this many wakes in a row without a byte or a state change.
@@ -156,6 +159,28 @@ struct Server {
     closing: bool,
     /// An [`Action`] was handed to the board; its response comes through [`Net::respond`].
     awaiting: bool,
+    /// Past the bound: answered 503, its request read and dropped until it closes.
+    refused: bool,
+}
+
+impl Server {
+    fn new(handle: SocketHandle) -> Server {
+        Server {
+            handle,
+            connection: None,
+            out: Vec::new(),
+            sent: 0,
+            closing: false,
+            awaiting: false,
+            refused: false,
+        }
+    }
+
+    /// Whether it holds one of the [`CONNECTIONS_MAX`] places: a request in progress, or an
+    /// answer still to go.
+    fn holds_a_place(&self) -> bool {
+        self.connection.is_some() && !(self.closing && self.sent == self.out.len())
+    }
 }
 
 /// A request that needs the board: [`Net::respond`] with the same `slot` answers it.
@@ -164,14 +189,12 @@ pub struct Pending {
     pub action: Action,
 }
 
-/// The stack: the device, the interface, the server sockets and the one that refuses.
+/// The stack: the device, the interface and the server sockets.
 pub struct Net {
     device: Device,
     iface: Interface,
     sockets: SocketSet<'static>,
     servers: Vec<Server>,
-    refuser: SocketHandle,
-    refusing: bool,
     /// The PLIC line of the device's slot.
     pub irq: u32,
     next_local_port: u16,
@@ -227,26 +250,14 @@ impl Net {
         iface.routes_mut().add_default_ipv4_route(GATEWAY).map_err(|e| alloc::format!("route: {e}"))?;
         let mut sockets = SocketSet::new(Vec::new());
         let mut servers = Vec::new();
-        for _ in 0..CONNECTIONS_MAX {
+        for _ in 0..SOCKETS {
             let mut socket = server_socket();
             socket.listen(HTTP_PORT).map_err(|e| alloc::format!("listen: {e}"))?;
-            let handle = sockets.add(socket);
-            servers.push(Server {
-                handle,
-                connection: None,
-                out: Vec::new(),
-                sent: 0,
-                closing: false,
-                awaiting: false,
-            });
+            servers.push(Server::new(sockets.add(socket)));
         }
-        // Added last: a connection reaches it only when every server socket is taken.
-        let mut refuser = server_socket();
-        refuser.listen(HTTP_PORT).map_err(|e| alloc::format!("listen: {e}"))?;
-        let refuser = sockets.add(refuser);
         device.0.borrow_mut().enable_interrupts();
         plic::enable(irq);
-        Ok(Net { device, iface, sockets, servers, refuser, refusing: false, irq, next_local_port: 49152 })
+        Ok(Net { device, iface, sockets, servers, irq, next_local_port: 49152 })
     }
 
     /// Moves frames both ways and serves the HTTP connections: bytes go to each connection's
@@ -256,11 +267,25 @@ impl Net {
         let _ = self.device.0.borrow_mut().ack_interrupt();
         self.iface.poll(now(), &mut self.device, &mut self.sockets);
         let mut pending = Vec::new();
+        let mut places_taken = self.servers.iter().filter(|s| s.holds_a_place()).count();
         for (slot, server) in self.servers.iter_mut().enumerate() {
             let socket = self.sockets.get_mut::<tcp::Socket>(server.handle);
-            // A connection starts once established (a handshake in progress cannot receive yet).
-            if server.connection.is_none() && socket.may_recv() {
-                server.connection = Some(Connection::new());
+            // A connection starts once established (a handshake in progress cannot receive or
+            // send yet), with a place, or answered 503 without one.
+            if server.connection.is_none() && !server.refused && socket.may_send() {
+                if places_taken < CONNECTIONS_MAX {
+                    server.connection = Some(Connection::new());
+                    places_taken += 1;
+                } else {
+                    server.refused = true;
+                    server.out = ota_app::web::too_many_connections().to_bytes();
+                    server.closing = true;
+                }
+            }
+            if server.refused {
+                while socket.can_recv() {
+                    let _ = socket.recv(|bytes| (bytes.len(), ()));
+                }
             }
             if let Some(connection) = server.connection.as_mut() {
                 while socket.can_recv() {
@@ -297,7 +322,6 @@ impl Net {
             }
             flush(socket, server);
         }
-        self.refuse();
         self.iface.poll(now(), &mut self.device, &mut self.sockets);
         pending
     }
@@ -312,31 +336,9 @@ impl Net {
         self.iface.poll(now(), &mut self.device, &mut self.sockets);
     }
 
-    /// 503 to a connection past the cap; its request is read and dropped until it closes, so
-    /// that the answer is not destroyed by a reset.
-    fn refuse(&mut self) {
-        let socket = self.sockets.get_mut::<tcp::Socket>(self.refuser);
-        // Once established: a handshake in progress cannot send yet.
-        if socket.may_send() && !self.refusing {
-            let _ = socket.send_slice(&ota_app::web::too_many_connections().to_bytes());
-            socket.close();
-            self.refusing = true;
-        }
-        while socket.can_recv() {
-            let _ = socket.recv(|bytes| (bytes.len(), ()));
-        }
-        if matches!(socket.state(), tcp::State::TimeWait) {
-            socket.abort();
-        }
-        if !socket.is_open() {
-            self.refusing = false;
-            let _ = socket.listen(HTTP_PORT);
-        }
-    }
-
     /// Whether a connection is open (the main loop then sleeps at most [`BUSY_WAKE_TICKS`]).
     pub fn busy(&self) -> bool {
-        self.servers.iter().any(|s| s.connection.is_some()) || self.refusing
+        self.servers.iter().any(|s| s.connection.is_some() || s.refused)
     }
 
     /// When smoltcp next needs a poll, in mtime ticks.
@@ -485,15 +487,9 @@ fn flush(socket: &mut tcp::Socket<'static>, server: &mut Server) {
     if matches!(socket.state(), tcp::State::TimeWait) {
         socket.abort();
     }
-    if !socket.is_open() {
-        *server = Server {
-            handle: server.handle,
-            connection: None,
-            out: Vec::new(),
-            sent: 0,
-            closing: false,
-            awaiting: false,
-        };
+    // A request handed to the board keeps its place until answered, even if its client left.
+    if !socket.is_open() && !server.awaiting {
+        *server = Server::new(server.handle);
         let _ = socket.listen(HTTP_PORT);
     }
 }
