@@ -79,6 +79,8 @@ fn collect_lists_the_scenarios_folder_sorted_without_the_readme() {
     hang_watchdog.toml
     missed_commit.toml
     power_loss.toml
+    power_loss_http.toml
+    pull_commit.toml
     revert.toml
     same_version.toml
     shadow_bad_input.toml

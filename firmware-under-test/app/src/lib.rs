@@ -12,6 +12,7 @@ pub mod otadata;
 pub mod partitions;
 pub mod service;
 pub mod shadow;
+pub mod web;
 
 pub use app::{
     App, Booted, Finished, Flash, RpcError, SessionId, Settings, Start, Tick, start, start_booted,

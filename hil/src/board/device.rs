@@ -4,6 +4,7 @@
 //! (`OTA.CreateSnapshot`, `FS.Put`, `FS.Get`).
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -169,4 +170,22 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 pub fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text)
+}
+
+/// How long the runner lets an interrupted HTTP upload or pull settle before the cut: until
+/// `OTA.Status` reads the same three times in a row, or this long.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
+/// Polls `status` (the device's `OTA.Status`) until its state and progress read the same three
+/// times in a row (the device has taken what was sent), for at most [`SETTLE_MAX`].
+pub fn settle(mut status: impl FnMut() -> BoardResult<Option<Value>>) -> BoardResult<()> {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let (mut last, mut same) = (None, 0);
+    while same < 3 && Instant::now() < deadline {
+        let seen = status()?.map(|s| (s.get("state").cloned(), s.get("progress_percent").cloned()));
+        same = if seen == last { same + 1 } else { 0 };
+        last = seen;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }

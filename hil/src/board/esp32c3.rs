@@ -225,7 +225,7 @@ impl Esp32c3Board {
     fn push_http(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
         let addr = self.http_address()?;
         if let Some(keep) = cut_after {
-            let _stream = super::virtual_board::http_upload_prefix(&addr, request, keep)
+            let _stream = super::http_push::http_upload_prefix(&addr, request, keep)
                 .map_err(|e| BoardError::new(format!("POST http://{addr}/update: {e}")))?;
             // Let the device take what was sent (its OTA.Status answers over the serial port).
             let _ = self.call("OTA.Status", Value::Null)?;
@@ -233,34 +233,14 @@ impl Esp32c3Board {
             self.cut_power(&how)?;
             return Ok(PushResult::PowerLost);
         }
-        let mut form = reqwest::blocking::multipart::Form::new()
-            .part(
-                "file",
-                reqwest::blocking::multipart::Part::bytes(request.bundle.to_vec()).file_name("fw.zip"),
-            )
-            .text("commit_timeout", request.commit_timeout_s.to_string());
-        if request.ignore_same_version {
-            form = form.text("ignore_same_version", "1");
-        }
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(u64::from(UPDATE_TIMEOUT_S)))
-            .build()
-            .map_err(|e| BoardError::new(e.to_string()))?;
-        let url = format!("http://{addr}/update");
-        let answer = http.post(&url).multipart(form).send().and_then(|r| {
-            let status = r.status();
-            r.text().map(|body| (status, body))
-        });
-        let (status, body) = answer.map_err(|e| {
-            BoardError::new(format!("POST {url}: {e}"))
+        let answer = super::http_push::post_update(&addr, request).map_err(|e| {
+            BoardError::new(format!("POST http://{addr}/update: {e}"))
                 .help("check that the board is on the network and its HTTP server runs")
         })?;
-        let message = body.trim().to_string();
-        match (status.is_success(), message.contains("same as current")) {
-            (false, _) => Ok(PushResult::Refused { message }),
-            (true, true) => Ok(PushResult::UpToDate),
-            (true, false) => {
+        match super::http_push::update_answer(answer.0, &answer.1) {
+            Err(message) => Ok(PushResult::Refused { message }),
+            Ok(message) if message.contains("same as current") => Ok(PushResult::UpToDate),
+            Ok(_) => {
                 self.await_reboot("POST /update")?;
                 Ok(PushResult::Applied)
             }

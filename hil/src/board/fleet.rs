@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
-use super::virtual_board::{BundleServer, VirtualBoard};
+use super::http_push::BundleServer;
+use super::virtual_board::VirtualBoard;
 use super::{
     Board, BoardError, BoardInfo, BoardResult, Capabilities, Cut, EventKind, OtaReport, PushRequest,
     PushResult, Refusal, ShadowSet, Status,

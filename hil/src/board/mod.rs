@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod esp32c3;
 pub mod fleet;
+pub mod http_push;
 pub mod qemu;
 pub mod sim;
 pub mod virtual_board;

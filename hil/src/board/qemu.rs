@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::device::{self, Log, lock};
+use super::http_push::{self, BundleServer, TRANSFER_TIMEOUT, http_upload_prefix};
 use super::{
     Activity, Board, BoardError, BoardInfo, BoardResult, BootStateView, Capabilities, PushRequest,
     PushResult, Refusal, Status,
@@ -216,6 +217,42 @@ pub fn qemu_args(config: &QemuConfig, flash: &Path, dir: &Path, clock_word: u64)
     args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", dir.join("qmp").display())]);
     args.extend(["-gdb".into(), format!("unix:{},server=on,wait=off", dir.join("gdb").display())]);
     args
+}
+
+/// QEMU's arguments for the board's network: a virtio network device on QEMU's user network
+/// (slirp), the host's `127.0.0.1:http_port` forwarded to the device's port 80. From the guest,
+/// the host's loopback is 10.0.2.2 ([`GUEST_HOST_ADDRESS`]).
+pub fn qemu_net_args(http_port: u16) -> Vec<String> {
+    vec![
+        "-global".into(),
+        "virtio-mmio.force-legacy=false".into(),
+        "-netdev".into(),
+        format!("user,id=n0,hostfwd=tcp:127.0.0.1:{http_port}-:80"),
+        "-device".into(),
+        "virtio-net-device,netdev=n0".into(),
+    ]
+}
+
+/// The host side of QEMU's `serial0` pty, from QMP `query-chardev`.
+pub fn serial_pty(qmp: &mut Qmp) -> Result<String, String> {
+    let chardevs = qmp.execute("query-chardev", None).map_err(|e| e.to_string())?;
+    chardevs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("label").and_then(Value::as_str) == Some("serial0"))
+        .and_then(|c| c.get("filename").and_then(Value::as_str))
+        .and_then(|f| f.strip_prefix("pty:"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("QEMU's serial0 is not a pty: {chardevs}"))
+}
+
+/// The host's loopback as the device sees it on QEMU's user network.
+pub const GUEST_HOST_ADDRESS: &str = "10.0.2.2";
+
+/// A TCP port on the host's loopback that nothing listens on now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// How a watched call ended.
@@ -607,6 +644,8 @@ pub struct QemuBoard {
     flash: Option<FlashFile>,
     machine: Option<Machine>,
     armed: Option<Cut>,
+    /// The host port QEMU forwards to the device's HTTP port, chosen free at each power-on.
+    http_port: Option<u16>,
     log: Arc<Mutex<Log>>,
     step_deadline: Option<Instant>,
     /// This board's folder for QEMU's sockets.
@@ -629,7 +668,7 @@ impl QemuBoard {
             app_image: None,
         };
         let capabilities = Capabilities {
-            transports: vec![Transport::Rpc],
+            transports: vec![Transport::Rpc, Transport::Http, Transport::Pull],
             cut_at_op: true,
             cut_at_fraction: true,
             cut_at_phase: true,
@@ -649,6 +688,7 @@ impl QemuBoard {
             flash: None,
             machine: None,
             armed: None,
+            http_port: None,
             log: Arc::new(Mutex::new(Log::default())),
             step_deadline: None,
             dir,
@@ -699,7 +739,11 @@ impl QemuBoard {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| BoardError::new(format!("cannot create {}: {e}", self.dir.display())))?;
         let word = clock_word(lock(&self.log).device_ms, true);
-        let args = qemu_args(&self.config, &flash, &self.dir, word);
+        let mut args = qemu_args(&self.config, &flash, &self.dir, word);
+        let http_port = free_port()
+            .map_err(|e| BoardError::new(format!("no free TCP port on 127.0.0.1 for HTTP: {e}")))?;
+        args.extend(qemu_net_args(http_port));
+        self.http_port = Some(http_port);
         let mut child = Command::new(&self.config.qemu)
             .args(&args)
             .stdin(Stdio::null())
@@ -757,16 +801,7 @@ impl QemuBoard {
         let mut qmp = Qmp::connect(&self.dir.join("qmp"), timeout).map_err(|e| {
             BoardError::new(e.to_string()).help("see the trial's console for QEMU's own messages")
         })?;
-        let chardevs = qmp.execute("query-chardev", None).map_err(|e| BoardError::new(e.to_string()))?;
-        let pty = chardevs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c.get("label").and_then(Value::as_str) == Some("serial0"))
-            .and_then(|c| c.get("filename").and_then(Value::as_str))
-            .and_then(|f| f.strip_prefix("pty:"))
-            .map(str::to_string)
-            .ok_or_else(|| BoardError::new(format!("QEMU's serial0 is not a pty: {chardevs}")))?;
+        let pty = serial_pty(&mut qmp).map_err(BoardError::new)?;
         let serial = Client::open(&pty).map_err(|e| BoardError::new(e.to_string()).help(e.help()))?;
         let gdb = Gdb::connect(&self.dir.join("gdb"), timeout).map_err(|e| BoardError::new(e.to_string()))?;
         Ok((qmp, serial, gdb))
@@ -1000,6 +1035,92 @@ impl QemuBoard {
         }
     }
 
+    /// Reads the serial line for `wait` (the console, the kicks): the guest's UART stalls when
+    /// nobody reads its pty.
+    fn listen(&mut self, wait: Duration) -> BoardResult<()> {
+        let read = match &mut self.machine()?.serial {
+            // No call is waiting: every line read is console.
+            Client::Serial(serial) => serial.await_reply(u64::MAX, "(console)", wait),
+            _ => return Err(BoardError::new("the QEMU board talks over its pty only")),
+        };
+        self.pull_console();
+        match read {
+            Ok(_) | Err(TransportError::Timeout { .. }) => Ok(()),
+            Err(e) => Err(self.transport(e, "reading the console")),
+        }
+    }
+
+    fn http_addr(&self) -> BoardResult<String> {
+        self.http_port
+            .map(|port| format!("127.0.0.1:{port}"))
+            .ok_or_else(|| BoardError::new("the QEMU board is off: no HTTP port"))
+    }
+
+    /// `POST /update` through QEMU's port forward, as the seeds' curl line sends it; the serial
+    /// line is read meanwhile.
+    fn push_http(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
+        let addr = self.http_addr()?;
+        if let Some(keep) = cut_after {
+            let _stream = http_upload_prefix(&addr, request, keep)
+                .map_err(|e| BoardError::new(format!("POST http://{addr}/update: {e}")))?;
+            device::settle(|| Ok(self.call("OTA.Status", Value::Null)?.ok()))?;
+            self.cut(&format!("after {keep} of {} bytes were sent", request.bundle.len()));
+            return Ok(PushResult::PowerLost);
+        }
+        let answer = std::thread::scope(|scope| {
+            let upload = scope.spawn(|| http_push::post_update(&addr, request));
+            while !upload.is_finished() {
+                self.listen(POLL)?;
+            }
+            Ok(upload.join().unwrap_or_else(|_| Err("the upload thread panicked".into())))
+        })?;
+        let url = format!("http://{addr}/update");
+        let (status, body) = answer.map_err(|e| {
+            BoardError::new(format!("POST {url}: {e}"))
+                .help("the device's HTTP server broke off the upload; see the trial's console")
+        })?;
+        match http_push::update_answer(status, &body) {
+            Ok(message) => self.finished(&message, "POST /update"),
+            Err(message) => Ok(PushResult::Refused { message }),
+        }
+    }
+
+    /// `OTA.Update {url}`: the device pulls the bundle from a server on the host's loopback,
+    /// which it reaches as [`GUEST_HOST_ADDRESS`].
+    fn push_pull(&mut self, request: &PushRequest<'_>, cut_after: Option<usize>) -> BoardResult<PushResult> {
+        let server = BundleServer::start(request.bundle.to_vec(), cut_after)
+            .map_err(|e| BoardError::new(format!("cannot serve the bundle on loopback: {e}")))?;
+        let params = http_push::pull_params(&server.url_via(GUEST_HOST_ADDRESS), request);
+        if let Some(keep) = cut_after {
+            // The reply would come when the pull ends, which it never does: send, do not wait.
+            let sent = match &mut self.machine()?.serial {
+                Client::Serial(serial) => serial.send("OTA.Update", params),
+                _ => return Err(BoardError::new("the QEMU board talks over its pty only")),
+            };
+            if let Err(e) = sent {
+                return Err(self.transport(e, "asking for a pull"));
+            }
+            let deadline = Instant::now() + self.startup_timeout();
+            while server.await_served(Duration::ZERO).is_err() {
+                if Instant::now() >= deadline {
+                    return Err(BoardError::new(
+                        "the device did not fetch the bundle (still waiting for the device's GET of the bundle)",
+                    ));
+                }
+                self.listen(Duration::from_millis(50))?;
+            }
+            device::settle(|| Ok(self.call("OTA.Status", Value::Null)?.ok()))?;
+            self.cut(&format!("after {keep} of {} bytes were served", request.bundle.len()));
+            return Ok(PushResult::PowerLost);
+        }
+        let answer = self.call_timeout("OTA.Update", params, TRANSFER_TIMEOUT)?;
+        drop(server);
+        match http_push::pull_answer(answer) {
+            Ok(message) => self.finished(&message, "OTA.Update"),
+            Err(message) => Ok(PushResult::Refused { message }),
+        }
+    }
+
     /// The armed cut, when the debugger strikes it (at an operation or a phase); taken.
     fn plan(&mut self) -> Option<Plan> {
         let plan = match self.armed.take() {
@@ -1215,14 +1336,12 @@ impl Board for QemuBoard {
             self.armed = None;
             return Ok(PushResult::PowerLost);
         }
-        if request.transport != Transport::Rpc {
-            return Err(BoardError::new(format!(
-                "the QEMU board has no {} transport",
-                request.transport.name()
-            )));
-        }
         let armed = self.arm_debugger()?;
-        let result = self.push_rpc(request, cut_after);
+        let result = match request.transport {
+            Transport::Rpc => self.push_rpc(request, cut_after),
+            Transport::Http => self.push_http(request, cut_after),
+            Transport::Pull => self.push_pull(request, cut_after),
+        };
         match armed {
             Some(how) => self.settle_cut(result, &how, PushResult::PowerLost),
             None => result,

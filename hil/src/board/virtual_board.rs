@@ -32,11 +32,10 @@
 //! Device time on the timeline is the device's own: every event comes as an `@ota` JSON line on
 //! the process's stderr, stamped with device milliseconds.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,6 +44,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::device::{self, Log, lock};
+use super::http_push;
 use super::{
     Activity, Board, BoardError, BoardInfo, BoardResult, BootStateView, Capabilities, PushRequest,
     PushResult, Refusal, Status,
@@ -60,13 +60,9 @@ use ota_app::app::REBOOT_DELAY_MS;
 pub const BINARY: &str = "virtual-board";
 /// How long an ordinary call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an upload or a pull may take, with its finalization.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+use super::http_push::{BundleServer, TRANSFER_TIMEOUT, http_upload_prefix};
 /// `OTA.Begin {timeout}`, as `mos ota` sends it.
 const UPDATE_TIMEOUT_S: u32 = 600;
-/// How long the runner lets an interrupted HTTP upload or pull settle before the cut: until
-/// `OTA.Status` reads the same three times in a row, or this long.
-const SETTLE_MAX: Duration = Duration::from_secs(2);
 /// Console lines quoted in an error about the process.
 const TAIL_LINES: usize = 8;
 /// How long the runner waits for the event that explains why no firmware answers.
@@ -520,26 +516,8 @@ impl VirtualBoard {
             self.cut(&format!("after {keep} of {} bytes were sent", request.bundle.len()));
             return Ok(PushResult::PowerLost);
         }
-        let mut form = reqwest::blocking::multipart::Form::new()
-            .part(
-                "file",
-                reqwest::blocking::multipart::Part::bytes(request.bundle.to_vec()).file_name("fw.zip"),
-            )
-            .text("commit_timeout", request.commit_timeout_s.to_string());
-        if request.ignore_same_version {
-            form = form.text("ignore_same_version", "1");
-        }
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(TRANSFER_TIMEOUT)
-            .build()
-            .map_err(|e| BoardError::new(e.to_string()))?;
         let url = format!("http://{addr}/update");
-        let answer = http.post(&url).multipart(form).send().and_then(|r| {
-            let status = r.status();
-            r.text().map(|body| (status, body))
-        });
-        let (status, body) = match answer {
+        let (status, body) = match http_push::post_update(&addr, request) {
             Ok(answer) => answer,
             Err(e) if self.exited() => {
                 return Err(self.transport(
@@ -548,21 +526,13 @@ impl VirtualBoard {
                 ));
             }
             Err(e) => {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    text += &format!(": {cause}");
-                    source = cause.source();
-                }
-                return Err(BoardError::new(format!("POST {url}: {text}"))
+                return Err(BoardError::new(format!("POST {url}: {e}"))
                     .help("the device's HTTP server broke off the upload; see the trial's console"));
             }
         };
-        let message = body.trim().to_string();
-        if status.is_success() {
-            self.finished(&message, "POST /update")
-        } else {
-            Ok(PushResult::Refused { message })
+        match http_push::update_answer(status, &body) {
+            Ok(message) => self.finished(&message, "POST /update"),
+            Err(message) => Ok(PushResult::Refused { message }),
         }
     }
 
@@ -570,10 +540,7 @@ impl VirtualBoard {
         self.forget_lines();
         let server = BundleServer::start(request.bundle.to_vec(), cut_after)
             .map_err(|e| BoardError::new(format!("cannot serve the bundle on loopback: {e}")))?;
-        let mut params = json!({ "url": server.url(), "commit_timeout": request.commit_timeout_s });
-        if request.ignore_same_version {
-            params["ignore_same_version"] = json!(true);
-        }
+        let params = http_push::pull_params(&server.url(), request);
         if let Some(keep) = cut_after {
             // The reply would come when the pull ends, which it never does: send, do not wait.
             let sent = match self.process()?.serial.as_mut() {
@@ -592,13 +559,9 @@ impl VirtualBoard {
         }
         let answer = self.call_timeout("OTA.Update", params, TRANSFER_TIMEOUT)?;
         drop(server);
-        match answer {
-            Ok(result) => {
-                let message = result.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
-                self.finished(&message, "OTA.Update")
-            }
-            Err(e) if e.code == 0 => self.finished(&e.message, "OTA.Update"),
-            Err(e) => Ok(PushResult::Refused { message: e.message }),
+        match http_push::pull_answer(answer) {
+            Ok(message) => self.finished(&message, "OTA.Update"),
+            Err(message) => Ok(PushResult::Refused { message }),
         }
     }
 
@@ -612,19 +575,9 @@ impl VirtualBoard {
         Ok(PushResult::Applied)
     }
 
-    /// Polls `OTA.Status` until it reads the same three times in a row (the device has taken
-    /// what was sent), for at most [`SETTLE_MAX`].
+    /// Lets an interrupted HTTP upload or pull settle before the cut ([`device::settle`]).
     fn settle(&mut self) -> BoardResult<()> {
-        let deadline = Instant::now() + SETTLE_MAX;
-        let (mut last, mut same) = (None, 0);
-        while same < 3 && Instant::now() < deadline {
-            let status = self.call("OTA.Status", Value::Null)?.ok();
-            let seen = status.map(|s| (s.get("state").cloned(), s.get("progress_percent").cloned()));
-            same = if seen == last { same + 1 } else { 0 };
-            last = seen;
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
+        device::settle(|| Ok(self.call("OTA.Status", Value::Null)?.ok()))
     }
 
     /// Arms the armed cut on the device's flash, when it is one the device strikes itself (at
@@ -976,121 +929,6 @@ impl Board for VirtualBoard {
 
     fn drain_console(&mut self) -> Vec<String> {
         std::mem::take(&mut lock(&self.log).console)
-    }
-}
-
-/// Sends the first `keep` bytes of a `POST /update` of the bundle to `addr` (`host:port`) and
-/// leaves the connection open: the upload a power cut interrupts. The ESP32-C3 board cuts the
-/// same way.
-pub(crate) fn http_upload_prefix(
-    addr: &str,
-    request: &PushRequest<'_>,
-    keep: usize,
-) -> std::io::Result<TcpStream> {
-    const BOUNDARY: &str = "hil-virtual-board-upload";
-    let head = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fw.zip\"\r\nContent-Type: application/zip\r\n\r\n"
-    );
-    let tail = format!(
-        "\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"commit_timeout\"\r\n\r\n{}\r\n--{BOUNDARY}--\r\n",
-        request.commit_timeout_s
-    );
-    let length = head.len() + request.bundle.len() + tail.len();
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_write_timeout(Some(TRANSFER_TIMEOUT))?;
-    write!(
-        stream,
-        "POST /update HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {length}\r\n\r\n{head}"
-    )?;
-    stream.write_all(&request.bundle[..keep.min(request.bundle.len())])?;
-    stream.flush()?;
-    Ok(stream)
-}
-
-/// A loopback HTTP server that serves one bundle at any path, for pulls: `200` with a
-/// Content-Length, and the body (or its first `cut_after` bytes, the connection then held open
-/// until the server is dropped).
-pub(crate) struct BundleServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    served: Receiver<usize>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Connections a bundle server answers before it stops (the device fetches once; redirects and
-/// retries stay far below).
-const SERVER_CONNECTIONS_MAX: usize = 64;
-
-impl BundleServer {
-    pub(crate) fn start(bundle: Vec<u8>, cut_after: Option<usize>) -> std::io::Result<BundleServer> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, served) = mpsc::channel();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in listener.incoming().take(SERVER_CONNECTIONS_MAX) {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut stream) = stream else { continue };
-                let sent = serve_bundle(&mut stream, &bundle, cut_after);
-                let _ = tx.send(sent);
-                if cut_after.is_some() {
-                    held.push(stream);
-                }
-            }
-        });
-        Ok(BundleServer { addr, stop, served, thread: Some(thread) })
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}/fw.zip", self.addr)
-    }
-
-    /// Waits until a client was served (all it gets).
-    fn await_served(&self, timeout: Duration) -> Result<usize, &'static str> {
-        self.served.recv_timeout(timeout).map_err(|_| "the device's GET of the bundle")
-    }
-}
-
-impl Drop for BundleServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Reads a request head (bounded) and answers with the bundle; the bytes of body sent.
-fn serve_bundle(stream: &mut TcpStream, bundle: &[u8], cut_after: Option<usize>) -> usize {
-    const HEAD_MAX_BYTES: usize = 16 * 1024;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(TRANSFER_TIMEOUT));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_MAX_BYTES {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return 0,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = &bundle[..cut_after.unwrap_or(bundle.len()).min(bundle.len())];
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        bundle.len()
-    );
-    match stream
-        .write_all(answer.as_bytes())
-        .and_then(|_| stream.write_all(body))
-        .and_then(|_| stream.flush())
-    {
-        Ok(()) => body.len(),
-        Err(_) => 0,
     }
 }
 

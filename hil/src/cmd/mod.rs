@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod ota;
 pub mod run;
 pub mod sweep;
+pub mod up;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +48,8 @@ pub enum Command {
     Flash(flash::Args),
     /// List the attached USB serial ports and probes, with a board file for each.
     Boards(boards::Args),
+    /// Start one provisioned board (the QEMU board) and print its serial= and http= lines.
+    Up(up::Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Image(args) => image::run(args),
         Command::Flash(args) => flash::run(args),
         Command::Boards(args) => boards::run(args),
+        Command::Up(args) => up::run(args),
     }
 }
 

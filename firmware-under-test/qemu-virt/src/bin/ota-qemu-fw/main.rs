@@ -4,8 +4,10 @@
 //!
 //! One UART carries both the console (`@ota {json}` event lines, the `@kick` line of every
 //! main-loop turn) and RPC in Mongoose OS's framing, as the virtual board's pty does, with the
-//! same `Board.Clock` rig method. The main loop sleeps in `wfi` until a byte arrives or, with
-//! the clock running, until the application's next deadline.
+//! same `Board.Clock` rig method. With a virtio network device, the same application also
+//! answers HTTP (`ota_app::web`, over `ota_port_qemu_virt::net`'s smoltcp) and pulls bundles
+//! over it. The main loop sleeps in `wfi` until a byte or a frame arrives or, with the clock
+//! running, until the application's next deadline.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -18,24 +20,34 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+mod net;
+
+#[cfg(target_os = "none")]
 mod device {
     extern crate alloc;
 
     use alloc::boxed::Box;
+    use alloc::string::String;
     use alloc::vec::Vec;
+    use core::cell::Cell;
     use core::fmt::Write;
 
+    use super::net::{self, Net};
     use embedded_alloc::LlffHeap;
     use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
     use ota_app::app::{App, RpcError, Settings, Start, Tick};
-    use ota_app::service::{self, Reply};
-    use ota_app::{Booted, Event, Phase, Stamped};
+    use ota_app::service::{self, PullRequest, Reply};
+    use ota_app::web::{self, Action, AppHost};
+    use ota_app::{Booted, Event, Phase, Source, Stamped};
+    use ota_core::updater::UpdateOptions;
     use ota_port_qemu_virt::cfi::CfiError;
     use ota_port_qemu_virt::clock::{self, Clock};
     use ota_port_qemu_virt::handoff::{HandOff, Reason};
     use ota_port_qemu_virt::hw::{self, plic, timer, uart};
     use ota_port_qemu_virt::{KICK_LINE, LAYOUT, PLATFORM};
-    use ota_proto::rpc::frame::{self, Request, Response};
+    use ota_proto::http::client::{DeviceIdentity, PullOutcome};
+    use ota_proto::http::response::Response as HttpResponse;
+    use ota_proto::rpc::frame::{self, FrameError, Request, Response};
     use ota_proto::rpc::uart::{DEFAULT_MAX_FRAME_BYTES, Decoder, Encoder, Item, Style};
     use serde_json::{Value, json};
 
@@ -255,14 +267,55 @@ mod device {
         unsafe { core::arch::asm!("unimp", options(noreturn)) }
     }
 
-    /// The main loop: serve the UART, run what is due, kick, sleep. The application's timers
-    /// run only when a frame was handled or a deadline passed: a wake for a few bytes of a frame
-    /// must not read the boot state (a stream of RPC bytes is hundreds of wakes per frame).
+    /// The application as `ota_app::web` drives it: owned by the main loop, its events printed
+    /// as they come.
+    struct Host<'a> {
+        board: &'a mut Board,
+        app: &'a mut App<AppFlash>,
+    }
+
+    impl AppHost for Host<'_> {
+        type Flash = AppFlash;
+        fn with_app<T>(&mut self, f: impl FnOnce(&mut App<AppFlash>, u64) -> T) -> Result<T, RpcError> {
+            let now = self.board.now_ms();
+            let result = f(self.app, now);
+            self.board.events(self.app.take_events());
+            Ok(result)
+        }
+    }
+
+    /// Prints the kick line when the last one is at least KICK_SPACING_TICKS old.
+    fn kick(last_kick: &Cell<u64>) {
+        if timer::ticks().saturating_sub(last_kick.get()) >= KICK_SPACING_TICKS {
+            line(KICK_LINE);
+            last_kick.set(timer::ticks());
+        }
+    }
+
+    /// The main loop: serve the UART and the network, run what is due, kick, sleep. The
+    /// application's timers run only when a frame or a request was handled or a deadline passed:
+    /// a wake for a few bytes of a frame must not read the boot state (a stream of RPC bytes is
+    /// hundreds of wakes per frame).
     fn run(mut board: Board, mut app: Box<App<AppFlash>>) -> ! {
         let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
-        resume_advance(&mut board, &mut app);
+        let last_kick = Cell::new(0);
+        let mut net = match Net::start() {
+            Ok(n) => {
+                line(&alloc::format!(
+                    "ota-qemu-fw: network up: {}:{} (virtio-mmio irq {})",
+                    net::ADDRESS,
+                    net::HTTP_PORT,
+                    n.irq
+                ));
+                Some(n)
+            }
+            Err(why) => {
+                line(&alloc::format!("ota-qemu-fw: no network ({why}): no HTTP, no pulls"));
+                None
+            }
+        };
+        resume_advance(&mut board, &mut app, net.as_mut(), &last_kick);
         let mut bytes = Vec::new();
-        let mut last_kick = 0;
         // What is due at once (a commit timeout of 0) runs at the first turn.
         let mut due_ms = Some(0);
         loop {
@@ -273,31 +326,133 @@ mod device {
             let mut items = Vec::new();
             decoder.feed(&bytes, |item| items.push(item));
             bytes.clear();
-            let handled = !items.is_empty();
+            let mut handled = !items.is_empty();
             for item in items {
-                on_item(&mut board, &mut app, item);
+                on_item(&mut board, &mut app, net.as_mut(), &last_kick, item);
+            }
+            if let Some(n) = net.as_mut() {
+                let pending = n.poll(&mut Host { board: &mut board, app: &mut app });
+                handled |= !pending.is_empty() || n.busy();
+                for net::Pending { slot, action } in pending {
+                    let response = answer(&mut board, &mut app, n, &last_kick, action);
+                    n.respond(slot, response);
+                }
             }
             let now = board.now_ms();
             if handled || due_ms.is_some_and(|due| now >= due) {
-                tick(&mut board, &mut app, now);
+                tick(&mut board, &mut app, net.as_mut(), &last_kick, now);
                 due_ms = app.next_due_ms();
             }
-            if timer::ticks().saturating_sub(last_kick) >= KICK_SPACING_TICKS {
-                line(KICK_LINE);
-                last_kick = timer::ticks();
+            kick(&last_kick);
+            // The next deadline (with the clock running), the network's, and a kick at least
+            // every KICK_PERIOD_TICKS of mtime, so that an idle healthy firmware is never taken
+            // for a hung one.
+            let mut wake = timer::ticks().saturating_add(KICK_PERIOD_TICKS);
+            if let Some(at) = due_ms.and_then(|due| board.clock.ticks_at(due)) {
+                wake = wake.min(at);
             }
-            // The next deadline (with the clock running), and a kick at least every
-            // KICK_PERIOD_TICKS of mtime, so that an idle healthy firmware is never taken for a
-            // hung one.
-            let kick = timer::ticks().saturating_add(KICK_PERIOD_TICKS);
-            let wake = due_ms.and_then(|due| board.clock.ticks_at(due)).map_or(kick, |at| at.min(kick));
+            if let Some(n) = net.as_mut() {
+                if let Some(at) = n.wake_at() {
+                    wake = wake.min(at);
+                }
+                if n.busy() {
+                    wake = wake.min(timer::ticks().saturating_add(net::BUSY_WAKE_TICKS));
+                }
+            }
             timer::wake_at(wake);
             hw::wait_for_interrupt();
         }
     }
 
+    /// The answer to an HTTP request that needs more than the application: a pull, an RPC frame
+    /// or call.
+    fn answer(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        net: &mut Net,
+        last_kick: &Cell<u64>,
+        action: Action,
+    ) -> HttpResponse {
+        match action {
+            Action::Respond(response) => response,
+            Action::Pull(request) => web::pull_response(pull(board, app, net, last_kick, &request)),
+            Action::Frame(body) => {
+                match handle_frame(board, app, Some(net), last_kick, &body, Style::default()) {
+                    Ok(reply) => web::frame_response(Ok(reply)),
+                    Err(error) => {
+                        let id = app.config().device_id;
+                        web::frame_response(Err(frame::not_a_frame_json(&error, &id)))
+                    }
+                }
+            }
+            Action::Call { method, params } => {
+                web::call_response(call(board, app, Some(net), last_kick, &method, &params, None))
+            }
+        }
+    }
+
+    /// A pull (§6.2): the bundle streams from `request.url` into the updater as it arrives, as
+    /// the virtual board's `board::pull` does over `std::net`.
+    fn pull(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        net: &mut Net,
+        last_kick: &Cell<u64>,
+        request: &PullRequest,
+    ) -> Result<&'static str, RpcError> {
+        let options = UpdateOptions {
+            commit_timeout_s: request.commit_timeout_s,
+            ignore_same_version: request.ignore_same_version,
+        };
+        let now = board.now_ms();
+        let begun = app.update_begin(Source::Pull, options, None, None, now);
+        board.events(app.take_events());
+        let id = begun?;
+        let (fw_version, fw_id) = app.version();
+        let config = app.config();
+        let identity = DeviceIdentity {
+            device_id: Some(config.device_id.clone()),
+            mac: None,
+            app: app.settings().app_name.clone(),
+            platform: app.settings().platform.clone(),
+            fw_version,
+            fw_id,
+        };
+        let fetched = {
+            let board = &mut *board;
+            let app = &mut *app;
+            let on_body = |piece: &[u8]| -> Result<(), String> {
+                let now = board.now_ms();
+                let written = app.update_data(id, piece, now).map_err(|e| e.message);
+                board.events(app.take_events());
+                written
+            };
+            net.get(&identity, &config.update_extra_http_headers, &request.url, on_body, || kick(last_kick))
+        };
+        let now = board.now_ms();
+        let result = match fetched {
+            Ok(PullOutcome::NotModified) => {
+                app.update_not_modified(id, now);
+                Ok("Not Modified")
+            }
+            Ok(PullOutcome::Done { .. }) => app.update_end(id, now).map(|f| f.message()),
+            Err(e) => {
+                app.update_abort(id, &alloc::format!("pull failed: {e}"), now);
+                Err(RpcError::new(e.code, e.message))
+            }
+        };
+        board.events(app.take_events());
+        result
+    }
+
     /// Runs what is due at `now`; a reboot it asks for happens here.
-    fn tick(board: &mut Board, app: &mut App<AppFlash>, now: u64) {
+    fn tick(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+        now: u64,
+    ) {
         let tick = app.tick(now);
         board.events(app.take_events());
         match tick {
@@ -305,62 +460,95 @@ mod device {
                 line(&alloc::format!("reboot: {why}"));
                 hw::reboot()
             }
-            // No network on this board: polling has nothing to pull over.
-            Tick::Pull(_) | Tick::Nothing => {}
+            // Polling (`update.url`, `update.interval`): the pull runs here, its outcome is
+            // in the events.
+            Tick::Pull(request) => {
+                if let Some(net) = net {
+                    let _ = pull(board, app, net, last_kick, &request);
+                }
+            }
+            Tick::Nothing => {}
         }
     }
 
-    fn on_item(board: &mut Board, app: &mut App<AppFlash>, item: Item) {
+    fn on_item(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+        item: Item,
+    ) {
         if let Some(reply) = item.device_reply() {
             uart::write(reply);
             return;
         }
         let Item::Frame { json, style } = item else { return };
+        // Bytes that are not a request and get no error frame are dropped on the serial line.
+        if let Ok(Some(reply)) = handle_frame(board, app, net, last_kick, &json, style) {
+            board.send(&reply, style);
+        }
+    }
+
+    /// One RPC frame, from the UART or `POST /rpc`: its reply frame, none for a notification or
+    /// another device's frame, or the error for bytes that are not a request and get no error
+    /// frame.
+    fn handle_frame(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+        json: &[u8],
+        style: Style,
+    ) -> Result<Option<String>, FrameError> {
         let id = app.config().device_id;
-        let request = match frame::parse_request(&json) {
+        let request = match frame::parse_request(json) {
             Ok(request) => request,
             Err(error) => {
-                if let Some(response) = Response::bad_request(&error, &id) {
-                    board.send(&response.to_json(), style);
-                }
-                return;
+                return match Response::bad_request(&error, &id) {
+                    Some(response) => Ok(Some(response.to_json())),
+                    None => Err(error),
+                };
             }
         };
         if !frame::dst_is_local(&request, &id) {
-            return;
+            return Ok(None);
         }
-        let outcome = match request.method.as_str() {
-            "Board.Clock" => board_clock(board, app, &request, &json, style),
-            method => {
-                let now = board.now_ms();
-                let reply = service::dispatch(app, method, &request.params, now, now);
-                board.events(app.take_events());
-                match reply {
-                    Reply::Result(value) => Ok(value),
-                    Reply::Error(e) => Err(e),
-                    Reply::Pull(_) => {
-                        Err(RpcError::new(-1, "this board has no network: nothing to pull over"))
-                    }
-                }
-            }
-        };
-        respond(board, &request, &id, outcome, style);
+        let outcome = call(board, app, net, last_kick, &request.method, &request.params, Some((json, style)));
+        Ok(reply(&request, &id, outcome).map(|r| r.to_json()))
     }
 
-    fn respond(
+    /// A method: the board's `Board.Clock`, or the application's services (a pull run here).
+    /// `frame` is the request's JSON and framing, kept for an `advance_ms` a reboot interrupts.
+    fn call(
         board: &mut Board,
-        request: &Request,
-        id: &str,
-        outcome: Result<Value, RpcError>,
-        style: Style,
-    ) {
-        let response = match outcome {
+        app: &mut App<AppFlash>,
+        net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+        method: &str,
+        params: &Value,
+        frame: Option<(&[u8], Style)>,
+    ) -> Result<Value, RpcError> {
+        if method == "Board.Clock" {
+            return board_clock(board, app, net, last_kick, params, frame);
+        }
+        let now = board.now_ms();
+        let reply = service::dispatch(app, method, params, now, now);
+        board.events(app.take_events());
+        match reply {
+            Reply::Result(value) => Ok(value),
+            Reply::Error(e) => Err(e),
+            Reply::Pull(request) => match net {
+                Some(net) => web::pull_result(pull(board, app, net, last_kick, &request)),
+                None => Err(RpcError::new(-1, "this board has no network device: nothing to pull over")),
+            },
+        }
+    }
+
+    fn reply(request: &Request, id: &str, outcome: Result<Value, RpcError>) -> Option<Response> {
+        match outcome {
             Ok(value) => Response::ok(request, id, value),
             Err(e) if e.code == 404 => Response::no_handler(request, id),
             Err(e) => Response::error(request, id, e.code as i64, e.message),
-        };
-        if let Some(response) = response {
-            board.send(&response.to_json(), style);
         }
     }
 
@@ -369,11 +557,11 @@ mod device {
     fn board_clock(
         board: &mut Board,
         app: &mut App<AppFlash>,
-        request: &Request,
-        json: &[u8],
-        style: Style,
+        net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+        params: &Value,
+        frame: Option<(&[u8], Style)>,
     ) -> Result<Value, RpcError> {
-        let params = &request.params;
         if params.get("freeze").and_then(Value::as_bool) == Some(true) {
             board.clock.freeze(timer::ticks());
         }
@@ -387,7 +575,7 @@ mod device {
             };
             board.clock.freeze(timer::ticks());
             let target_ms = board.now_ms().saturating_add(ms);
-            if json.len() <= PENDING_JSON_MAX {
+            if let Some((json, style)) = frame.filter(|(json, _)| json.len() <= PENDING_JSON_MAX) {
                 // Kept for a reboot on the way: the next firmware finishes the advance and answers.
                 let p = &mut *board.pending;
                 p.json[..json.len()].copy_from_slice(json);
@@ -395,25 +583,36 @@ mod device {
                     (json.len() as u32, style.crc as u32, style.quotes as u32, target_ms);
                 p.magic = PENDING_MAGIC;
             }
-            advance_to(board, app, target_ms);
+            advance_to(board, app, net, last_kick, target_ms);
             board.pending.magic = 0;
         }
         Ok(json!({"now_ms": board.now_ms(), "frozen": board.clock.is_frozen()}))
     }
 
     /// Steps the frozen clock to `target_ms`, running each due thing at its time.
-    fn advance_to(board: &mut Board, app: &mut App<AppFlash>, target_ms: u64) {
+    fn advance_to(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        mut net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+        target_ms: u64,
+    ) {
         for _ in 0..ADVANCE_ROUNDS_MAX {
             let Some(due) = app.next_due_ms().filter(|&due| due <= target_ms) else { break };
             board.clock.set_frozen_ms(due);
-            tick(board, app, due);
+            tick(board, app, net.as_deref_mut(), last_kick, due);
         }
         board.clock.set_frozen_ms(target_ms);
-        tick(board, app, target_ms);
+        tick(board, app, net, last_kick, target_ms);
     }
 
     /// Finishes an `advance_ms` that a reboot interrupted, and answers its request.
-    fn resume_advance(board: &mut Board, app: &mut App<AppFlash>) {
+    fn resume_advance(
+        board: &mut Board,
+        app: &mut App<AppFlash>,
+        net: Option<&mut Net>,
+        last_kick: &Cell<u64>,
+    ) {
         if board.pending.magic != PENDING_MAGIC {
             return;
         }
@@ -428,12 +627,14 @@ mod device {
         if !board.clock.is_frozen() {
             board.clock.freeze(timer::ticks());
         }
-        advance_to(board, app, target_ms);
+        advance_to(board, app, net, last_kick, target_ms);
         board.pending.magic = 0;
         let id = app.config().device_id;
         let now = board.now_ms();
         let frozen = board.clock.is_frozen();
-        respond(board, &request, &id, Ok(json!({"now_ms": now, "frozen": frozen})), style);
+        if let Some(response) = reply(&request, &id, Ok(json!({"now_ms": now, "frozen": frozen}))) {
+            board.send(&response.to_json(), style);
+        }
     }
 
     #[panic_handler]
