@@ -362,3 +362,102 @@ fn a_pull_from_a_closed_port_is_refused_without_waiting_out_its_patience() {
     assert!(error.to_string().contains("connection refused"), "{error}");
     assert!(waits < 10, "refused after {waits} waits");
 }
+
+/// A DHCP server at [`PEER`] that offers [`DEVICE`] to whoever asks, on the peer's stack.
+#[cfg(feature = "dhcp")]
+struct DhcpServer(SocketHandle);
+
+#[cfg(feature = "dhcp")]
+impl DhcpServer {
+    fn new(peer: &mut Peer) -> DhcpServer {
+        use smoltcp::socket::udp;
+        let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]);
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket.bind(67).unwrap();
+        DhcpServer(peer.sockets.add(socket))
+    }
+
+    /// Answers a DISCOVER with an OFFER and a REQUEST with an ACK.
+    fn serve(&self, peer: &mut Peer) {
+        use smoltcp::socket::udp;
+        use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr};
+        let socket = peer.sockets.get_mut::<udp::Socket>(self.0);
+        while let Ok((bytes, _)) = socket.recv() {
+            let packet = DhcpPacket::new_checked(bytes).unwrap();
+            let request = DhcpRepr::parse(&packet).unwrap();
+            let message_type = match request.message_type {
+                DhcpMessageType::Discover => DhcpMessageType::Offer,
+                DhcpMessageType::Request => DhcpMessageType::Ack,
+                _ => continue,
+            };
+            let reply = DhcpRepr {
+                message_type,
+                transaction_id: request.transaction_id,
+                secs: 0,
+                client_hardware_address: request.client_hardware_address,
+                client_ip: Ipv4Address::UNSPECIFIED,
+                your_ip: DEVICE,
+                server_ip: PEER,
+                router: Some(PEER),
+                subnet_mask: Some(Ipv4Address::new(255, 255, 255, 0)),
+                relay_agent_ip: Ipv4Address::UNSPECIFIED,
+                broadcast: false,
+                requested_ip: None,
+                client_identifier: None,
+                server_identifier: Some(PEER),
+                parameter_request_list: None,
+                dns_servers: None,
+                max_size: None,
+                lease_duration: Some(3600),
+                renew_duration: None,
+                rebind_duration: None,
+                additional_options: &[],
+            };
+            let mut out = vec![0; reply.buffer_len()];
+            reply.emit(&mut DhcpPacket::new_unchecked(&mut out[..])).unwrap();
+            let socket = peer.sockets.get_mut::<udp::Socket>(self.0);
+            socket.send_slice(&out, (IpAddress::Ipv4(Ipv4Address::BROADCAST), 68)).unwrap();
+            return;
+        }
+    }
+}
+
+#[cfg(feature = "dhcp")]
+#[test]
+fn with_dhcp_the_service_answers_on_the_leased_address_and_not_before() {
+    let (a, b) = wire();
+    let setup = Setup {
+        addressing: Addressing::Dhcp,
+        buffers: Buffers::SMALL,
+        clock,
+        random_seed: 7,
+        pull_patience_waits: 1_000,
+    };
+    let mut net = Net::new(a, HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, 1])), setup).unwrap();
+    let (mut host, mut peer) = (host(), Peer::new(b));
+    assert_eq!(net.ipv4_address(), None, "no address before a lease");
+    let identity = DeviceIdentity {
+        device_id: None,
+        mac: None,
+        app: "fw".into(),
+        platform: "host".into(),
+        fw_version: "1.0.0".into(),
+        fw_id: "b".into(),
+    };
+    let early = net.get(&identity, &[], "http://10.0.0.2/fw.zip", |_| Ok(()), |_| {}).unwrap_err();
+    assert!(early.to_string().contains("no IP address yet"), "{early}");
+    let server = DhcpServer::new(&mut peer);
+    for _ in 0..TURNS_MAX {
+        if net.ipv4_address().is_some() {
+            break;
+        }
+        net.poll(&mut host);
+        peer.poll();
+        server.serve(&mut peer);
+        peer.poll();
+    }
+    assert_eq!(net.ipv4_address(), Some(DEVICE));
+    let handle = peer.connect(50_000);
+    let answer = exchange(&mut net, &mut host, &mut peer, handle, b"GET /no/such/page HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
