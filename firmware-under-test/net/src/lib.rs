@@ -190,6 +190,18 @@ impl<D: Device> Net<D> {
         })
     }
 
+    /// Drops the address and asks for a new lease at once: the link went down (a Wi-Fi station
+    /// left its network), and the next network may hand out another. Nothing with a static
+    /// address.
+    pub fn renew_address(&mut self) {
+        #[cfg(feature = "dhcp")]
+        if let Some(handle) = self.dhcp {
+            self.sockets.get_mut::<smoltcp::socket::dhcpv4::Socket>(handle).reset();
+            self.iface.update_ip_addrs(|addrs| addrs.clear());
+            self.iface.routes_mut().remove_default_ipv4_route();
+        }
+    }
+
     /// The device, for what only the port knows of it (its interrupt).
     pub fn device_mut(&mut self) -> &mut D {
         &mut self.device

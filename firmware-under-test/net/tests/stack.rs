@@ -424,7 +424,7 @@ impl DhcpServer {
 
 #[cfg(feature = "dhcp")]
 #[test]
-fn with_dhcp_the_service_answers_on_the_leased_address_and_not_before() {
+fn with_dhcp_the_service_answers_on_the_leased_address_and_not_before_nor_between_leases() {
     let (a, b) = wire();
     let setup = Setup {
         addressing: Addressing::Dhcp,
@@ -447,6 +447,19 @@ fn with_dhcp_the_service_answers_on_the_leased_address_and_not_before() {
     let early = net.get(&identity, &[], "http://10.0.0.2/fw.zip", |_| Ok(()), |_| {}).unwrap_err();
     assert!(early.to_string().contains("no IP address yet"), "{early}");
     let server = DhcpServer::new(&mut peer);
+    for _ in 0..TURNS_MAX {
+        if net.ipv4_address().is_some() {
+            break;
+        }
+        net.poll(&mut host);
+        peer.poll();
+        server.serve(&mut peer);
+        peer.poll();
+    }
+    assert_eq!(net.ipv4_address(), Some(DEVICE));
+    // The link went down and up again: the address goes until a new lease comes.
+    net.renew_address();
+    assert_eq!(net.ipv4_address(), None);
     for _ in 0..TURNS_MAX {
         if net.ipv4_address().is_some() {
             break;

@@ -356,8 +356,12 @@ mod device {
     /// One turn of the network: the join's news, the address once DHCP gives one, the HTTP
     /// connections and the requests they hand back. Whether anything was handled.
     fn serve(board: &mut Board, app: &mut App<ChipFlash>, network: &mut Network) -> bool {
-        for line in network.station.poll() {
+        let (lines, left) = network.station.poll();
+        for line in lines {
             board.line(&alloc::format!("ota-esp32c3-fw: {line}"));
+        }
+        if left {
+            network.net.renew_address();
         }
         let pending = network.net.poll(&mut Host(app));
         let address = network.net.ipv4_address();

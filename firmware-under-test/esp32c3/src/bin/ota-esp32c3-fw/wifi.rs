@@ -98,18 +98,28 @@ impl<T: embassy_net_driver::TxToken> phy::TxToken for TxToken<T> {
 /// The stack on the station interface.
 pub type Net = ota_net::Net<Device<Interface>>;
 
-/// The join task, and the console lines it has for the main loop.
+/// What the join task tells the main loop.
+#[derive(Default)]
+struct News {
+    lines: Vec<String>,
+    /// The station left its network since the last poll.
+    left: bool,
+}
+
+/// The join task, and its news for the main loop.
 pub struct Station {
     join: Pin<Box<dyn Future<Output = ()>>>,
-    lines: Rc<RefCell<Vec<String>>>,
+    news: Rc<RefCell<News>>,
 }
 
 impl Station {
-    /// Runs the join task as far as it can go now; what it has to say.
-    pub fn poll(&mut self) -> Vec<String> {
+    /// Runs the join task as far as it can go now; what it has to say, and whether the station
+    /// left its network meanwhile (the address is then renewed: the next network may differ).
+    pub fn poll(&mut self) -> (Vec<String>, bool) {
         let mut cx = Context::from_waker(Waker::noop());
         let _ = self.join.as_mut().poll(&mut cx);
-        core::mem::take(&mut *self.lines.borrow_mut())
+        let news = core::mem::take(&mut *self.news.borrow_mut());
+        (news.lines, news.left)
     }
 }
 
@@ -158,11 +168,11 @@ pub fn start(radio: Radio, ssid: &str, pass: &str, now_ms: fn() -> u64) -> Resul
         pull_patience_waits: PULL_PATIENCE_WAITS,
     };
     let net = Net::new(Device(interface), HardwareAddress::Ethernet(EthernetAddress(mac)), setup)?;
-    let lines = Rc::new(RefCell::new(Vec::new()));
+    let news = Rc::new(RefCell::new(News::default()));
     let join = {
-        let (lines, ssid) = (lines.clone(), String::from(ssid));
-        let say = move |line: String| lines.borrow_mut().push(line);
+        let (news, ssid) = (news.clone(), String::from(ssid));
         Box::pin(async move {
+            let say = |line: String| news.borrow_mut().lines.push(line);
             loop {
                 say(format!("wifi: joining {ssid}"));
                 match controller.connect_async().await {
@@ -170,6 +180,7 @@ pub fn start(radio: Radio, ssid: &str, pass: &str, now_ms: fn() -> u64) -> Resul
                         say(format!("wifi: joined {ssid}; waiting for an address (DHCP)"));
                         let why = controller.wait_for_disconnect_async().await;
                         say(format!("wifi: left {ssid} ({why:?})"));
+                        news.borrow_mut().left = true;
                     }
                     Err(e) => {
                         say(format!("wifi: could not join {ssid} ({e:?}); again in {REJOIN_AFTER_MS} ms"));
@@ -179,5 +190,5 @@ pub fn start(radio: Radio, ssid: &str, pass: &str, now_ms: fn() -> u64) -> Resul
             }
         })
     };
-    Ok((Station { join, lines }, net))
+    Ok((Station { join, news }, net))
 }
