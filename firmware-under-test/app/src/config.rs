@@ -18,6 +18,8 @@
 //! | `rpc.mqtt.qos`           | 1                | QoS of RPC replies (0, 1 or 2) |
 //! | `shadow.ota_enable`      | true             | whether the shadow's `desired.ota.url` starts updates (§6.3) |
 //! | `shadow.autocommit`      | false            | commit an uncommitted image once the shadow connects again |
+//! | `wifi.sta.enable`        | false            | whether a port with a radio joins a Wi-Fi network as a station |
+//! | `wifi.sta.ssid`, `wifi.sta.pass` | none     | the network, and its password (none: an open network) |
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -39,6 +41,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub shadow_ota_enable: bool,
     pub shadow_autocommit: bool,
+    pub wifi_sta: WifiStaConfig,
     /// Why `conf9.json` was ignored, when it was.
     pub problem: Option<String>,
 }
@@ -65,6 +68,7 @@ impl Config {
             },
             shadow_ota_enable: true,
             shadow_autocommit: false,
+            wifi_sta: WifiStaConfig::default(),
             problem: None,
         };
         let Some(bytes) = user else { return config };
@@ -111,6 +115,12 @@ impl Config {
         let flag = |key: &str| json.pointer(key).and_then(|v| v.as_bool());
         config.shadow_ota_enable = flag("/shadow/ota_enable").unwrap_or(true);
         config.shadow_autocommit = flag("/shadow/autocommit").unwrap_or(false);
+        let text = |key: &str| json.pointer(key).and_then(|v| v.as_str()).map(str::to_string);
+        config.wifi_sta = WifiStaConfig {
+            enable: flag("/wifi/sta/enable").unwrap_or(false),
+            ssid: text("/wifi/sta/ssid"),
+            pass: text("/wifi/sta/pass"),
+        };
         config
     }
 
@@ -142,6 +152,23 @@ pub struct MqttConfig {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub rpc_qos: u8,
+}
+
+/// The Wi-Fi station's settings (`wifi.sta.*`), as Mongoose OS names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WifiStaConfig {
+    pub enable: bool,
+    pub ssid: Option<String>,
+    pub pass: Option<String>,
+}
+
+impl WifiStaConfig {
+    /// The network to join and its password (empty: an open network), or `None` when the station
+    /// is off or names no network: then a port leaves its radio off.
+    pub fn network(&self) -> Option<(&str, &str)> {
+        let ssid = self.ssid.as_deref().filter(|s| !s.is_empty())?;
+        self.enable.then(|| (ssid, self.pass.as_deref().unwrap_or("")))
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +206,22 @@ mod tests {
         assert_eq!(config.mqtt.server.as_deref(), Some("127.0.0.1:1883"));
         assert_eq!((config.mqtt.client_id.as_str(), config.mqtt.rpc_qos), ("d7", 0));
         assert_eq!((config.mqtt.user.as_deref(), config.mqtt.pass.as_deref()), (Some("u"), Some("p")));
+    }
+
+    #[test]
+    fn wifi_sta_names_a_network_only_when_enabled_with_an_ssid() {
+        let settings = Settings::default();
+        let sta = |json: &[u8]| Config::from_user_file(Some(json), &settings).wifi_sta;
+        assert_eq!(Config::from_user_file(None, &settings).wifi_sta.network(), None);
+        let joined = sta(br#"{"wifi": {"sta": {"enable": true, "ssid": "hil-lab", "pass": "secret"}}}"#);
+        assert_eq!(joined.network(), Some(("hil-lab", "secret")));
+        assert_eq!(
+            sta(br#"{"wifi": {"sta": {"enable": true, "ssid": "open"}}}"#).network(),
+            Some(("open", ""))
+        );
+        // The seeds' conf9.json names a network without enabling the station: the radio stays off.
+        assert_eq!(sta(br#"{"wifi": {"sta": {"ssid": "site-7"}}}"#).network(), None);
+        assert_eq!(sta(br#"{"wifi": {"sta": {"enable": true, "ssid": ""}}}"#).network(), None);
+        assert_eq!(sta(br#"{"wifi": {"sta": {"enable": false, "ssid": "x", "pass": "y"}}}"#).network(), None);
     }
 }

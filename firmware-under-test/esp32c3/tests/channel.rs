@@ -3,10 +3,11 @@
 
 use ota_app::app::{App, Settings, Start};
 use ota_app::image::Image;
+use ota_app::service::PullRequest;
 use ota_bundle::Bundle;
 use ota_core::flash::RamFlash;
 use ota_core::updater::{Device, Updater};
-use ota_port_esp32c3::channel::Channel;
+use ota_port_esp32c3::channel::{self, Channel};
 use ota_port_esp32c3::{LAYOUT, PLATFORM};
 
 type Flash<'a> = RamFlash<'a, 4, 4096>;
@@ -45,4 +46,21 @@ fn a_request_in_pieces_is_answered_in_the_style_it_came_in() {
     let unknown =
         String::from_utf8(channel.feed(&mut app, b"{\"id\":8,\"method\":\"No.Such\"}\n", 7)).unwrap();
     assert!(unknown.contains("\"error\"") && unknown.contains("404"), "{unknown}");
+}
+
+#[test]
+fn an_ota_update_by_url_runs_the_ports_pull_and_is_refused_without_a_network() {
+    let mut mem = vec![0u8; ota_app::partitions::FLASH_BYTES as usize];
+    let mut app = running(&mut mem);
+    let frame = br#"{"id":9,"method":"OTA.Update","params":{"url":"http://10.0.0.2/fw.zip"}}"#;
+    let refused = channel::frame_reply(&mut app, frame, 5, None).unwrap().unwrap();
+    assert!(refused.contains("\"error\"") && refused.contains("no network"), "{refused}");
+    let mut urls = Vec::new();
+    let mut pull = |_: &mut App<Flash<'_>>, request: &PullRequest| {
+        urls.push(request.url.clone());
+        Ok("Not Modified")
+    };
+    let pulled = channel::frame_reply(&mut app, frame, 6, Some(&mut pull)).unwrap().unwrap();
+    assert!(pulled.contains("\"result\"") && pulled.contains("Not Modified"), "{pulled}");
+    assert_eq!(urls, ["http://10.0.0.2/fw.zip"]);
 }

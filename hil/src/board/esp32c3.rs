@@ -713,6 +713,11 @@ mod tests {
             Some("192.168.1.50:80".into())
         );
         assert_eq!(http_line("http=10.0.0.7"), Some("10.0.0.7:80".into()));
+        // The line ota-esp32c3-fw prints once DHCP gave it an address.
+        assert_eq!(
+            http_line("ota-esp32c3-fw: wifi: address 192.168.4.23 (DHCP), http=192.168.4.23:80"),
+            Some("192.168.4.23:80".into())
+        );
         assert_eq!(http_line("http= "), None);
         assert_eq!(http_line("wifi: connecting"), None);
         assert_eq!(host_port("http://esp32c3.local:8080/"), "esp32c3.local:8080");

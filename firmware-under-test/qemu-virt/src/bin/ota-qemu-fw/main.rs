@@ -5,7 +5,7 @@
 //! One UART carries both the console (`@ota {json}` event lines, the `@kick` line of every
 //! main-loop turn) and RPC in Mongoose OS's framing, as the virtual board's pty does, with the
 //! same `Board.Clock` rig method. With a virtio network device, the same application also
-//! answers HTTP (`ota_app::web`, over `ota_port_qemu_virt::net`'s smoltcp) and pulls bundles
+//! answers HTTP (`ota_app::web`, over `ota_net`'s smoltcp on the virtio device) and pulls bundles
 //! over it. The main loop sleeps in `wfi` until a byte or a frame arrives or, with the clock
 //! running, until the application's next deadline.
 
@@ -299,13 +299,12 @@ mod device {
     fn run(mut board: Board, mut app: Box<App<AppFlash>>) -> ! {
         let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_BYTES);
         let last_kick = Cell::new(0);
-        let mut net = match Net::start() {
-            Ok(n) => {
+        let mut net = match net::start() {
+            Ok((n, irq)) => {
                 line(&alloc::format!(
-                    "ota-qemu-fw: network up: {}:{} (virtio-mmio irq {})",
+                    "ota-qemu-fw: network up: {}:{} (virtio-mmio irq {irq})",
                     net::ADDRESS,
                     net::HTTP_PORT,
-                    n.irq
                 ));
                 Some(n)
             }
@@ -333,7 +332,7 @@ mod device {
             if let Some(n) = net.as_mut() {
                 let pending = n.poll(&mut Host { board: &mut board, app: &mut app });
                 handled |= !pending.is_empty() || n.busy();
-                for net::Pending { slot, action } in pending {
+                for ota_net::Pending { slot, action } in pending {
                     let response = answer(&mut board, &mut app, n, &last_kick, action);
                     n.respond(slot, response);
                 }
@@ -352,7 +351,7 @@ mod device {
                 wake = wake.min(at);
             }
             if let Some(n) = net.as_mut() {
-                if let Some(at) = n.wake_at() {
+                if let Some(at) = net::wake_at(n) {
                     wake = wake.min(at);
                 }
                 if n.busy() {
@@ -427,7 +426,9 @@ mod device {
                 board.events(app.take_events());
                 written
             };
-            net.get(&identity, &config.update_extra_http_headers, &request.url, on_body, || kick(last_kick))
+            net::get(net, &identity, &config.update_extra_http_headers, &request.url, on_body, || {
+                kick(last_kick)
+            })
         };
         let now = board.now_ms();
         let result = match fetched {

@@ -4,7 +4,10 @@
 //! Early init is `ota_app::otadata::early_start` (plan, redirect without writing, or the core's
 //! boot and otadata to match); every reset the application asks for names the next slot in
 //! otadata first (`ota_app::otadata::prepare_reset`). RPC in Mongoose OS framing runs on
-//! USB-Serial-JTAG and on UART0, with the `@ota {json}` event lines on both. The RTC watchdog
+//! USB-Serial-JTAG and on UART0, with the `@ota {json}` event lines on both. With
+//! `wifi.sta.enable` and an SSID in `conf9.json`, the board joins that network as a station and
+//! serves the HTTP service on port 80 and pulls (`ota_net`, as on QEMU; `wifi.rs`), printing
+//! `http=IP:80` once DHCP gave it an address; otherwise the radio stays off. The RTC watchdog
 //! resets a firmware that stops feeding it (a hang); a crash at boot is a real panic, whose halt
 //! resets the chip.
 
@@ -19,11 +22,15 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+mod wifi;
+
+#[cfg(target_os = "none")]
 mod device {
     extern crate alloc;
 
     use alloc::boxed::Box;
     use alloc::vec::Vec;
+    use core::cell::RefCell;
 
     use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
     use esp_bootloader_esp_idf::partitions;
@@ -31,13 +38,22 @@ mod device {
     use esp_hal::time::{Duration, Instant};
     use esp_hal::uart::{self, Uart};
     use esp_hal::usb::usb_serial_jtag::UsbSerialJtag;
-    use esp_hal::{Blocking, system};
+    use esp_hal::{Blocking, ram, system};
     use esp_storage::{FlashStorage, FlashStorageError};
-    use ota_app::app::{App, Settings, Start, Tick};
+    use ota_app::app::{App, RpcError, Settings, Start, Tick};
     use ota_app::otadata::{self, Early, EspOtadata, Otadata};
-    use ota_app::{Event, Stamped};
+    use ota_app::service::PullRequest;
+    use ota_app::web::{self, Action, AppHost};
+    use ota_app::{Event, Source, Stamped};
     use ota_core::layout::Slot;
-    use ota_port_esp32c3::channel::Channel;
+    use ota_core::updater::UpdateOptions;
+    use ota_net::smoltcp::wire::Ipv4Address;
+    use ota_port_esp32c3::channel::{self, Channel};
+    use ota_proto::http::client::{DeviceIdentity, PullOutcome};
+    use ota_proto::http::response::Response as HttpResponse;
+    use ota_proto::rpc::frame;
+
+    use super::wifi::{self, Net, Radio, Station};
     use ota_port_esp32c3::{LAYOUT, PLATFORM, WATCHDOG_MS, slot_at};
 
     use esp_backtrace as _;
@@ -52,8 +68,12 @@ mod device {
     #[used]
     static APP_DESCRIPTOR: [u8; ota_app::image::HEADER_BYTES] = ota_port_esp32c3::descriptor();
 
-    /// The heap: serde_json, the update session, LittleFS mounts.
+    /// The heap: serde_json, the update session, LittleFS mounts; with Wi-Fi, also esp-radio's
+    /// buffers and tasks and `ota_net`'s sockets (`Buffers::SMALL`: 40 KiB, 9 KiB more during a
+    /// pull).
     const HEAP_BYTES: usize = 128 * 1024;
+    /// More heap in the RAM the second-stage boot loader used, free once the app runs.
+    const RECLAIMED_HEAP_BYTES: usize = 64_000;
     /// The most bytes read from one port per main-loop turn.
     const READ_CHUNK_BYTES: usize = 1024;
     /// Tries for one byte into the USB-Serial-JTAG FIFO before the rest of a write is dropped:
@@ -188,6 +208,7 @@ mod device {
     #[esp_hal::main]
     fn main() -> ! {
         let p = esp_hal::init(esp_hal::Config::default());
+        esp_alloc::heap_allocator!(#[ram(reclaimed)] size: RECLAIMED_HEAP_BYTES);
         esp_alloc::heap_allocator!(size: HEAP_BYTES);
         let mut rtc = Rtc::new(p.RTC_TIMER);
         rtc.rwdt.set_timeout(RwdtStage::Stage0, Duration::from_millis(WATCHDOG_MS));
@@ -198,6 +219,7 @@ mod device {
             Err(e) => panic!("UART0: {e:?}"),
         };
         let mut board = Board { usb, uart, rtc };
+        let radio = Radio { timg0: p.TIMG0, from_cpu_intr0: p.FROM_CPU_INTR0, wifi: p.WIFI };
         let mut flash = ChipFlash(FlashStorage::new(p.FLASH));
         let booted = booted_slot(&mut flash);
         let mut otadata = EspOtadata::default();
@@ -211,7 +233,7 @@ mod device {
                 board.line(&alloc::format!("ota-esp32c3-fw: booted {booted}, the boot state plans {to} (otadata named: {named}); reset"));
                 system::software_reset()
             }
-            Early::Start(Start::Running(app)) => run(board, app, otadata),
+            Early::Start(Start::Running(app)) => run(board, app, otadata, radio),
             Early::Start(Start::Reset { .. }) if crashed => {
                 panic!("crash at boot, as the app descriptor says")
             }
@@ -239,9 +261,45 @@ mod device {
         }
     }
 
-    /// The main loop: read both ports, answer, run what is due, feed the watchdog.
-    fn run(mut board: Board, mut app: Box<App<ChipFlash>>, mut otadata: EspOtadata) -> ! {
+    /// The network, when the station is on.
+    struct Network {
+        station: Station,
+        net: Net,
+        /// The address last printed (`http=IP:80`).
+        announced: Option<Ipv4Address>,
+    }
+
+    /// Starts Wi-Fi when `conf9.json` enables the station and names a network.
+    fn network(board: &mut Board, app: &mut App<ChipFlash>, radio: Radio) -> Option<Network> {
+        let sta = app.config().wifi_sta;
+        let Some((ssid, pass)) = sta.network() else {
+            board.line("ota-esp32c3-fw: wifi.sta is off or names no network: no Wi-Fi, no HTTP, no pulls");
+            return None;
+        };
+        match wifi::start(radio, ssid, pass, now_ms) {
+            Ok((station, net)) => Some(Network { station, net, announced: None }),
+            Err(why) => {
+                board.line(&alloc::format!("ota-esp32c3-fw: no Wi-Fi ({why}): no HTTP, no pulls"));
+                None
+            }
+        }
+    }
+
+    /// The application as `ota_app::web` drives it.
+    struct Host<'a>(&'a mut App<ChipFlash>);
+
+    impl AppHost for Host<'_> {
+        type Flash = ChipFlash;
+        fn with_app<T>(&mut self, f: impl FnOnce(&mut App<ChipFlash>, u64) -> T) -> Result<T, RpcError> {
+            Ok(f(self.0, now_ms()))
+        }
+    }
+
+    /// The main loop: read both ports, serve the network, answer, run what is due, feed the
+    /// watchdog.
+    fn run(mut board: Board, mut app: Box<App<ChipFlash>>, mut otadata: EspOtadata, radio: Radio) -> ! {
         let (mut usb_channel, mut uart_channel) = (Channel::default(), Channel::default());
+        let mut network = network(&mut board, &mut app, radio);
         let mut buf = [0u8; READ_CHUNK_BYTES];
         // What is due at once (a commit timeout of 0) runs at the first turn.
         let mut due_ms = Some(0);
@@ -255,35 +313,179 @@ mod device {
                 n += 1;
             }
             if n > 0 {
-                let reply = usb_channel.feed(&mut app, &buf[..n], now_ms());
+                let reply = feed(&mut usb_channel, &mut board, &mut app, network.as_mut(), &buf[..n]);
                 board.usb_write(&reply);
                 handled = true;
             }
             let n = board.uart.read_buffered(&mut buf).unwrap_or(0);
             if n > 0 {
-                let reply = uart_channel.feed(&mut app, &buf[..n], now_ms());
+                let reply = feed(&mut uart_channel, &mut board, &mut app, network.as_mut(), &buf[..n]);
                 board.uart_write(&reply);
                 handled = true;
+            }
+            if let Some(network) = network.as_mut() {
+                handled |= serve(&mut board, &mut app, network);
             }
             board.events(app.take_events());
             let now = now_ms();
             if handled || due_ms.is_some_and(|due| now >= due) {
-                tick(&mut board, &mut app, &mut otadata, now);
+                tick(&mut board, &mut app, &mut otadata, network.as_mut().map(|n| &mut n.net), now);
                 due_ms = app.next_due_ms();
             }
         }
     }
 
-    /// Runs what is due at `now`; a reboot it asks for names the next slot in otadata first.
-    fn tick(board: &mut Board, app: &mut App<ChipFlash>, otadata: &mut EspOtadata, now: u64) {
+    /// A serial port's bytes into its channel, the pulls its methods ask for run over Wi-Fi.
+    fn feed(
+        channel: &mut Channel,
+        board: &mut Board,
+        app: &mut App<ChipFlash>,
+        network: Option<&mut Network>,
+        bytes: &[u8],
+    ) -> Vec<u8> {
+        match network {
+            Some(network) => {
+                let mut pull =
+                    |app: &mut App<ChipFlash>, r: &PullRequest| pull(board, app, &mut network.net, r);
+                channel.feed_pulling(app, bytes, now_ms(), Some(&mut pull))
+            }
+            None => channel.feed(app, bytes, now_ms()),
+        }
+    }
+
+    /// One turn of the network: the join's news, the address once DHCP gives one, the HTTP
+    /// connections and the requests they hand back. Whether anything was handled.
+    fn serve(board: &mut Board, app: &mut App<ChipFlash>, network: &mut Network) -> bool {
+        let (lines, left) = network.station.poll();
+        for line in lines {
+            board.line(&alloc::format!("ota-esp32c3-fw: {line}"));
+        }
+        if left {
+            network.net.renew_address();
+        }
+        let pending = network.net.poll(&mut Host(app));
+        let address = network.net.ipv4_address();
+        if address != network.announced {
+            network.announced = address;
+            match address {
+                Some(ip) => board.line(&alloc::format!(
+                    "ota-esp32c3-fw: wifi: address {ip} (DHCP), http={ip}:{}",
+                    ota_net::HTTP_PORT
+                )),
+                None => board.line("ota-esp32c3-fw: wifi: no address (the DHCP lease ended)"),
+            }
+        }
+        let handled = !pending.is_empty() || network.net.busy();
+        for ota_net::Pending { slot, action } in pending {
+            let response = answer(board, app, &mut network.net, action);
+            network.net.respond(slot, response);
+        }
+        handled
+    }
+
+    /// The answer to an HTTP request that needs more than the application: a pull, an RPC frame
+    /// or call.
+    fn answer(board: &mut Board, app: &mut App<ChipFlash>, net: &mut Net, action: Action) -> HttpResponse {
+        let board = RefCell::new(board);
+        let mut pull = |app: &mut App<ChipFlash>, r: &PullRequest| pull(&mut board.borrow_mut(), app, net, r);
+        match action {
+            Action::Respond(response) => response,
+            Action::Pull(request) => web::pull_response(pull(app, &request)),
+            Action::Frame(body) => match channel::frame_reply(app, &body, now_ms(), Some(&mut pull)) {
+                Ok(reply) => web::frame_response(Ok(reply)),
+                Err(error) => {
+                    let id = app.config().device_id;
+                    web::frame_response(Err(frame::not_a_frame_json(&error, &id)))
+                }
+            },
+            Action::Call { method, params } => {
+                web::call_response(channel::call(app, &method, &params, now_ms(), Some(&mut pull)))
+            }
+        }
+    }
+
+    /// A pull (§6.2) over Wi-Fi: the bundle streams from `request.url` into the updater as it
+    /// arrives, as on the QEMU port. The watchdog is fed at every wait.
+    fn pull(
+        board: &mut Board,
+        app: &mut App<ChipFlash>,
+        net: &mut Net,
+        request: &PullRequest,
+    ) -> Result<&'static str, RpcError> {
+        let options = UpdateOptions {
+            commit_timeout_s: request.commit_timeout_s,
+            ignore_same_version: request.ignore_same_version,
+        };
+        let begun = app.update_begin(Source::Pull, options, None, None, now_ms());
+        board.events(app.take_events());
+        let id = begun?;
+        let (fw_version, fw_id) = app.version();
+        let config = app.config();
+        let identity = DeviceIdentity {
+            device_id: Some(config.device_id.clone()),
+            mac: None,
+            app: app.settings().app_name.clone(),
+            platform: app.settings().platform.clone(),
+            fw_version,
+            fw_id,
+        };
+        let fetched = {
+            let board = RefCell::new(&mut *board);
+            let app = &mut *app;
+            let on_body = |piece: &[u8]| -> Result<(), alloc::string::String> {
+                let written = app.update_data(id, piece, now_ms()).map_err(|e| e.message);
+                board.borrow_mut().events(app.take_events());
+                written
+            };
+            let wait = |delay: Option<ota_net::smoltcp::time::Duration>| {
+                board.borrow_mut().rtc.rwdt.feed();
+                let most = delay.map_or(wifi::PULL_WAIT_MS, |d| d.total_millis().min(wifi::PULL_WAIT_MS));
+                let until = now_ms() + most;
+                while now_ms() < until {}
+            };
+            net.get(&identity, &config.update_extra_http_headers, &request.url, on_body, wait)
+        };
+        let now = now_ms();
+        let result = match fetched {
+            Ok(PullOutcome::NotModified) => {
+                app.update_not_modified(id, now);
+                Ok("Not Modified")
+            }
+            Ok(PullOutcome::Done { .. }) => app.update_end(id, now).map(|f| f.message()),
+            Err(e) => {
+                app.update_abort(id, &alloc::format!("pull failed: {e}"), now);
+                Err(RpcError::new(e.code, e.message))
+            }
+        };
+        board.events(app.take_events());
+        result
+    }
+
+    /// Runs what is due at `now`; a reboot it asks for names the next slot in otadata first, and
+    /// a poll (`update.url`, `update.interval`) pulls over Wi-Fi, its outcome in the events.
+    fn tick(
+        board: &mut Board,
+        app: &mut App<ChipFlash>,
+        otadata: &mut EspOtadata,
+        net: Option<&mut Net>,
+        now: u64,
+    ) {
         let tick = app.tick(now);
         board.events(app.take_events());
-        if let Tick::Reboot { why } = tick {
-            if let Err(e) = otadata::prepare_reset(app.flash_mut(), otadata, &LAYOUT, 4096) {
-                board.line(&alloc::format!("otadata not updated ({e}); the next boot redirects"));
+        match tick {
+            Tick::Reboot { why } => {
+                if let Err(e) = otadata::prepare_reset(app.flash_mut(), otadata, &LAYOUT, 4096) {
+                    board.line(&alloc::format!("otadata not updated ({e}); the next boot redirects"));
+                }
+                board.line(&alloc::format!("reboot: {why}"));
+                system::software_reset()
             }
-            board.line(&alloc::format!("reboot: {why}"));
-            system::software_reset()
+            Tick::Pull(request) => {
+                if let Some(net) = net {
+                    let _ = pull(board, app, net, &request);
+                }
+            }
+            Tick::Nothing => {}
         }
     }
 
