@@ -286,10 +286,7 @@ fn every_op(
     let mut lines = Vec::new();
     for n in 0..EVERY_OP_POINTS_MAX {
         if n > 0 {
-            board.start_trial(seed)?;
-            for earlier in prefix {
-                run_step(earlier, board, seed, &[])?;
-            }
+            start_afresh(board, prefix, seed)?;
         }
         board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
         board.arm_cut(Cut::AtOp { op: n, when: crate::scenario::model::CutWhen::Before })?;
@@ -309,6 +306,16 @@ fn every_op(
         lines.push(recovered(board, n, &files)?);
     }
     fail(format!("the push still had flash operations after {EVERY_OP_POINTS_MAX} cut points"))
+}
+
+/// A new trial on the board with the steps before an exhaustive cut run again: the device as the
+/// cut push finds it.
+fn start_afresh(board: &mut dyn Board, prefix: &[Step], seed: u64) -> Result<(), StepError> {
+    board.start_trial(seed)?;
+    for earlier in prefix {
+        run_step(earlier, board, seed, &[])?;
+    }
+    Ok(())
 }
 
 /// After a cut before flash operation `n`: powers on, and the device must run a whole image
@@ -372,10 +379,7 @@ fn every_recorded_op(
     literal.dedup();
     literal.truncate(LITERAL_CUTS);
     for &n in &literal {
-        board.start_trial(seed)?;
-        for earlier in prefix {
-            run_step(earlier, board, seed, &[])?;
-        }
+        start_afresh(board, prefix, seed)?;
         board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
         board.arm_cut(Cut::AtOp { op: n, when: crate::scenario::model::CutWhen::Before })?;
         let result = board.push(request)?;
@@ -400,10 +404,7 @@ fn every_recorded_op(
         board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
         lines.push(recovered(board, n, files)?);
     }
-    board.start_trial(seed)?;
-    for earlier in prefix {
-        run_step(earlier, board, seed, &[])?;
-    }
+    start_afresh(board, prefix, seed)?;
     board.step_timeout(std::time::Duration::from_millis(step.timeout_ms));
     let result = board.push(request)?;
     if result != PushResult::Applied {
