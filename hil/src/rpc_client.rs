@@ -498,11 +498,11 @@ mod tests {
         assert_eq!(url("http://127.0.0.1:8080/rpc/"), "http://127.0.0.1:8080/rpc/");
     }
 
-    #[test]
-    fn a_serial_reply_is_found_among_console_lines_and_stale_replies() {
+    /// A client on one end of a pty pair whose other end is closed; its next id is 7.
+    fn client_on_a_pty() -> SerialClient {
         let (a, b) = serialport::TTYPort::pair().expect("a pty pair");
         drop(b);
-        let mut client = SerialClient {
+        SerialClient {
             port: "test".into(),
             tty: a,
             decoder: Decoder::default(),
@@ -511,7 +511,12 @@ mod tests {
             line: Vec::new(),
             line_answered: false,
             fresh: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_serial_reply_is_found_among_console_lines_and_stale_replies() {
+        let mut client = client_on_a_pty();
         let stale = encode(br#"{"id":6,"src":"d","result":1}"#, Style::LINE_CRC);
         let reply = encode(br#"{"id":7,"src":"d","error":{"code":-1,"message":"no"}}"#, Style::QUOTED_CRC);
         let mut wire = b"[   12 ms] boot slot 0 (Committed)\r\n".to_vec();
@@ -527,18 +532,7 @@ mod tests {
     /// dropped, so the console kept a bare `@ota` and the timeline lost the event.
     #[test]
     fn an_event_line_on_the_rpc_line_reaches_the_console_whole() {
-        let (a, b) = serialport::TTYPort::pair().expect("a pty pair");
-        drop(b);
-        let mut client = SerialClient {
-            port: "test".into(),
-            tty: a,
-            decoder: Decoder::default(),
-            next_id: 7,
-            console: Vec::new(),
-            line: Vec::new(),
-            line_answered: false,
-            fresh: false,
-        };
+        let mut client = client_on_a_pty();
         let mut wire = b"@ota {\"ms\":0,\"event\":\"power_on\"}\r\n".to_vec();
         wire.extend(b"plain {not json\n");
         wire.extend(b"{\"bare\":1}\n");
